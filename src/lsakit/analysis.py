@@ -1,0 +1,473 @@
+"""Layer Sustainability Analysis (LSA): streaming statistics and the Most Vulnerable Layers list.
+
+Khalooei, Homayounpour, Amirmazlaghani (2022), "Layer-wise regularized adversarial training using
+layers sustainability analysis framework", arXiv:2202.02626, §3.
+
+For each batch the clean representations φ_l(x) are captured once and shared by every
+perturbation; each perturbation is generated with the probe paused (an attack's own forward passes
+are not captured), then its representations φ_l(x̂) are compared with the clean ones. Statistics
+are merged batch by batch (Chan et al.'s parallel mean/variance update, in float64 on the model's
+device), so memory does not grow with the data set.
+
+Statistics (Eq. 12). With CM_{m,l} the measure of sample m at layer l (or of batch m when
+``reduction="batch"``: then the unit of the statistics is a batch, as in the reference code):
+
+    μ = 1/(M·L) Σ_m Σ_l CM_{m,l},    σ = sqrt(1/(M·L) Σ_m Σ_l (CM_{m,l} − μ)²)
+
+Per layer, mean and std (population, 1/M) over the units. Undefined values (an all-zero clean
+representation) are excluded from every statistic and counted per layer in ``undefined``.
+
+Algorithm 1 (MVL): layer l is listed iff (CM_l − μ) > η·σ, CM_l the layer's mean; sorted by index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from lsakit import __version__
+from lsakit._checks import check_inputs, check_labels, check_positive_int
+from lsakit._io import atomic_write_text
+from lsakit._outputs import OutputSelector, select_logits
+from lsakit._torch import eval_mode, model_device
+from lsakit.errors import ConfigError, InputError, ResultsError, UndefinedMeasureError
+from lsakit.measures import check_measure, check_reduction, compare, measure_rows
+from lsakit.probe import LayerProbe, LayerSpec
+
+#: Anything mapping (x, y) to a perturbed x of the same shape: noise, attacks, user functions.
+PerturbationFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+RESULT_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LayerInfo(_Frozen):
+    """A monitored layer: its paper label (``L<k>``) and module name (``#k`` for reused modules)."""
+
+    label: str
+    module_name: str
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.module_name})"
+
+
+class LayerStats(_Frozen):
+    """Mean and population std of the measure over the units (samples or batches) of one layer.
+
+    ``mean``/``std`` are None when the measure was undefined for every unit (all-zero clean
+    representation); ``undefined`` counts the units excluded for that reason.
+    """
+
+    label: str
+    module_name: str
+    mean: float | None
+    std: float | None
+    count: int
+    undefined: int
+
+
+class PerturbationResult(_Frozen):
+    """LSA statistics of one perturbation: per-layer values, μ and σ of Eq. 12, accuracy."""
+
+    name: str
+    adversarial: bool
+    params: dict[str, Any]
+    accuracy: float | None
+    mu: float | None
+    sigma: float | None
+    layers: list[LayerStats]
+
+    def means(self) -> list[float | None]:
+        """Per-layer mean measure, in forward order."""
+        return [layer.mean for layer in self.layers]
+
+
+class LSAResult(_Frozen):
+    """The outcome of :func:`analyze`; JSON round-trip with :meth:`save` / :meth:`load`."""
+
+    format: int = RESULT_FORMAT
+    lsakit_version: str = __version__
+    measure: str
+    reduction: str
+    n_samples: int
+    clean_accuracy: float | None
+    layers: list[LayerInfo]
+    perturbations: list[PerturbationResult]
+    meta: dict[str, Any] = {}
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Names of the perturbations, in analysis order."""
+        return [p.name for p in self.perturbations]
+
+    def perturbation(self, name: str | None = None) -> PerturbationResult:
+        """The result of perturbation ``name``; may be omitted when there is only one."""
+        if name is None:
+            if len(self.perturbations) == 1:
+                return self.perturbations[0]
+            raise ConfigError(
+                f"this result has {len(self.perturbations)} perturbations; say which one: "
+                f"{', '.join(self.names())}"
+            )
+        for p in self.perturbations:
+            if p.name == name:
+                return p
+        raise ConfigError(
+            f"no perturbation {name!r} in this result; it has {', '.join(self.names())}"
+        )
+
+    # -- Algorithm 1 ----------------------------------------------------------------------------
+    def most_vulnerable_layers(
+        self, eta: float, perturbation: str | None = None
+    ) -> list[LayerInfo]:
+        """Algorithm 1: layers l with (CM_l − μ) > η·σ, sorted by layer index.
+
+        Layers whose measure was undefined everywhere are never listed.
+        """
+        eta = _check_eta(eta)
+        p = self.perturbation(perturbation)
+        if p.mu is None or p.sigma is None:
+            return []
+        mu, sigma = p.mu, p.sigma
+        return [
+            self.layers[i]
+            for i, layer in enumerate(p.layers)
+            if layer.mean is not None and layer.mean - mu > eta * sigma
+        ]
+
+    def top_k_layers(self, k: int, perturbation: str | None = None) -> list[LayerInfo]:
+        """The k layers with the largest mean measure, returned sorted by layer index."""
+        check_positive_int(k, "k")
+        p = self.perturbation(perturbation)
+        ranked = sorted(
+            (i for i, layer in enumerate(p.layers) if layer.mean is not None),
+            key=lambda i: -(p.layers[i].mean or 0.0),
+        )
+        return [self.layers[i] for i in sorted(ranked[:k])]
+
+    # -- JSON -----------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        """JSON text of the whole result."""
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "<string>") -> LSAResult:
+        """Parse JSON text; a malformed or incomplete text raises ResultsError naming ``source``."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ResultsError(
+                f"{source} is not valid JSON ({e.msg} at line {e.lineno}); "
+                f"re-run the analysis to rewrite it"
+            ) from None
+        if isinstance(data, dict) and data.get("format") not in (None, RESULT_FORMAT):
+            raise ResultsError(
+                f"{source} has result format {data.get('format')!r}; this lsakit "
+                f"reads format {RESULT_FORMAT} — re-run the analysis"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "top level"
+            raise ResultsError(
+                f"{source} is not an LSA result ({where}: {first['msg']}); "
+                f"re-run the analysis to rewrite it"
+            ) from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the result as JSON, atomically."""
+        return atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LSAResult:
+        """Read a result written by :meth:`save`."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ResultsError(
+                f"results file {p} not found; run `lsakit analyze --out DIR`"
+            ) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ResultsError(f"cannot read results file {p}: {e}") from None
+        return cls.from_json(text, source=str(p))
+
+
+def _check_eta(eta: float) -> float:
+    try:
+        value = float(eta)
+    except (TypeError, ValueError):
+        raise ConfigError(f"eta must be a number, got {eta!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"eta must be finite, got {eta!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming statistics
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RunningStats:
+    """Per-layer count, mean and sum of squared deviations (M2), merged batch by batch.
+
+    Chan, Golub & LeVeque's pairwise update, in float64; ``merge`` takes masked values so that
+    undefined entries are excluded without a Python loop over samples.
+    """
+
+    n_layers: int
+    device: torch.device
+    count: torch.Tensor = field(init=False)
+    mean: torch.Tensor = field(init=False)
+    m2: torch.Tensor = field(init=False)
+    undefined: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        zeros = torch.zeros(self.n_layers, dtype=torch.float64, device=self.device)
+        self.count, self.mean, self.m2, self.undefined = (zeros.clone() for _ in range(4))
+
+    def merge(self, values: torch.Tensor, defined: torch.Tensor) -> None:
+        """Merge values of shape (layers, units) with a boolean mask of the same shape."""
+        v = values.to(torch.float64)
+        mask = defined.to(torch.float64)
+        n_b = mask.sum(dim=1)
+        mean_b = (v * mask).sum(dim=1) / n_b.clamp(min=1)
+        m2_b = ((v - mean_b[:, None]).pow(2) * mask).sum(dim=1)
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        safe_n = n.clamp(min=1)
+        self.mean = self.mean + delta * n_b / safe_n
+        self.m2 = self.m2 + m2_b + delta.pow(2) * self.count * n_b / safe_n
+        self.count = n
+        self.undefined = self.undefined + (1 - mask).sum(dim=1)
+
+    def layer_stats(self) -> list[tuple[float | None, float | None, int, int]]:
+        """(mean, population std, count, undefined) per layer; None where nothing was defined."""
+        out: list[tuple[float | None, float | None, int, int]] = []
+        for n, mean, m2, undef in zip(
+            self.count.tolist(),
+            self.mean.tolist(),
+            self.m2.tolist(),
+            self.undefined.tolist(),
+            strict=True,
+        ):
+            if n == 0:
+                out.append((None, None, 0, int(undef)))
+            else:
+                out.append((mean, (max(m2, 0.0) / n) ** 0.5, int(n), int(undef)))
+        return out
+
+    def overall(self) -> tuple[float | None, float | None]:
+        """μ and σ over every (unit, layer) value (Eq. 12), by merging the layers."""
+        n = self.count.sum()
+        if float(n) == 0:
+            return None, None
+        mu = (self.count * self.mean).sum() / n
+        m2 = self.m2.sum() + (self.count * (self.mean - mu).pow(2)).sum()
+        return float(mu), float((m2.clamp(min=0) / n).sqrt())
+
+
+# --------------------------------------------------------------------------------------------
+# Analysis
+# --------------------------------------------------------------------------------------------
+def _perturbation_info(name: str, fn: PerturbationFn) -> tuple[bool, dict[str, Any]]:
+    adversarial = bool(getattr(fn, "is_adversarial", False))
+    params_fn = getattr(fn, "params", None)
+    params = dict(params_fn()) if callable(params_fn) else {}
+    return adversarial, params
+
+
+def analyze(
+    model: nn.Module,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    perturbations: Mapping[str, PerturbationFn],
+    *,
+    layers: LayerSpec = None,
+    measure: str = "relative_error",
+    reduction: str = "sample",
+    output: OutputSelector = None,
+    max_batches: int | None = None,
+    progress: bool = False,
+    meta: Mapping[str, Any] | None = None,
+) -> LSAResult:
+    """Run LSA over ``data`` for every perturbation and return the streaming statistics.
+
+    Args:
+        model: the network; it runs in eval mode and its modes are restored afterwards.
+        data: an iterable of ``(x, y)`` batches, x in [0, 1] (e.g. a DataLoader).
+        perturbations: name → callable ``(x, y) -> x̂`` (``lsakit.perturb`` objects or your own).
+        layers: which layers to monitor (see :class:`~lsakit.probe.LayerProbe`).
+        measure: ``relative_error`` (default, the paper's), ``mse``, ``cosine_distance``, ``linf``.
+        reduction: ``"sample"`` (default: statistics over samples, Eq. 12) or ``"batch"`` (one
+            value per batch over the whole batch tensor, as the reference code plots).
+        output: where the logits are in the model's output (tuple/dict outputs).
+        max_batches: stop after this many batches.
+        progress: show a progress bar.
+        meta: extra JSON-able information stored in the result (model name, data set, …).
+    """
+    check_measure(measure)
+    if check_reduction(reduction) == "none":
+        raise ConfigError("analyze() needs reduction 'sample' or 'batch', not 'none'")
+    if not perturbations:
+        raise ConfigError("analyze() needs at least one perturbation, e.g. {'gaussian': ...}")
+    if max_batches is not None:
+        check_positive_int(max_batches, "max_batches")
+    device = model_device(model)
+    names = list(perturbations)
+    stats: dict[str, RunningStats] = {}
+    correct = dict.fromkeys(["", *names], 0)
+    n_samples = 0
+    layer_infos: list[LayerInfo] = []
+    with (
+        _progress_bar(data, max_batches, progress) as advance,
+        eval_mode(model),
+        LayerProbe(model, layers) as probe,
+    ):
+        for batch_index, (x_batch, y_batch) in enumerate(data):
+            if max_batches is not None and batch_index >= max_batches:
+                break
+            x = check_inputs(x_batch).to(device)
+            with torch.no_grad():
+                logits = select_logits(model(x), output)
+            clean = probe.take()
+            y = check_labels(y_batch, x.shape[0], num_classes=logits.shape[1]).to(device)
+            if not stats:
+                layer_infos = [
+                    LayerInfo(label=la.label, module_name=la.name) for la in probe.layers
+                ]
+                stats = {n: RunningStats(len(clean), device) for n in names}
+            correct[""] += int((logits.argmax(dim=1) == y).sum())
+            for name in names:
+                with probe.paused():
+                    x_pert = perturbations[name](x, y)
+                _check_perturbed(name, x, x_pert)
+                with torch.no_grad():
+                    logits_pert = select_logits(model(x_pert), output)
+                perturbed = probe.take()
+                rows = [
+                    measure_rows(measure, c, p, reduction)
+                    for c, p in zip(clean, perturbed, strict=True)
+                ]
+                stats[name].merge(
+                    torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+                )
+                correct[name] += int((logits_pert.argmax(dim=1) == y).sum())
+            n_samples += x.shape[0]
+            advance()
+    if n_samples == 0:
+        raise InputError("the data yielded no batch; check the data set, split and limit")
+
+    results = []
+    for name in names:
+        adversarial, params = _perturbation_info(name, perturbations[name])
+        mu, sigma = stats[name].overall()
+        layer_stats = [
+            LayerStats(
+                label=info.label, module_name=info.module_name, mean=m, std=s, count=c, undefined=u
+            )
+            for info, (m, s, c, u) in zip(layer_infos, stats[name].layer_stats(), strict=True)
+        ]
+        results.append(
+            PerturbationResult(
+                name=name,
+                adversarial=adversarial,
+                params=params,
+                accuracy=correct[name] / n_samples,
+                mu=mu,
+                sigma=sigma,
+                layers=layer_stats,
+            )
+        )
+    return LSAResult(
+        measure=measure,
+        reduction=reduction,
+        n_samples=n_samples,
+        clean_accuracy=correct[""] / n_samples,
+        layers=layer_infos,
+        perturbations=results,
+        meta=dict(meta or {}),
+    )
+
+
+def _check_perturbed(name: str, x: torch.Tensor, x_pert: object) -> None:
+    if not isinstance(x_pert, torch.Tensor) or x_pert.shape != x.shape:
+        shape = tuple(x_pert.shape) if isinstance(x_pert, torch.Tensor) else type(x_pert).__name__
+        raise InputError(
+            f"perturbation {name!r} returned {shape} for a batch of shape {tuple(x.shape)}; "
+            f"a perturbation must return a tensor of the input's shape"
+        )
+
+
+def relative_errors(
+    model: nn.Module,
+    x_clean: torch.Tensor,
+    x_perturbed: torch.Tensor,
+    *,
+    reduction: str = "batch",
+    layers: LayerSpec = None,
+    measure: str = "relative_error",
+) -> list[float]:
+    """The measure (default: relative error, Eq. 11) of every monitored layer, in forward order.
+
+    With ``reduction="batch"`` this is exactly ‖φ_l(x) − φ_l(x̂)‖_F / ‖φ_l(x)‖_F with one Frobenius
+    norm over the whole batch tensor, as in the paper. The model runs in eval mode (restored after).
+    Raises UndefinedMeasureError for a layer whose clean representation is all zero.
+    """
+    check_inputs(x_clean, "x_clean")
+    check_inputs(x_perturbed, "x_perturbed")
+    if x_clean.shape != x_perturbed.shape:
+        raise InputError(
+            f"x_clean {tuple(x_clean.shape)} and x_perturbed {tuple(x_perturbed.shape)} differ in "
+            f"shape; pass the same batch clean and perturbed"
+        )
+    if reduction not in ("batch", "sample"):
+        raise ConfigError(f"reduction must be 'batch' or 'sample', got {reduction!r}")
+    device = model_device(model)
+    with torch.no_grad(), eval_mode(model), LayerProbe(model, layers) as probe:
+        model(x_clean.to(device))
+        clean = probe.take()
+        model(x_perturbed.to(device))
+        perturbed = probe.take()
+        labels = [layer.label for layer in probe.layers]
+    values = []
+    for label, c, p in zip(labels, clean, perturbed, strict=True):
+        try:
+            values.append(
+                float(compare(measure, c, p, "batch" if reduction == "batch" else "sample"))
+            )
+        except UndefinedMeasureError as e:
+            raise UndefinedMeasureError(f"layer {label}: {e}") from None
+    return values
+
+
+@contextlib.contextmanager
+def _progress_bar(
+    data: Iterable[Any], max_batches: int | None, enabled: bool
+) -> Iterator[Callable[[], None]]:
+    """Yield an ``advance()`` callback; a transient rich bar over batches when enabled."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    total = len(data) if isinstance(data, Sized) else None
+    if max_batches is not None:
+        total = max_batches if total is None else min(total, max_batches)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("LSA", total=total)
+        yield lambda: bar.advance(task)

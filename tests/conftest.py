@@ -1,0 +1,26 @@
+"""Shared fixtures: seeded torch, small hand-built models, the location of the real MNIST."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The directory holding the real MNIST (``<dir>/mnist``); skip with the reason when absent."""
+    path = Path(os.environ.get("LSAKIT_TEST_DATA", SHARED_DATA))
+    if not (path / "mnist" / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found under {path}/mnist (set LSAKIT_TEST_DATA)")
+    return path
