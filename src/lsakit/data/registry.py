@@ -1,0 +1,295 @@
+"""The data set registry: name → description and loader.
+
+Every data set yields ``x`` float32 in [0, 1] (NCHW for images) and ``y`` int64 class indices, the
+input convention of the whole toolkit (any normalization belongs inside the model). The paper's
+data sets (Khalooei et al., 2022: Moon, MNIST, Fashion-MNIST, CIFAR-10) are registered here.
+
+Options, all keyword-only:
+
+- for every data set (:func:`load_tensors` and :func:`load`): ``limit`` (first ``limit`` samples of
+  the split; None = all), ``data_dir`` and ``download`` (where files are looked
+  for and whether missing ones are downloaded; accepted and unused for generated data sets, so a
+  caller can pass them uniformly);
+- for :func:`load` also: ``batch_size`` (128), ``shuffle`` (True for train, False for test),
+  ``num_workers`` (0) and ``seed`` (the shuffle order only, never the data);
+- for ``moons``: ``n_samples`` (1500, a third of them test), ``noise`` (0.1) and ``data_seed``
+  (0: the generator and the train/test split).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lsakit.data import moons
+from lsakit.data.cifar import load_cifar10
+from lsakit.data.idx import load_idx_dataset
+from lsakit.data.paths import candidate_dirs
+from lsakit.errors import ConfigError
+
+Split: TypeAlias = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
+DEFAULT_BATCH_SIZE = 128
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a data set is, independent of its options.
+
+    ``input_shape`` is one sample's shape (no batch dimension); ``default_model`` is the name, in
+    the model registry, of the architecture the paper trains on this data set.
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    description: str
+    default_model: str
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _CommonOptions:
+    """Options every data set accepts, validated."""
+
+    limit: int | None
+    data_dir: Path | None
+    download: bool
+
+
+_Loader: TypeAlias = Callable[
+    [Split, _CommonOptions, Mapping[str, object]], tuple[torch.Tensor, torch.Tensor]
+]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: DatasetInfo
+    load: _Loader
+    #: Options specific to this data set, beyond the common ones.
+    options: tuple[str, ...] = ()
+
+
+_COMMON_OPTIONS = ("limit", "data_dir", "download")
+_LOADER_OPTIONS = ("batch_size", "shuffle", "num_workers", "seed")
+# numpy's RandomState (behind sklearn's random_state) takes seeds in [0, 2**32).
+_SEED_BOUND = 2**32
+
+
+def _int_option(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"data option {name} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def _seed_option(value: object, name: str) -> int:
+    seed = _int_option(value, name, 0)
+    if seed >= _SEED_BOUND:
+        raise ConfigError(f"data option {name} must be below 2**32, got {seed!r}")
+    return seed
+
+
+def _bool_option(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"data option {name} must be True or False, got {value!r}")
+    return value
+
+
+def _common_options(options: Mapping[str, object]) -> _CommonOptions:
+    limit, data_dir = options.get("limit"), options.get("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
+        raise ConfigError(f"data option data_dir must be a path, got {data_dir!r}")
+    return _CommonOptions(
+        limit=None if limit is None else _int_option(limit, "limit", 1),
+        data_dir=None if data_dir is None else Path(data_dir),
+        download=_bool_option(options.get("download", True), "download"),
+    )
+
+
+def _load_moons(
+    split: Split, common: _CommonOptions, options: Mapping[str, object]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n_samples = _int_option(
+        options.get("n_samples", moons.DEFAULT_N_SAMPLES), "n_samples", moons.MIN_N_SAMPLES
+    )
+    noise = options.get("noise", moons.DEFAULT_NOISE)
+    if (
+        isinstance(noise, bool)
+        or not isinstance(noise, int | float)
+        or not math.isfinite(noise)
+        or noise < 0
+    ):
+        raise ConfigError(f"data option noise must be a finite number ≥ 0, got {noise!r}")
+    data_seed = _seed_option(options.get("data_seed", moons.DEFAULT_SEED), "data_seed")
+    data = moons.make_moons_split(n_samples, float(noise), data_seed)
+    x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+    return x[: common.limit], y[: common.limit]
+
+
+def _idx_loader(dataset: str) -> _Loader:
+    def load_split(
+        split: Split, common: _CommonOptions, options: Mapping[str, object]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dirs = candidate_dirs(dataset, common.data_dir)
+        return load_idx_dataset(dataset, split, dirs, download=common.download, limit=common.limit)
+
+    return load_split
+
+
+def _load_cifar10(
+    split: Split, common: _CommonOptions, options: Mapping[str, object]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    dirs = candidate_dirs("cifar10", common.data_dir)
+    return load_cifar10(split, dirs, download=common.download, limit=common.limit)
+
+
+_DIGITS = tuple(str(d) for d in range(10))
+_FASHION = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+_CIFAR10 = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+_REGISTRY: dict[str, _Entry] = {
+    "moons": _Entry(
+        DatasetInfo(
+            name="moons",
+            input_shape=(2,),
+            num_classes=2,
+            description="two interleaving half circles (sklearn make_moons), isotropically "
+            "scaled into [0, 1]; 1000 train / 500 test by default",
+            default_model="model_a",
+            class_names=("upper moon", "lower moon"),
+        ),
+        _load_moons,
+        options=("n_samples", "noise", "data_seed"),
+    ),
+    "mnist": _Entry(
+        DatasetInfo(
+            name="mnist",
+            input_shape=(1, 28, 28),
+            num_classes=10,
+            description="handwritten digits, 28×28 grey; 60000 train / 10000 test",
+            default_model="model_b",
+            class_names=_DIGITS,
+        ),
+        _idx_loader("mnist"),
+    ),
+    "fashion-mnist": _Entry(
+        DatasetInfo(
+            name="fashion-mnist",
+            input_shape=(1, 28, 28),
+            num_classes=10,
+            description="Zalando clothing images, 28×28 grey; 60000 train / 10000 test",
+            default_model="model_b",
+            class_names=_FASHION,
+        ),
+        _idx_loader("fashion-mnist"),
+    ),
+    "cifar10": _Entry(
+        DatasetInfo(
+            name="cifar10",
+            input_shape=(3, 32, 32),
+            num_classes=10,
+            description="natural images, 32×32 RGB, 10 classes; 50000 train / 10000 test",
+            default_model="vgg19",
+            class_names=_CIFAR10,
+        ),
+        _load_cifar10,
+    ),
+}
+
+
+def names() -> list[str]:
+    """Names of the registered data sets, in registration order."""
+    return list(_REGISTRY)
+
+
+def _entry(name: object) -> _Entry:
+    if not isinstance(name, str):
+        raise ConfigError(f"data set name must be a string, got {name!r}; known: {names()}")
+    key = name.strip().lower().replace("_", "-")
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    close = difflib.get_close_matches(key, names(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown data set {name!r}{hint} (known: {', '.join(names())})")
+
+
+def info(name: str) -> DatasetInfo:
+    """The description of data set ``name``; unknown names raise ConfigError."""
+    return _entry(name).info
+
+
+def _check_split(split: object) -> Split:
+    if split == "train":
+        return "train"
+    if split == "test":
+        return "test"
+    raise ConfigError(f"unknown split {split!r}; use 'train' or 'test'")
+
+
+def _check_option_names(name: str, given: Mapping[str, object], valid: tuple[str, ...]) -> None:
+    for key in given:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown option {key!r} for data set {name!r}{hint} "
+                f"(valid: {', '.join(sorted(valid))})"
+            )
+
+
+def load_tensors(
+    name: str, split: str = "train", **options: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole split of data set ``name`` as ``(x, y)``: x float32 in [0, 1], y int64.
+
+    See the module docstring for the options. Raises ConfigError for an unknown name, split or
+    option, DataError for missing (with ``download=False`` or a failed download) or corrupt files.
+    """
+    entry = _entry(name)
+    _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options)
+    specific = {key: value for key, value in options.items() if key in entry.options}
+    x, y = entry.load(_check_split(split), _common_options(options), specific)
+    return x, y
+
+
+def load(
+    name: str, split: str = "train", **options: object
+) -> DataLoader[tuple[torch.Tensor, ...]]:
+    """A DataLoader over the split of data set ``name``, built on :func:`load_tensors`.
+
+    Batches are ``(x, y)``. ``seed`` (if given) fixes the shuffle order only; the data itself
+    never depends on it (moons takes ``data_seed``), so runs with different seeds see the same data.
+    See the module docstring for the other options.
+    """
+    entry = _entry(name)
+    _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options + _LOADER_OPTIONS)
+    checked_split = _check_split(split)
+    # Checked before the data is read, so a typo fails at once rather than after a download.
+    batch_size = _int_option(options.pop("batch_size", DEFAULT_BATCH_SIZE), "batch_size", 1)
+    shuffle = _bool_option(options.pop("shuffle", checked_split == "train"), "shuffle")
+    num_workers = _int_option(options.pop("num_workers", 0), "num_workers", 0)
+    seed = options.pop("seed", None)
+    seed = None if seed is None else _seed_option(seed, "seed")
+    x, y = load_tensors(entry.info.name, checked_split, **options)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return DataLoader(
+        TensorDataset(x, y),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=generator,
+    )
