@@ -1,0 +1,433 @@
+"""Checkpoints: one ``.safetensors`` file holding a registered model's weights and its recipe.
+
+The file holds the model's ``state_dict`` tensors, and its safetensors header metadata (a
+str → str map) holds one entry, ``{"lsakit": json.dumps(meta)}``, where ``meta`` is::
+
+    {"format_version": 1, "model": <registry name>, "model_kwargs": {...}, **extra}
+
+so :func:`load_checkpoint` can rebuild the model with :func:`lsakit.models.build` and load the
+weights strictly. ``extra`` holds whatever JSON-able fields the caller adds (data set, epoch,
+metrics, training arguments). JSON turns tuples into lists; everything else round-trips.
+
+Loading never executes code from the file: safetensors holds raw tensor bytes and a JSON
+header, and nothing here calls ``torch.load`` or ``pickle``. Every problem a user can cause or
+fix (missing, truncated or foreign file, incompatible metadata, mismatching weights) raises
+:class:`~lsakit.errors.CheckpointError` with a one-line message naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeAlias
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from lsakit import models
+from lsakit.errors import CheckpointError, ConfigError, InputError
+
+#: Version of the metadata layout written by :func:`save_checkpoint`; readers accept only this.
+FORMAT_VERSION: Final = 1
+#: Key of the safetensors header metadata entry that holds the JSON-encoded lsakit metadata.
+METADATA_KEY: Final = "lsakit"
+#: Metadata fields set by lsakit itself; ``extra`` may not override them.
+RESERVED_FIELDS: Final = ("format_version", "model", "model_kwargs")
+
+PathLike: TypeAlias = str | os.PathLike[str]
+Shapes: TypeAlias = Mapping[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """The metadata of a checkpoint: how to rebuild the model, plus the caller's extra fields.
+
+    Attributes:
+        format_version: metadata layout version (:data:`FORMAT_VERSION`).
+        model: registry name for :func:`lsakit.models.build`.
+        model_kwargs: complete keyword arguments of the build (defaults filled in at save time,
+            so a later change of defaults does not change what the checkpoint rebuilds).
+        extra: every other field the caller saved (data set, epoch, metrics, arguments, …).
+    """
+
+    format_version: int
+    model: str
+    model_kwargs: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------- saving
+
+
+def save_checkpoint(
+    path: PathLike,
+    model: nn.Module,
+    *,
+    model_name: str,
+    model_kwargs: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and metadata to the safetensors file ``path``, atomically.
+
+    The file is first written to ``<name>.tmp-<pid>-<random>`` in the same directory, checked to
+    parse, ``fsync``-ed, then moved onto ``path`` with ``os.replace`` and the directory is
+    ``fsync``-ed: a crash or error at any point leaves either the old checkpoint or the new one,
+    never a torn file, and no temporary file behind. Parent directories are created.
+
+    Args:
+        path: destination file, conventionally ending in ``.safetensors``.
+        model: the model built by ``lsakit.models.build(model_name, **model_kwargs)`` (not
+            wrapped in DataParallel/DDP/``torch.compile``); on any device.
+        model_name: its registry name.
+        model_kwargs: the keyword arguments it was built with (defaults may be omitted).
+        extra: further JSON-able metadata (data set, epoch, metrics, training arguments).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ConfigError: unknown model name or argument, or a model whose weights do not fit
+            ``model_name`` / ``model_kwargs`` (so a checkpoint that could not be loaded is never
+            written).
+        InputError: ``extra`` overrides a reserved field or is not JSON-serializable, or the
+            state dict holds a non-tensor entry.
+        CheckpointError: the file or its directory cannot be written (permissions, disk full).
+    """
+    target = Path(path)
+    full_kwargs = models.resolve_kwargs(model_name, model_kwargs)
+    metadata = {METADATA_KEY: _encode_meta(model_name, full_kwargs, dict(extra or {}))}
+    state = model.state_dict()
+    _check_state_fits_recipe(state, model_name, full_kwargs)
+    _write_atomically(target, _tensors_for_saving(state), metadata)
+    return target
+
+
+def _encode_meta(model_name: str, model_kwargs: dict[str, Any], extra: dict[str, Any]) -> str:
+    """JSON-encode the metadata, refusing anything that would not round-trip through JSON."""
+    reserved = [key for key in RESERVED_FIELDS if key in extra]
+    if reserved:
+        raise InputError(
+            f"extra may not set {reserved}: those checkpoint fields come from model_name and "
+            f"model_kwargs; rename the extra fields"
+        )
+    non_str = [key for key in extra if not isinstance(key, str)]
+    if non_str:
+        raise InputError(f"extra has non-string keys {non_str!r}; use string keys (JSON objects)")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": model_name,
+        "model_kwargs": model_kwargs,
+        **extra,
+    }
+    try:
+        return json.dumps(meta)
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"checkpoint metadata is not JSON-serializable ({_one_line(err)}); pass only str, "
+            f"int, float, bool, None, lists and dicts in extra and model_kwargs"
+        ) from None
+
+
+def _check_state_fits_recipe(
+    state: Mapping[str, Any], model_name: str, model_kwargs: Mapping[str, Any]
+) -> None:
+    """Refuse to save weights that ``load_checkpoint`` could not load into the rebuilt model.
+
+    The reference model is built on the meta device: shapes only, no memory, no initialization.
+    """
+    with torch.device("meta"):
+        reference = models.build(model_name, **model_kwargs)
+    mismatch = describe_mismatch(
+        expected=_shapes(reference.state_dict()),
+        found={k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
+    )
+    if mismatch is not None:
+        raise ConfigError(
+            f"the model's weights do not fit model_name={model_name!r} with model_kwargs "
+            f"{dict(model_kwargs)}: {mismatch}; pass the name and arguments the model was built "
+            f"with, and save the bare model (unwrap DataParallel/DDP/torch.compile)"
+        )
+
+
+def _tensors_for_saving(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors, none sharing storage with another.
+
+    safetensors refuses tensors that share storage (tied weights, views of one buffer) and
+    non-contiguous ones; those are cloned, everything else is saved without a copy.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    seen_storages: set[int] = set()
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise InputError(
+                f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor; "
+                f"safetensors checkpoints hold tensors only"
+            )
+        tensor = value.detach().to("cpu")
+        storage = tensor.untyped_storage()
+        if (
+            storage.data_ptr() in seen_storages
+            or not tensor.is_contiguous()
+            or storage.nbytes() != tensor.nbytes
+        ):
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        seen_storages.add(tensor.untyped_storage().data_ptr())
+        tensors[key] = tensor
+    return tensors
+
+
+def _write_atomically(
+    target: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot create directory {directory} for checkpoint {target} ({_one_line(err)}); "
+            f"choose a writable location"
+        ) from err
+    if target.is_dir():
+        raise CheckpointError(
+            f"checkpoint path {target} is a directory; pass a file path such as "
+            f"{target / 'model.safetensors'}"
+        )
+    # Same directory as the target, so os.replace is a rename within one file system.
+    temp = directory / f"{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        safetensors.torch.save_file(tensors, temp, metadata=metadata)
+        # The serializer may swallow a failed final flush; a file that parses is complete.
+        _header_metadata(temp)
+        _fsync_file(temp)
+        os.replace(temp, target)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        if isinstance(err, (OSError, safetensors.SafetensorError, CheckpointError)):
+            raise CheckpointError(
+                f"cannot write checkpoint {target} ({_one_line(err)}); check that the directory "
+                f"is writable and has free space (any previous checkpoint is unchanged)"
+            ) from err
+        raise
+    _fsync_directory(directory, target)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(directory: Path, target: Path) -> None:
+    """Make the rename durable. Windows cannot open directories (and needs no such step)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        # Some file systems (certain network mounts) do not support fsync on directories.
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise CheckpointError(
+                f"checkpoint {target} was written but its directory could not be synced "
+                f"({_one_line(err)}); check the file system before relying on the file"
+            ) from err
+    finally:
+        os.close(fd)
+
+
+# -------------------------------------------------------------------------------------- loading
+
+
+def read_meta(path: PathLike) -> CheckpointMeta:
+    """Read a checkpoint's metadata without loading its weights or building the model."""
+    source = _existing_file(path)
+    return _parse_meta(source, _header_metadata(source))
+
+
+def load_checkpoint(
+    path: PathLike, *, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the model a checkpoint describes and load its weights (strictly).
+
+    Args:
+        path: a file written by :func:`save_checkpoint`.
+        map_location: device the returned model is moved to.
+
+    Returns:
+        ``(model, meta)``; the model is in **eval mode** (loading is mostly for evaluation and
+        analysis; call ``model.train()`` to resume training).
+
+    Raises:
+        CheckpointError: missing file; not a safetensors file, truncated, or corrupt header;
+            no lsakit metadata; unsupported format version; model name or arguments unknown
+            to this lsakit; weights not matching the model (names the key).
+        InputError: ``map_location`` is not a device.
+    """
+    device = _as_device(map_location)
+    source = _existing_file(path)
+    meta = _parse_meta(source, _header_metadata(source))
+    model = _build_model(source, meta)
+    tensors = _load_tensors(source)
+    mismatch = describe_mismatch(expected=_shapes(model.state_dict()), found=_shapes(tensors))
+    if mismatch is not None:
+        raise CheckpointError(
+            f"checkpoint {source} does not fit model {meta.model!r} with {meta.model_kwargs}: "
+            f"{mismatch}; the file was altered or written by an incompatible version, re-save it"
+        )
+    model.load_state_dict(tensors, strict=True)
+    model.to(device)
+    model.eval()
+    return model, meta
+
+
+def describe_mismatch(*, expected: Shapes, found: Shapes) -> str | None:
+    """One-line description of how ``found`` state-dict shapes differ from ``expected``, or None."""
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    reshaped = [key for key in expected if key in found and found[key] != expected[key]]
+    problems = []
+    if missing:
+        problems.append(f"missing {_some_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_some_keys(unexpected)}")
+    if reshaped:
+        key = reshaped[0]
+        more = (
+            f" (and {len(reshaped) - 1} more keys with other shapes)" if len(reshaped) > 1 else ""
+        )
+        problems.append(
+            f"key {key!r} has shape {found[key]} where the model expects {expected[key]}{more}"
+        )
+    return ", ".join(problems) or None
+
+
+def _some_keys(keys: list[str], shown: int = 3) -> str:
+    noun = "key" if len(keys) == 1 else "keys"
+    listed = ", ".join(repr(k) for k in keys[:shown])
+    more = f" (and {len(keys) - shown} more)" if len(keys) > shown else ""
+    return f"{noun} {listed}{more}"
+
+
+def _shapes(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(t.shape) for key, t in tensors.items()}
+
+
+def _as_device(map_location: str | torch.device) -> torch.device:
+    """Parse and probe the device before any work: an absent GPU fails here, not after loading."""
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError):
+        raise InputError(
+            f"map_location={map_location!r} is not a device; use e.g. 'cpu', 'cuda' or 'cuda:0'"
+        ) from None
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:  # CPU-only builds raise AssertionError
+        raise InputError(
+            f"map_location={map_location!r} is not available here ({_one_line(err)}); "
+            f"use 'cpu' or an available device"
+        ) from None
+    return device
+
+
+def _existing_file(path: PathLike) -> Path:
+    source = Path(path)
+    if not source.exists():
+        raise CheckpointError(
+            f"checkpoint {source} does not exist; check the path, or create one with "
+            f"`lsakit train ...`"
+        )
+    if not source.is_file():
+        raise CheckpointError(
+            f"checkpoint {source} is not a regular file; pass the .safetensors file itself"
+        )
+    return source
+
+
+def _header_metadata(source: Path) -> dict[str, str]:
+    """The safetensors header metadata; safe_open also checks the header covers the whole file."""
+    try:
+        with safetensors.safe_open(str(source), framework="pt") as handle:
+            metadata: dict[str, str] | None = handle.metadata()
+    except (safetensors.SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"checkpoint {source} is not a valid safetensors file ({_one_line(err)}); it is "
+            f"truncated, corrupt or another format: re-save or re-download it"
+        ) from err
+    return metadata or {}
+
+
+def _parse_meta(source: Path, metadata: Mapping[str, str]) -> CheckpointMeta:
+    raw = metadata.get(METADATA_KEY)
+    if raw is None:
+        raise CheckpointError(
+            f"{source} has no lsakit metadata (it was not written by lsakit); save the model "
+            f"with lsakit.checkpoint.save_checkpoint"
+        )
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise _corrupt_meta(source, f"invalid JSON: {err.msg}") from None
+    if not isinstance(meta, dict):
+        raise _corrupt_meta(source, f"a JSON {type(meta).__name__}, not an object")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _corrupt_meta(source, f"format_version is {version!r}, not an integer")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {source} has format_version {version}, but this lsakit reads only "
+            f"version {FORMAT_VERSION}; use the lsakit version that wrote it, or re-save it"
+        )
+    model_name, model_kwargs = meta.get("model"), meta.get("model_kwargs")
+    if not isinstance(model_name, str):
+        raise _corrupt_meta(source, f"model is {model_name!r}, not a name")
+    if not isinstance(model_kwargs, dict):
+        raise _corrupt_meta(source, f"model_kwargs is {model_kwargs!r}, not an object")
+    extra = {key: value for key, value in meta.items() if key not in RESERVED_FIELDS}
+    return CheckpointMeta(version, model_name, model_kwargs, extra)
+
+
+def _corrupt_meta(source: Path, problem: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {source} has corrupt lsakit metadata ({problem}); re-save it"
+    )
+
+
+def _build_model(source: Path, meta: CheckpointMeta) -> nn.Module:
+    if meta.model not in models.names():
+        raise CheckpointError(
+            f"checkpoint {source} is for model {meta.model!r}, which this lsakit does not know "
+            f"(known: {', '.join(models.names())}); use the lsakit version that wrote it"
+        )
+    try:
+        return models.build(meta.model, **meta.model_kwargs)
+    except ConfigError as err:
+        raise CheckpointError(
+            f"checkpoint {source} has model_kwargs that cannot build {meta.model!r}: {err}"
+        ) from err
+
+
+def _load_tensors(source: Path) -> dict[str, torch.Tensor]:
+    try:
+        tensors: dict[str, torch.Tensor] = safetensors.torch.load_file(source, device="cpu")
+    except (safetensors.SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"checkpoint {source} has unreadable weights ({_one_line(err)}); it is corrupt: "
+            f"re-save or re-download it"
+        ) from err
+    return tensors
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

@@ -1,0 +1,186 @@
+"""Registry of the networks used in the LSA paper and its companions.
+
+``build(name, **kwargs)`` constructs a model by name; ``names()`` lists them and ``info(name)``
+describes one. Every model takes inputs in [0, 1] (any normalization is a :class:`Normalize`
+module inside it), and every activation is its own ``inplace=False`` module instance, so forward
+hooks (the LSA probe) see each activation layer once per forward pass.
+
+Models (Khalooei et al. 2022, arXiv:2202.02626, Table 1):
+
+========================  ============  ===========================================  ===========
+name                      data          architecture                                 activations
+========================  ============  ===========================================  ===========
+``model_a``               two moons     MLP, 3 × (Linear(100) → ELU) → Linear(2)     3
+``model_b``               MNIST         3 conv + 2 linear (paper model B)            4
+``vgg19``                 CIFAR-10      VGG-19 with BatchNorm (paper model C)        16
+``wrn``                   CIFAR-10      WideResNet-28-10 by default (paper model D)  depth − 3
+``preact_resnet18``       CIFAR-10      PreAct ResNet-18 (Wong et al. 2020)          17
+========================  ============  ===========================================  ===========
+
+The default keyword arguments of each model live in one place, its builder's signature;
+:func:`info` reads them from there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from lsakit.errors import ConfigError
+from lsakit.models.cnn import model_b
+from lsakit.models.mlp import model_a
+from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lsakit.models.preact_resnet import PreActResNet, preact_resnet18
+from lsakit.models.vgg import VGG, vgg19
+from lsakit.models.wrn import WideResNet, wrn
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "VGG",
+    "ModelInfo",
+    "Normalize",
+    "PreActResNet",
+    "WideResNet",
+    "build",
+    "count_parameters",
+    "info",
+    "names",
+    "resolve_kwargs",
+]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a registered model is and how it is built by default.
+
+    Attributes:
+        name: registry name, as passed to :func:`build`.
+        description: one line: the architecture and where it comes from.
+        input_shape: shape of one input sample with the default arguments, e.g. ``(3, 32, 32)``.
+        num_classes: number of logits with the default arguments.
+        default_kwargs: every keyword argument :func:`build` accepts, with its default value
+            (a fresh copy per :func:`info` call, so mutating it changes nothing).
+    """
+
+    name: str
+    description: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    default_kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: Callable[..., nn.Module]
+    description: str
+    input_shape: tuple[int, ...]
+
+
+_CIFAR_SHAPE = (3, 32, 32)
+
+# Insertion order is the order of names(): the paper's models A-D first, then companions.
+_REGISTRY: dict[str, _Entry] = {
+    "model_a": _Entry(
+        model_a,
+        "MLP for two moons (paper model A): 3 × (Linear(100) → ELU) → Linear(2)",
+        (2,),
+    ),
+    "model_b": _Entry(
+        model_b,
+        "CNN for MNIST (paper model B): 3 conv 5×5 + ReLU, 2 max-pools, Linear(100) → Linear(10)",
+        (1, 28, 28),
+    ),
+    "vgg19": _Entry(
+        vgg19,
+        "VGG-19 with BatchNorm for CIFAR-10 (paper model C), CIFAR-10 normalization inside",
+        _CIFAR_SHAPE,
+    ),
+    "wrn": _Entry(
+        wrn,
+        "WideResNet (Zagoruyko & Komodakis 2016; paper model D), WRN-28-10 by default, "
+        "CIFAR-10 normalization inside",
+        _CIFAR_SHAPE,
+    ),
+    "preact_resnet18": _Entry(
+        preact_resnet18,
+        "PreAct ResNet-18 (He et al. 2016) as in Wong et al. 2020 / Rice et al. 2020, "
+        "CIFAR-10 normalization inside",
+        _CIFAR_SHAPE,
+    ),
+}
+
+
+def names() -> list[str]:
+    """Registered model names, the paper's models A-D first."""
+    return list(_REGISTRY)
+
+
+def _entry(name: object) -> _Entry:
+    if isinstance(name, str) and name in _REGISTRY:
+        return _REGISTRY[name]
+    known = ", ".join(_REGISTRY)
+    if not isinstance(name, str):
+        raise ConfigError(f"model name must be a string, got {name!r}; known models: {known}")
+    lowered = {key.lower(): key for key in _REGISTRY}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    hint = f"did you mean {lowered[close[0]]!r}? " if close else ""
+    raise ConfigError(f"unknown model {name!r}; {hint}known models: {known}")
+
+
+def _default_kwargs(builder: Callable[..., nn.Module]) -> dict[str, Any]:
+    """The builder's keyword-only arguments and their defaults: the single source of defaults."""
+    return {
+        p.name: p.default
+        for p in inspect.signature(builder).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
+    }
+
+
+def info(name: str) -> ModelInfo:
+    """Describe the registered model ``name``; ConfigError (with the closest name) if unknown."""
+    entry = _entry(name)
+    defaults = _default_kwargs(entry.builder)
+    return ModelInfo(
+        name=name,
+        description=entry.description,
+        input_shape=entry.input_shape,
+        num_classes=int(defaults["num_classes"]),
+        default_kwargs=defaults,
+    )
+
+
+def resolve_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The complete keyword arguments ``build(name, **kwargs)`` uses: defaults overridden by kwargs.
+
+    Raises ConfigError for an unknown model or an argument the model does not accept, naming
+    the closest accepted one. Values are checked by the model itself when it is built.
+    """
+    defaults = _default_kwargs(_entry(name).builder)
+    for key in kwargs:
+        if key not in defaults:
+            close = difflib.get_close_matches(str(key), list(defaults), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"model {name!r} has no argument {key!r}; {hint}accepted: {', '.join(defaults)}"
+            )
+    return {**defaults, **kwargs}
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Construct the registered model ``name`` (in training mode, on the CPU, float32).
+
+    Example:
+        >>> model = build("wrn", depth=16, widen_factor=2)
+    """
+    return _entry(name).builder(**resolve_kwargs(name, kwargs))
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of scalar parameters; a parameter shared by several layers counts once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,52 @@
+"""Model B of the LSA paper: the small convolutional network for MNIST.
+
+Khalooei et al. 2022 (arXiv:2202.02626), Table 1, model B:
+Conv(16, 5×5) → ReLU → Conv(32, 5×5) → ReLU → MaxPool2 → Conv(64, 5×5) → ReLU → MaxPool2 →
+Linear(100) → ReLU → Linear(10). The four ReLU modules are the paper's layers L0..L3.
+No input normalization (as in the paper): MNIST pixels in [0, 1] go in directly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from lsakit.models._validation import positive_int
+
+#: Spatial size after the three valid 5×5 convolutions and two 2×2 pools on a 28×28 input:
+#: 28 → 24 → 20 → 10 → 6 → 3.
+_FINAL_SIDE = 3
+
+
+def model_b(*, in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
+    """Build model B (paper Table 1) for 28×28 inputs.
+
+    Args:
+        in_channels: input channels (1 for MNIST / Fashion-MNIST).
+        num_classes: number of output logits.
+
+    Returns:
+        An ``nn.Sequential`` with named children ``conv1, relu1, conv2, relu2, pool1, conv3, relu3,
+        pool2, flatten, fc1, relu4, fc2``; 123,222 parameters with the defaults.
+    """
+    in_channels = positive_int(in_channels, "in_channels")
+    num_classes = positive_int(num_classes, "num_classes")
+    return nn.Sequential(
+        OrderedDict[str, nn.Module](
+            [
+                ("conv1", nn.Conv2d(in_channels, 16, kernel_size=5)),
+                ("relu1", nn.ReLU(inplace=False)),
+                ("conv2", nn.Conv2d(16, 32, kernel_size=5)),
+                ("relu2", nn.ReLU(inplace=False)),
+                ("pool1", nn.MaxPool2d(2)),
+                ("conv3", nn.Conv2d(32, 64, kernel_size=5)),
+                ("relu3", nn.ReLU(inplace=False)),
+                ("pool2", nn.MaxPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(64 * _FINAL_SIDE * _FINAL_SIDE, 100)),
+                ("relu4", nn.ReLU(inplace=False)),
+                ("fc2", nn.Linear(100, num_classes)),
+            ]
+        )
+    )
