@@ -1,0 +1,161 @@
+"""Statistical noise: the non-adversarial perturbations of LSA.
+
+Khalooei et al. (2022, arXiv:2202.02626, Sec. 3, Fig. 3) compare each layer's relative error under
+Gaussian, salt, pepper and speckle noise with FGSM and PGD of the same size. Each noise here follows
+the per-element semantics of ``skimage.util.random_noise`` (mode ``gaussian``, ``salt``,
+``pepper``, ``s&p``, ``speckle``): every element (pixel × channel) is drawn independently, and the
+result is clipped to [0, 1]. The labels ``y`` are ignored.
+
+With ``seed`` set, draws come from a :class:`torch.Generator` on the input's device that is created
+on the first call and re-used, so a fresh object with the same seed reproduces the same sequence.
+
+Example::
+
+    >>> noise = GaussianNoise(std=0.1, seed=0)
+    >>> x_noisy = noise(x)          # x: (N, C, H, W) in [0, 1]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from lsakit._checks import check_nonnegative, check_probability
+from lsakit.perturb.base import Perturbation, SeededGenerators, clamp_unit
+
+
+class _Noise(Perturbation):
+    """Shared plumbing: not adversarial, seeded draws on the input's device."""
+
+    is_adversarial: ClassVar[bool] = False
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        self._random = SeededGenerators(seed)
+
+    @property
+    def seed(self) -> int | None:
+        return self._random.seed
+
+
+class GaussianNoise(_Noise):
+    """Additive Gaussian noise x̂ = clip(x + σ·n, 0, 1), n ~ N(0, 1) per element.
+
+    skimage ``random_noise(mode="gaussian", var=σ²)``. Shapes: (N, …) → (N, …).
+
+    Args:
+        std: σ ≥ 0, in input units; σ = 0 returns x.
+        seed: seed of a dedicated generator (``None``: torch's global generator).
+    """
+
+    name: ClassVar[str] = "gaussian"
+
+    def __init__(self, *, std: float, seed: int | None = None) -> None:
+        super().__init__(seed=seed)
+        self.std = check_nonnegative(std, "std")
+
+    def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return clamp_unit(x + self.std * self._random.normal(x))
+
+    def params(self) -> dict[str, Any]:
+        return {"std": self.std, "seed": self.seed}
+
+
+class SpeckleNoise(_Noise):
+    """Multiplicative noise x̂ = clip(x + x·σ·n, 0, 1), n ~ N(0, 1) per element.
+
+    skimage ``random_noise(mode="speckle", var=σ²)``; zero elements stay zero.
+
+    Args:
+        std: σ ≥ 0 (relative to each element's value); σ = 0 returns x.
+        seed: seed of a dedicated generator (``None``: torch's global generator).
+    """
+
+    name: ClassVar[str] = "speckle"
+
+    def __init__(self, *, std: float, seed: int | None = None) -> None:
+        super().__init__(seed=seed)
+        self.std = check_nonnegative(std, "std")
+
+    def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return clamp_unit(x + x * self.std * self._random.normal(x))
+
+    def params(self) -> dict[str, Any]:
+        return {"std": self.std, "seed": self.seed}
+
+
+class SaltPepperNoise(_Noise):
+    """Impulse noise: each element is replaced with probability ``amount``, by 1 (salt) with
+    probability ``salt_vs_pepper`` and by 0 (pepper) otherwise.
+
+    skimage ``random_noise(mode="s&p", amount=…, salt_vs_pepper=…)``: independent Bernoulli draws
+    per element, so the replaced fraction is ``amount`` in expectation (binomial spread).
+
+    Args:
+        amount: probability in [0, 1] that an element is replaced; 0 returns x.
+        salt_vs_pepper: probability in [0, 1] that a replaced element becomes 1 rather than 0.
+        seed: seed of a dedicated generator (``None``: torch's global generator).
+    """
+
+    name: ClassVar[str] = "salt_pepper"
+
+    def __init__(
+        self, *, amount: float, salt_vs_pepper: float = 0.5, seed: int | None = None
+    ) -> None:
+        super().__init__(seed=seed)
+        self.amount = check_probability(amount, "amount")
+        self.salt_vs_pepper = check_probability(salt_vs_pepper, "salt_vs_pepper")
+
+    def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        # Two draws per element, as skimage does; U[0, 1) < p is Bernoulli(p), never true for p = 0.
+        replaced = self._random.uniform(x) < self.amount
+        salted = self._random.uniform(x) < self.salt_vs_pepper
+        out = x.masked_fill(replaced & salted, 1.0)
+        return out.masked_fill(replaced & ~salted, 0.0)
+
+    def params(self) -> dict[str, Any]:
+        return {"amount": self.amount, "salt_vs_pepper": self.salt_vs_pepper, "seed": self.seed}
+
+
+class _Impulse(_Noise):
+    """Each element is set to ``_value`` with probability ``amount`` (salt: 1, pepper: 0)."""
+
+    _value: ClassVar[float]
+
+    def __init__(self, *, amount: float, seed: int | None = None) -> None:
+        super().__init__(seed=seed)
+        self.amount = check_probability(amount, "amount")
+
+    def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return x.masked_fill(self._random.uniform(x) < self.amount, self._value)
+
+    def params(self) -> dict[str, Any]:
+        return {"amount": self.amount, "seed": self.seed}
+
+
+class SaltNoise(_Impulse):
+    """Salt noise: each element is set to 1 with probability ``amount``.
+
+    skimage ``random_noise(mode="salt", amount=…)`` (s&p with only salt).
+
+    Args:
+        amount: probability in [0, 1] that an element becomes 1; 0 returns x.
+        seed: seed of a dedicated generator (``None``: torch's global generator).
+    """
+
+    name: ClassVar[str] = "salt"
+    _value: ClassVar[float] = 1.0
+
+
+class PepperNoise(_Impulse):
+    """Pepper noise: each element is set to 0 with probability ``amount``.
+
+    skimage ``random_noise(mode="pepper", amount=…)`` (s&p with only pepper).
+
+    Args:
+        amount: probability in [0, 1] that an element becomes 0; 0 returns x.
+        seed: seed of a dedicated generator (``None``: torch's global generator).
+    """
+
+    name: ClassVar[str] = "pepper"
+    _value: ClassVar[float] = 0.0
