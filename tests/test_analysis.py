@@ -6,18 +6,30 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_cnn, tiny_mlp
 from torch import nn
 
-from lsakit.analysis import LayerInfo, LayerStats, LSAResult, PerturbationResult, analyze, relative_errors
+from helpers import tiny_cnn, tiny_mlp
+from lsakit.analysis import (
+    LayerInfo,
+    LayerStats,
+    LSAResult,
+    PerturbationResult,
+    analyze,
+    relative_errors,
+)
 from lsakit.errors import ConfigError, InputError, ResultsError, UndefinedMeasureError
 
 
-def _independent_relative_errors(model: nn.Module, x: torch.Tensor, x_hat: torch.Tensor) -> list[float]:
+def _independent_relative_errors(
+    model: nn.Module, x: torch.Tensor, x_hat: torch.Tensor
+) -> list[float]:
     """The paper's formula computed separately: own hooks, numpy, float64, whole-batch norms."""
     outputs: list[np.ndarray] = []
     acts = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Tanh))]
-    handles = [m.register_forward_hook(lambda m, i, o: outputs.append(o.detach().double().numpy().copy())) for m in acts]
+    handles = [
+        m.register_forward_hook(lambda m, i, o: outputs.append(o.detach().double().numpy().copy()))
+        for m in acts
+    ]
     model.eval()
     with torch.no_grad():
         model(x)
@@ -27,14 +39,18 @@ def _independent_relative_errors(model: nn.Module, x: torch.Tensor, x_hat: torch
         pert = list(outputs)
     for h in handles:
         h.remove()
-    return [float(np.linalg.norm(c - p) / np.linalg.norm(c)) for c, p in zip(clean, pert, strict=True)]
+    return [
+        float(np.linalg.norm(c - p) / np.linalg.norm(c)) for c, p in zip(clean, pert, strict=True)
+    ]
 
 
 @pytest.mark.parametrize(
     ("make_model", "shape"),
     [(tiny_mlp, (16, 4)), (tiny_cnn, (9, 1, 8, 8)), (lambda: tiny_mlp(seed=3), (1, 4))],
 )
-def test_relative_errors_match_the_paper_formula(make_model: Callable[[], nn.Module], shape: tuple[int, ...]) -> None:
+def test_relative_errors_match_the_paper_formula(
+    make_model: Callable[[], nn.Module], shape: tuple[int, ...]
+) -> None:
     model = make_model()
     x = torch.rand(shape)
     x_hat = (x + 0.1 * torch.randn(shape)).clamp(0, 1)
@@ -101,7 +117,9 @@ def test_dead_layer_is_reported_explicitly() -> None:
     assert [la.label for la in result.most_vulnerable_layers(-10)] == ["L0"]
 
 
-def _loader(x: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _loader(
+    x: torch.Tensor, y: torch.Tensor, sizes: list[int]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out, start = [], 0
     for size in sizes:
         out.append((x[start : start + size], y[start : start + size]))
@@ -132,7 +150,9 @@ def test_streaming_statistics_equal_all_at_once() -> None:
     assert result.n_samples == 23 and [la.count for la in p.layers] == [23, 23, 23]
     with torch.no_grad():
         model.eval()
-        assert result.clean_accuracy == pytest.approx(float((model(x).argmax(1) == y).float().mean()))
+        assert result.clean_accuracy == pytest.approx(
+            float((model(x).argmax(1) == y).float().mean())
+        )
         assert p.accuracy == pytest.approx(float((model(x_hat).argmax(1) == y).float().mean()))
 
 
@@ -144,7 +164,9 @@ def test_batch_reduction_uses_one_value_per_batch() -> None:
     split = [(xb[:, :4], yb) for xb, yb in data]
     table = {id(xb): h for (xb, _), h in zip(split, [x_hat[:6], x_hat[6:]], strict=True)}
     result = analyze(model, split, {"shift": lambda a, b: table[id(a)]}, reduction="batch")
-    batch_values = np.array([relative_errors(model, x[:6], x_hat[:6]), relative_errors(model, x[6:], x_hat[6:])])
+    batch_values = np.array(
+        [relative_errors(model, x[:6], x_hat[:6]), relative_errors(model, x[6:], x_hat[6:])]
+    )
     p = result.perturbations[0]
     np.testing.assert_allclose(p.means(), batch_values.mean(0), rtol=1e-5)
     assert [la.count for la in p.layers] == [2, 2]
@@ -198,9 +220,27 @@ def test_tuple_and_dict_outputs_use_the_output_selector() -> None:
 
 def _result(means: list[float], mu: float, sigma: float) -> LSAResult:
     layers = [LayerInfo(label=f"L{i}", module_name=f"act{i}") for i in range(len(means))]
-    stats = [LayerStats(label=f"L{i}", module_name=f"act{i}", mean=m, std=0.1, count=10, undefined=0) for i, m in enumerate(means)]
-    pert = PerturbationResult(name="pgd", adversarial=True, params={"eps": 0.3}, accuracy=0.1, mu=mu, sigma=sigma, layers=stats)
-    return LSAResult(measure="relative_error", reduction="sample", n_samples=10, clean_accuracy=0.9, layers=layers, perturbations=[pert])
+    stats = [
+        LayerStats(label=f"L{i}", module_name=f"act{i}", mean=m, std=0.1, count=10, undefined=0)
+        for i, m in enumerate(means)
+    ]
+    pert = PerturbationResult(
+        name="pgd",
+        adversarial=True,
+        params={"eps": 0.3},
+        accuracy=0.1,
+        mu=mu,
+        sigma=sigma,
+        layers=stats,
+    )
+    return LSAResult(
+        measure="relative_error",
+        reduction="sample",
+        n_samples=10,
+        clean_accuracy=0.9,
+        layers=layers,
+        perturbations=[pert],
+    )
 
 
 def test_most_vulnerable_layers_is_algorithm_1() -> None:
@@ -220,7 +260,14 @@ def test_most_vulnerable_layers_is_algorithm_1() -> None:
 
 def test_perturbation_must_be_named_when_several() -> None:
     result = _result([0.1, 0.9], 0.5, 0.2)
-    two = result.model_copy(update={"perturbations": [*result.perturbations, result.perturbations[0].model_copy(update={"name": "fgsm"})]})
+    two = result.model_copy(
+        update={
+            "perturbations": [
+                *result.perturbations,
+                result.perturbations[0].model_copy(update={"name": "fgsm"}),
+            ]
+        }
+    )
     with pytest.raises(ConfigError, match="say which one: pgd, fgsm"):
         two.most_vulnerable_layers(0.5)
     assert [la.label for la in two.most_vulnerable_layers(0.5, "fgsm")] == ["L1"]

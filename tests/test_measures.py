@@ -35,8 +35,12 @@ def test_batch_reduction_is_one_norm_over_the_whole_tensor() -> None:
     a, b = clean.double().numpy(), perturbed.double().numpy()
     expected = np.linalg.norm((a - b).ravel()) / np.linalg.norm(a.ravel())
     assert relative_error(clean, perturbed).item() == pytest.approx(expected, rel=1e-5)
-    per_sample = [np.linalg.norm((a[i] - b[i]).ravel()) / np.linalg.norm(a[i].ravel()) for i in range(7)]
-    assert relative_error(clean, perturbed, "sample").item() == pytest.approx(np.mean(per_sample), rel=1e-5)
+    per_sample = [
+        np.linalg.norm((a[i] - b[i]).ravel()) / np.linalg.norm(a[i].ravel()) for i in range(7)
+    ]
+    assert relative_error(clean, perturbed, "sample").item() == pytest.approx(
+        np.mean(per_sample), rel=1e-5
+    )
 
 
 def test_other_measures_exact_values() -> None:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import tiny_cnn, tiny_mlp
 from lsakit.errors import ConfigError
 from lsakit.probe import LayerProbe, default_layers
-from helpers import tiny_cnn, tiny_mlp
 
 
 class OutOfOrder(nn.Module):
@@ -79,7 +79,7 @@ def test_unknown_layers_give_clear_errors() -> None:
         LayerProbe(model, layers=nn.GRU)
     with pytest.raises(ConfigError, match="no activation modules"):
         LayerProbe(nn.Sequential(nn.Linear(2, 2)))
-    with LayerProbe(model, layers=["L7"]) as probe, pytest.raises(ConfigError, match="L0..L2"):
+    with LayerProbe(model, layers=["L7"]) as probe, pytest.raises(ConfigError, match=r"L0\.\.L2"):
         model(torch.rand(1, 1, 8, 8))
         probe.take()
 

@@ -2,9 +2,42 @@
 
 Layer Sustainability Analysis (LSA) hooks a model's layers, compares each layer's representation
 of clean and perturbed inputs, and selects the Most Vulnerable Layers (Khalooei et al., 2022,
-arXiv:2202.02626).
+arXiv:2202.02626). Subpackages: ``lsakit.data``, ``lsakit.models``, ``lsakit.perturb``,
+``lsakit.train``, ``lsakit.report``.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from lsakit.analysis import (
+    DEFAULT_ETA,
+    LayerInfo,
+    LayerStats,
+    LSAResult,
+    PerturbationResult,
+    analyze,
+    relative_errors,
+)
+from lsakit.errors import LsakitError
+from lsakit.measures import compare, cosine_distance, linf_distance, mse, relative_error
+from lsakit.probe import Layer, LayerProbe
+
+__all__ = [
+    "DEFAULT_ETA",
+    "LSAResult",
+    "Layer",
+    "LayerInfo",
+    "LayerProbe",
+    "LayerStats",
+    "LsakitError",
+    "PerturbationResult",
+    "__version__",
+    "analyze",
+    "compare",
+    "cosine_distance",
+    "linf_distance",
+    "mse",
+    "relative_error",
+    "relative_errors",
+]

@@ -48,6 +48,11 @@ PerturbationFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 RESULT_FORMAT = 1
 
+#: Default cut-off η of Algorithm 1. The paper gives none (the user tunes it); 0.5 lists the layers
+#: whose mean measure is more than half a σ above μ. The README shows what it selects on Moon and
+#: MNIST, where it matches the paper's proposals (L2 on Moon, the first layers on MNIST).
+DEFAULT_ETA = 0.5
+
 
 # --------------------------------------------------------------------------------------------
 # Results
@@ -133,7 +138,7 @@ class LSAResult(_Frozen):
 
     # -- Algorithm 1 ----------------------------------------------------------------------------
     def most_vulnerable_layers(
-        self, eta: float, perturbation: str | None = None
+        self, eta: float = DEFAULT_ETA, perturbation: str | None = None
     ) -> list[LayerInfo]:
         """Algorithm 1: layers l with (CM_l − μ) > η·σ, sorted by layer index.
 

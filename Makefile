@@ -1,0 +1,41 @@
+# lsakit — `make demo` runs the main job, `make test` the test suite. Both set up .venv first.
+#
+# The venv gets the CPU build of PyTorch pinned below *before* the package, so installing lsakit
+# never pulls a CUDA build here. GPU users: `make install TORCH="torch==2.13.0 --index-url
+# https://download.pytorch.org/whl/cu126"` (or any torch build you already use).
+
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test lint typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/lsakit analyze --dataset moons --out $(DEMO_DIR)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest -q -n 2
+
+bench: install
+	$(BIN)/python benchmarks/bench_analysis.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
