@@ -49,8 +49,9 @@ PerturbationFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 RESULT_FORMAT = 1
 
 #: Default cut-off η of Algorithm 1. The paper gives none (the user tunes it); 0.5 lists the layers
-#: whose mean measure is more than half a σ above μ. The README shows what it selects on Moon and
-#: MNIST, where it matches the paper's proposals (L2 on Moon, the first layers on MNIST).
+#: whose mean measure is more than half a σ above μ, a middle ground between "every layer above
+#: the mean" (η = 0) and "only outliers" (η ≥ 1). What it selects on Moon and MNIST is in the
+#: README.
 DEFAULT_ETA = 0.5
 
 

@@ -25,11 +25,12 @@ def plot_layer_curves(
     *,
     mvl: Sequence[LayerInfo] = (),
     title: str | None = None,
+    std_band: bool = False,
 ) -> Path:
     """One line per perturbation over the layers (the paper's LSA figures); MVL layers shaded.
 
-    Error bars are ±1 std over samples. Adversarial perturbations are drawn solid, noise dashed.
-    Written atomically as PNG.
+    Lines are per-layer means (as in the paper's figures); ``std_band`` adds a ±1 std band over
+    samples. Adversarial perturbations are drawn solid, noise dashed. Written atomically as PNG.
     """
     labels = [layer.label for layer in result.layers]
     xs = list(range(len(labels)))
@@ -48,17 +49,13 @@ def plot_layer_curves(
         if not points:
             continue
         px, py, pe = zip(*points, strict=True)
-        ax.errorbar(
-            px,
-            py,
-            yerr=pe,
-            marker="o",
-            ms=4,
-            capsize=2,
-            lw=1.5,
-            ls="-" if p.adversarial else "--",
-            label=p.name,
+        (line,) = ax.plot(
+            px, py, marker="o", ms=4, lw=1.5, ls="-" if p.adversarial else "--", label=p.name
         )
+        if std_band:
+            low = [m - e for m, e in zip(py, pe, strict=True)]
+            high = [m + e for m, e in zip(py, pe, strict=True)]
+            ax.fill_between(px, low, high, color=line.get_color(), alpha=0.12, lw=0)
     ax.set_xticks(xs, labels, rotation=0 if len(labels) < 12 else 90)
     ax.set_xlabel("layer (forward order)" + ("; shaded: MVL" if mvl_labels else ""))
     ax.set_ylabel(_MEASURE_LABELS.get(result.measure, result.measure))
