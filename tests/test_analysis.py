@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from helpers import tiny_cnn, tiny_mlp
+from lsakit import models
 from lsakit.analysis import (
     LayerInfo,
     LayerStats,
@@ -46,7 +47,13 @@ def _independent_relative_errors(
 
 @pytest.mark.parametrize(
     ("make_model", "shape"),
-    [(tiny_mlp, (16, 4)), (tiny_cnn, (9, 1, 8, 8)), (lambda: tiny_mlp(seed=3), (1, 4))],
+    [
+        (tiny_mlp, (16, 4)),
+        (tiny_cnn, (9, 1, 8, 8)),
+        (lambda: tiny_mlp(seed=3), (1, 4)),
+        (lambda: models.build("model_a"), (32, 2)),
+        (lambda: models.build("model_b"), (6, 1, 28, 28)),
+    ],
 )
 def test_relative_errors_match_the_paper_formula(
     make_model: Callable[[], nn.Module], shape: tuple[int, ...]

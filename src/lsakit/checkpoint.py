@@ -17,11 +17,8 @@ fix (missing, truncated or foreign file, incompatible metadata, mismatching weig
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +30,7 @@ import torch
 from torch import nn
 
 from lsakit import models
+from lsakit._io import atomic_write
 from lsakit.errors import CheckpointError, ConfigError, InputError
 
 #: Version of the metadata layout written by :func:`save_checkpoint`; readers accept only this.
@@ -77,7 +75,7 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model``'s weights and metadata to the safetensors file ``path``, atomically.
 
-    The file is first written to ``<name>.tmp-<pid>-<random>`` in the same directory, checked to
+    The file is first written to ``.<name>.tmp-<random>`` in the same directory, checked to
     parse, ``fsync``-ed, then moved onto ``path`` with ``os.replace`` and the directory is
     ``fsync``-ed: a crash or error at any point leaves either the old checkpoint or the new one,
     never a torn file, and no temporary file behind. Parent directories are created.
@@ -200,50 +198,19 @@ def _write_atomically(
             f"checkpoint path {target} is a directory; pass a file path such as "
             f"{target / 'model.safetensors'}"
         )
-    # Same directory as the target, so os.replace is a rename within one file system.
-    temp = directory / f"{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
+
+    def write(temp: Path) -> None:
         safetensors.torch.save_file(tensors, temp, metadata=metadata)
         # The serializer may swallow a failed final flush; a file that parses is complete.
         _header_metadata(temp)
-        _fsync_file(temp)
-        os.replace(temp, target)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
-        if isinstance(err, (OSError, safetensors.SafetensorError, CheckpointError)):
-            raise CheckpointError(
-                f"cannot write checkpoint {target} ({_one_line(err)}); check that the directory "
-                f"is writable and has free space (any previous checkpoint is unchanged)"
-            ) from err
-        raise
-    _fsync_directory(directory, target)
 
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(directory: Path, target: Path) -> None:
-    """Make the rename durable. Windows cannot open directories (and needs no such step)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        # Some file systems (certain network mounts) do not support fsync on directories.
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise CheckpointError(
-                f"checkpoint {target} was written but its directory could not be synced "
-                f"({_one_line(err)}); check the file system before relying on the file"
-            ) from err
-    finally:
-        os.close(fd)
+        atomic_write(target, write)
+    except (OSError, safetensors.SafetensorError, CheckpointError) as err:
+        raise CheckpointError(
+            f"cannot write checkpoint {target} ({_one_line(err)}); check that the directory "
+            f"is writable and has free space (any previous checkpoint is unchanged)"
+        ) from err
 
 
 # -------------------------------------------------------------------------------------- loading
