@@ -22,10 +22,9 @@ Algorithm 1 (MVL): layer l is listed iff (CM_l − μ) > η·σ, CM_l the layer'
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -38,6 +37,7 @@ from lsakit import __version__
 from lsakit._checks import check_inputs, check_labels, check_positive_int
 from lsakit._io import atomic_write_text
 from lsakit._outputs import OutputSelector, select_logits
+from lsakit._progress import progress_bar
 from lsakit._torch import eval_mode, model_device
 from lsakit.errors import ConfigError, InputError, ResultsError, UndefinedMeasureError
 from lsakit.measures import check_measure, check_reduction, compare, measure_rows
@@ -340,7 +340,7 @@ def analyze(
     n_samples = 0
     layer_infos: list[LayerInfo] = []
     with (
-        _progress_bar(data, max_batches, progress) as advance,
+        progress_bar(data, max_batches, progress, "LSA") as advance,
         eval_mode(model),
         LayerProbe(model, layers) as probe,
     ):
@@ -459,21 +459,3 @@ def relative_errors(
         except UndefinedMeasureError as e:
             raise UndefinedMeasureError(f"layer {label}: {e}") from None
     return values
-
-
-@contextlib.contextmanager
-def _progress_bar(
-    data: Iterable[Any], max_batches: int | None, enabled: bool
-) -> Iterator[Callable[[], None]]:
-    """Yield an ``advance()`` callback; a transient rich bar over batches when enabled."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import Progress
-
-    total = len(data) if isinstance(data, Sized) else None
-    if max_batches is not None:
-        total = max_batches if total is None else min(total, max_batches)
-    with Progress(transient=True) as bar:
-        task = bar.add_task("LSA", total=total)
-        yield lambda: bar.advance(task)
