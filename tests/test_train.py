@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from lsakit import perturb
 from lsakit.checkpoint import load_checkpoint
 from lsakit.data import info as data_info
+from lsakit.data import load_tensors
 from lsakit.errors import ConfigError
 from lsakit.models import names as model_names
 from lsakit.presets import PRESETS, preset
@@ -93,3 +94,124 @@ def test_presets_are_consistent(dataset: str) -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(ConfigError, match="presets exist for"):
         preset("svhn")
+
+
+# -- adversarial training, resume, early stopping, failures -----------------------------------------
+AT = SMALL.model_copy(update={"method": "fgsm", "eps": 0.05, "epochs": 3, "val_steps": 2})
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _without_time(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.mark.parametrize("lr_layers", [None, ["L2"]])
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(
+    tmp_path: Path, lr_layers: list[str] | None
+) -> None:
+    config = AT.model_copy(update={"lr_layers": lr_layers, "schedule": "cyclic"})
+    whole = train(config, tmp_path / "whole")
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first(epoch: int, record: dict[str, object]) -> None:
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(config, tmp_path / "cut", on_epoch_end=stop_after_first)
+    resumed = train(config, tmp_path / "cut", resume=True)
+    for name, value in _weights(whole.model).items():
+        assert torch.equal(value, _weights(resumed.model)[name]), name
+    assert _without_time(resumed.metrics) == _without_time(whole.metrics)
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+
+
+def test_best_checkpoint_tracks_robust_validation_accuracy(tmp_path: Path) -> None:
+    result = train(AT, tmp_path)
+    scores = [m["val_robust"] for m in result.metrics]
+    assert all(s is not None for s in scores)
+    best_epoch = max(range(len(scores)), key=lambda i: (scores[i], -i)) + 1
+    _, meta = load_checkpoint(tmp_path / "best.safetensors")
+    assert meta.extra["epoch"] == best_epoch
+
+
+def test_early_stopping_stops(tmp_path: Path) -> None:
+    config = AT.model_copy(update={"epochs": 8, "early_stopping": 1, "lr": 1e-9})
+    result = train(config, tmp_path)
+    assert len(result.metrics) < 8  # a learning rate of 1e-9 cannot keep improving
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
+    from lsakit.train import TrainingError
+
+    train(SMALL.model_copy(update={"epochs": 1}), tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match=r"epoch 1, step \d+"):
+        train(SMALL.model_copy(update={"epochs": 1, "lr": 1e30, "optimizer": "sgd"}), tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_regularizer_reduces_the_regularized_layers_relative_error() -> None:
+    from lsakit.analysis import relative_errors
+    from lsakit.perturb import PGD
+
+    base = AT.model_copy(update={"epochs": 4, "data_options": {}})
+    plain = train(base, None).model
+    result = train(base.model_copy(update={"lr_layers": ["L2"]}), None)  # default γ
+    regularized = result.model
+    assert result.metrics[-1]["test_accuracy"] > 0.75  # not the collapse a large γ causes
+    x, y = (t[:200] for t in load_tensors("moons", "test"))
+    errors = []
+    for model in (plain, regularized):
+        x_adv = PGD(model, eps=0.05, steps=10, seed=0)(x, y)
+        errors.append(relative_errors(model, x, x_adv)[2])
+    assert errors[1] < errors[0]
+
+
+def test_yaml_config_round_trip_and_errors(tmp_path: Path) -> None:
+    from lsakit.train import dump_config, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(AT))
+    assert load_config(path) == AT
+    assert load_config(path, epochs=7).epochs == 7
+    path.write_text("model: model_a\ndataset: moons\nmethod: pgd\n")
+    with pytest.raises(ConfigError, match="eps > 0"):
+        load_config(path)
+    path.write_text("model: model_a\ndataset: moons\nepochz: 3\n")
+    with pytest.raises(ConfigError, match="epochz"):
+        load_config(path)
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"cannot read config file .*c\.yaml"):
+        load_config(path)
+
+
+def test_resume_of_a_missing_or_corrupt_state(tmp_path: Path) -> None:
+    from lsakit.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no completed epoch"):
+        train(SMALL, tmp_path, resume=True)
+    train(SMALL.model_copy(update={"epochs": 1}), tmp_path)
+    state = tmp_path / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"state\.pt"):
+        train(SMALL, tmp_path, resume=True)
+
+
+def test_schedules() -> None:
+    from lsakit.train.trainer import _schedule
+
+    def at(schedule: str, t: float, **kw: object) -> float:
+        return _schedule(SMALL.model_copy(update={"schedule": schedule, **kw}), t)
+
+    assert at("constant", 0.7) == 1.0
+    assert [at("cyclic", t) for t in (0, 0.25, 0.5, 0.75, 1)] == [0, 0.5, 1, 0.5, 0]
+    assert at("cosine", 0) == 1 and at("cosine", 0.5) == pytest.approx(0.5) and at("cosine", 1) == 0
+    steps = [at("multistep", t) for t in (0.49, 0.5, 0.74, 0.75)]
+    assert steps == pytest.approx([1, 0.1, 0.1, 0.01])

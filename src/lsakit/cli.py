@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -76,17 +75,6 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the preset's).")]
 
 
-def _config_from(base: Any, **overrides: Any) -> Any:
-    """A copy of a pydantic config with the non-None overrides applied and validated."""
-    values = {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return type(base).model_validate(values)
-    except ValidationError as e:
-        first = e.errors()[0]
-        name = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"invalid --{name.replace('_', '-')}: {first['msg']}") from None
-
-
 # -- listing commands ------------------------------------------------------------------------------
 @app.command("models")
 def models_command() -> None:
@@ -115,16 +103,51 @@ def datasets_command() -> None:
     out.print(table)
 
 
-# -- train -------------------------------------------------------------------------------------------
+# -- train -------------------------------------------------------------------------------------
 @app.command("train")
 def train_command(
-    dataset: DatasetOpt = "moons",
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Data set (default: moons).")
+    ] = None,
     model: ModelOpt = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML file with any training option.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory from its last epoch.")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="standard, fgsm, fast, pgd, trades, mart or apgd.")
+    ] = None,
+    eps: Annotated[float | None, typer.Option(help="Attack budget ε (input units).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Attack step size.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Attack steps.")] = None,
+    beta: Annotated[float | None, typer.Option(help="TRADES / MART β.")] = None,
+    lr_layers: Annotated[
+        str | None,
+        typer.Option("--lr-layers", help="Layers to regularize (AT-LR): L2, L0,L1, names, or mvl."),
+    ] = None,
+    gamma: Annotated[
+        str | None, typer.Option(help="γ of the regularizer: one value or one per layer (a,b).")
+    ] = None,
+    grad_through: Annotated[
+        str | None, typer.Option(help="Regularizer gradient through both, adversarial or clean.")
+    ] = None,
+    eta: Annotated[float | None, typer.Option(help="η of the MVL selection (with mvl).")] = None,
+    mvl_checkpoint: Annotated[
+        str | None, typer.Option(help="Normally trained model whose LSA gives the MVL list.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="constant, multistep, cosine or cyclic.")
+    ] = None,
+    early_stopping: Annotated[
+        int | None, typer.Option(help="Stop after N epochs without a better validation score.")
+    ] = None,
     seed: SeedOpt = None,
     limit: Annotated[
         int | None, typer.Option(help="Use only the first N training samples.")
@@ -133,25 +156,68 @@ def train_command(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train a model normally (clean cross-entropy); writes model.safetensors and metrics.jsonl."""
-    from lsakit.presets import preset
-    from lsakit.train import train
+    """Train a model: normal or adversarial training, optionally with the layer-wise regularizer.
 
-    config = _config_from(
-        preset(dataset).train,
-        model=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        limit=limit,
+    Writes config.yaml, model.safetensors (last), best.safetensors (best robust validation
+    accuracy), metrics.jsonl and state.pt (for --resume) into the run directory.
+    """
+    from lsakit.presets import preset
+    from lsakit.train import load_config, load_run_config, train
+
+    overrides: dict[str, Any] = {
+        "dataset": dataset, "model": model, "method": method, "eps": eps, "alpha": alpha,
+        "steps": steps, "beta": beta, "grad_through": grad_through, "eta": eta,
+        "mvl_checkpoint": mvl_checkpoint, "epochs": epochs, "batch_size": batch_size,
+        "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
+        "early_stopping": early_stopping, "seed": seed, "limit": limit,
+        "lr_layers": _split(lr_layers),
+        "gamma": _gammas(gamma),
+    }  # fmt: skip
+    if resume is not None:
+        given = [k for k, v in overrides.items() if v is not None]
+        if given or config_file is not None:
+            raise ConfigError(
+                f"--resume continues a run with its own config.yaml; drop "
+                f"{', '.join('--' + k.replace('_', '-') for k in given) or '--config'}"
+            )
+        config = load_run_config(resume)
+        run_dir = resume
+    else:
+        if config_file is not None:
+            config = load_config(config_file, **overrides)
+        else:
+            base = preset(dataset or "moons")
+            defaults = base.train
+            if (method or "standard") != "standard" and eps is None:
+                overrides["eps"] = base.train_eps
+            config = defaults.with_overrides(**overrides)
+        run_dir = out_dir or Path("runs") / f"train-{config.dataset}-{config.model}-{config.method}"
+    out.print(
+        f"{'resuming' if resume else 'training'} [bold]{config.model}[/] on "
+        f"[bold]{config.dataset}[/] with {config.method}"
+        + (f" + LR on {', '.join(config.lr_layers)}" if config.lr_layers else "")
+        + f" → {run_dir}"
     )
-    run_dir = out_dir or Path("runs") / f"train-{dataset}-{config.model}"
-    out.print(f"training [bold]{config.model}[/] on [bold]{dataset}[/] → {run_dir}")
-    result = train(config, run_dir, device=device, data_dir=data_dir, progress=True, log=out.print)
-    out.print(f"checkpoint: {result.checkpoint}")
+    result = train(
+        config, run_dir, device=device, data_dir=data_dir, progress=True, log=out.print,
+        resume=resume is not None,
+    )  # fmt: skip
+    out.print(f"last checkpoint: {result.checkpoint}; best: {result.best_checkpoint}")
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _gammas(text: str | None) -> float | list[float] | None:
+    parts = _split(text)
+    if parts is None:
+        return None
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--gamma takes numbers (one, or one per layer), got {text!r}") from None
+    return values[0] if len(values) == 1 else values
 
 
 # -- analyze ----------------------------------------------------------------------------------------
@@ -226,7 +292,7 @@ def analyze_command(
             )
         model_name, model_kwargs = meta.model, meta.model_kwargs
     else:
-        config = _config_from(recipe.train, model=model, seed=seed)
+        config = recipe.train.with_overrides(model=model, seed=seed)
         out.print(
             f"no --checkpoint: training [bold]{config.model}[/] normally on {dataset} first "
             f"({config.epochs} epochs) → {run_dir / CHECKPOINT_NAME}"
@@ -288,6 +354,90 @@ def analyze_command(
         title=f"LSA of {model_name} on {dataset} ({split}, {result.n_samples} samples)",
     )
     out.print(f"wrote {json_path} and {png}")
+
+
+# -- evaluate ----------------------------------------------------------------------------------
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Option(help="Trained model (.safetensors).")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Data set (default: the checkpoint's).")
+    ] = None,
+    fgsm_eps: Annotated[
+        str | None,
+        typer.Option(help="FGSM ε sweep, comma-separated (default: the paper's grid)."),
+    ] = None,
+    attack_specs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack",
+            "-a",
+            help="Further attacks, NAME=EPS[,key=value…], repeatable, e.g. pgd=0.3,steps=40 or "
+            "apgd=0.3 (default: PGD-20 and APGD-CE at the preset's training ε).",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N test samples.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 256,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """The paper's protocol: FGSM accuracy over an ε sweep and its R&G score, plus PGD / APGD."""
+    from lsakit import data, perturb
+    from lsakit.checkpoint import load_checkpoint
+    from lsakit.evaluate import evaluate, paper_eps
+    from lsakit.presets import preset
+    from lsakit.train import resolve_device
+
+    dev = resolve_device(device)
+    specs = [perturb.parse_spec(s) for s in attack_specs or ()]
+    for name, strength, params in specs:  # fail on a bad spec before loading anything
+        perturb.build(name, model=nn.Identity(), strength=strength, **params)
+    model, meta = load_checkpoint(checkpoint, map_location=dev)
+    trained_on = meta.extra.get("dataset")
+    dataset_name = dataset or trained_on
+    if dataset_name is None:
+        raise ConfigError(f"{checkpoint} does not say its data set; pass --dataset")
+    if trained_on is not None and trained_on != dataset_name:
+        raise ConfigError(
+            f"{checkpoint} was trained on {trained_on}, not {dataset_name}; drop --dataset"
+        )
+    if fgsm_eps is not None:
+        try:
+            grid = tuple(float(e) for e in fgsm_eps.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--fgsm-eps takes comma-separated numbers, got {fgsm_eps!r}"
+            ) from None
+    else:
+        grid = paper_eps(dataset_name)
+    if not specs:
+        eps = preset(dataset_name).train_eps
+        specs = [("pgd", eps, {"steps": 20, "alpha": eps / 4}), ("apgd", eps, {})]
+    attacks = {
+        spec_name: perturb.build(spec_name, model=model, strength=strength, **params)
+        for spec_name, strength, params in specs
+    }
+    loader = data.load(
+        dataset_name, "test", batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir
+    )
+    result = evaluate(
+        model, loader, fgsm_eps=grid, attacks=attacks, progress=True,
+        meta={"checkpoint": str(checkpoint), "dataset": dataset_name, "model": meta.model},
+    )  # fmt: skip
+    table = Table(title=f"{meta.model} on {dataset_name} ({result.n_samples} test samples)")
+    table.add_column("attack")
+    table.add_column("ε", justify="right")
+    table.add_column("accuracy %", justify="right")
+    for eps_value, acc in result.fgsm_accuracies().items():
+        table.add_row("FGSM" if eps_value else "clean", f"{eps_value:g}", f"{100 * acc:.2f}")
+    table.add_row("R&G", "", f"{result.rg_score:.2f}")
+    table.add_section()
+    for attack_name, entry in result.attacks.items():
+        table.add_row(attack_name, f"{entry.params.get('eps', 0):g}", f"{100 * entry.accuracy:.2f}")
+    out.print(table)
+    target = (out_dir or checkpoint.parent) / "evaluation.json"
+    out.print(f"wrote {result.save(target)}")
 
 
 def _default_mvl_source(names: list[str], preferred: str, perturbations: dict[str, Any]) -> str:

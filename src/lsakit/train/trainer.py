@@ -1,63 +1,67 @@
-"""Training: the config, the loop, per-epoch evaluation, atomic checkpoints and ``metrics.jsonl``.
+"""The trainer: objective + layer-wise regularizer, schedules, validation, checkpoints, resume.
 
-This issue's trainer does normal (clean cross-entropy) training, the first step of LSA's
-Algorithm 2 ("train normally → attack → select the MVL list"). Adversarial objectives and the
-layer-wise regularizer plug into the same loop in the AT-LR issue.
+One loop serves every method (standard, FGSM, fast, PGD, TRADES, MART, APGD adversarial
+training) with or without the AT-LR regularizer (Khalooei et al. 2022, Eq. 13):
+
+    min_θ E[ J(θ, x̂, y) + Σ_{l∈M} γ_l · CM(φ_l(x), φ_l(x̂)) ]
+
+The representations come from a :class:`~lsakit.probe.LayerProbe` (gradients kept) around the
+forward passes the objective already runs; only objectives without a clean forward (FGSM, fast,
+PGD, APGD) need one extra clean forward, and no extra adversarial forward is ever run.
+
+A run directory holds ``config.yaml``, ``model.safetensors`` (last epoch), ``best.safetensors``
+(best robust validation accuracy), ``metrics.jsonl`` and ``state.pt`` (everything needed to resume,
+in one atomically written file, loaded with ``weights_only=True``). Each epoch's randomness (data
+order, random starts) is re-seeded from (seed, epoch), so a resumed run ends with exactly the same
+weights and metrics as an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from lsakit import data as datasets
 from lsakit import models
-from lsakit._io import atomic_write_text
+from lsakit._io import atomic_write, atomic_write_text
 from lsakit._torch import eval_mode, model_device, seed_everything
 from lsakit.checkpoint import save_checkpoint
-from lsakit.errors import ConfigError
+from lsakit.errors import CheckpointError, ConfigError, LsakitError
+from lsakit.probe import LayerProbe
+from lsakit.train.config import TrainConfig, dump_config, load_config
 
 CHECKPOINT_NAME = "model.safetensors"
+BEST_NAME = "best.safetensors"
 METRICS_NAME = "metrics.jsonl"
+STATE_NAME = "state.pt"
+CONFIG_NAME = "config.yaml"
+STATE_FORMAT = 1
 
 
-class TrainConfig(BaseModel):
-    """Every training option and its default, in one place (the CLI and presets read these)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(description="model name in the registry (lsakit models)")
-    dataset: str = Field(description="data set name in the registry (lsakit datasets)")
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    data_options: dict[str, Any] = Field(
-        default_factory=dict, description="data set options, e.g. moons noise/n_samples"
-    )
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    seed: int = 0
-    limit: int | None = Field(None, ge=1, description="use only the first N training samples")
-    test_limit: int | None = Field(None, ge=1, description="evaluate on the first N test samples")
+class TrainingError(LsakitError):
+    """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
 
 
 @dataclass
 class TrainResult:
-    """The trained model, one metrics record per epoch, and where the checkpoint went."""
+    """The trained model, one metrics record per epoch, and where the checkpoints went."""
 
     model: nn.Module
     metrics: list[dict[str, Any]]
     checkpoint: Path | None
+    best_checkpoint: Path | None = None
+    regularized_layers: list[str] | None = None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -75,7 +79,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def accuracy(model: nn.Module, loader: DataLoader[Any] | list[Any]) -> float:
     """Clean top-1 accuracy over a loader (model in eval mode, restored afterwards)."""
     device = model_device(model)
     correct = total = 0
@@ -87,7 +91,26 @@ def accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
     return correct / max(total, 1)
 
 
-def _optimizer(config: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+# --------------------------------------------------------------------------------------------
+# Pieces of a run
+# --------------------------------------------------------------------------------------------
+def _objective_params(config: TrainConfig) -> dict[str, Any]:
+    """The objective's keyword arguments from the config (each method takes what it uses)."""
+    params: dict[str, Any] = {}
+    if config.method == "standard":
+        return params
+    params["eps"] = config.eps
+    if config.method in ("pgd", "trades", "mart", "apgd"):
+        params["steps"] = config.steps
+    if config.alpha is not None and config.method in ("fast", "pgd", "trades", "mart"):
+        params["alpha"] = config.alpha
+    if config.method in ("trades", "mart"):
+        params["beta"] = config.beta
+    return params
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -95,6 +118,94 @@ def _optimizer(config: TrainConfig, params: Iterable[nn.Parameter]) -> torch.opt
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+@dataclass
+class _Data:
+    train: DataLoader[Any]
+    val: DataLoader[Any] | None
+    test: DataLoader[Any]
+    generator: torch.Generator
+
+
+def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
+    """Train split minus a held-out validation tail, and the test split."""
+    options = {"data_dir": data_dir, **config.data_options}
+    x, y = datasets.load_tensors(config.dataset, "train", limit=config.limit, **options)
+    n_val = round(len(y) * config.val_fraction)
+    if len(y) - n_val < 1:
+        raise ConfigError(f"val_fraction {config.val_fraction} leaves no training samples")
+    generator = torch.Generator().manual_seed(config.seed)
+    train = DataLoader(
+        TensorDataset(x[: len(y) - n_val], y[: len(y) - n_val]),
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=generator,
+    )
+    eval_batch = max(config.batch_size, 256)
+    val = (
+        DataLoader(TensorDataset(x[len(y) - n_val :], y[len(y) - n_val :]), batch_size=eval_batch)
+        if n_val
+        else None
+    )
+    test = datasets.load(
+        config.dataset, "test", batch_size=eval_batch, shuffle=False, limit=config.test_limit,
+        **options,
+    )  # fmt: skip
+    return _Data(train=train, val=val, test=test, generator=generator)
+
+
+def _epoch_seed(config: TrainConfig, epoch: int) -> int:
+    return (config.seed * 1_000_003 + epoch) % (2**63)
+
+
+class _NonFiniteLoss(Exception):
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+
+def training_step(
+    model: nn.Module,
+    objective: Any,
+    regularizer: Any,
+    probe: LayerProbe | None,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[float, float, torch.Tensor | None]:
+    """One optimizer step of ``objective`` (+ the layer-wise regularizer): (loss, LR term, logits).
+
+    The regularizer reads the representations the objective captured on its own forwards; an
+    objective without a clean forward (FGSM, fast, PGD, APGD) costs one extra clean forward, and no
+    extra adversarial forward is ever run. ``logits`` are those accuracy is reported on
+    (adversarial when the objective has them). Raises _NonFiniteLoss before any update.
+    """
+    output = objective(model, x, y, probe)
+    loss = output.loss
+    reg_value = 0.0
+    if regularizer is not None:
+        if probe is None or output.adv_reps is None:
+            raise ConfigError(
+                "the layer-wise regularizer needs a probe and an adversarial objective"
+            )
+        clean_reps = output.clean_reps
+        if clean_reps is None:
+            model(x)
+            clean_reps = probe.take()
+        reg = regularizer(clean_reps, output.adv_reps)
+        loss = loss + reg
+        reg_value = reg.detach().item()
+    value = loss.item()
+    if not math.isfinite(value):
+        raise _NonFiniteLoss(value)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    logits = output.adv_logits if output.adv_logits is not None else output.clean_logits
+    return value, reg_value, logits
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
 def train(
     config: TrainConfig,
     out_dir: str | Path | None = None,
@@ -103,92 +214,284 @@ def train(
     data_dir: str | Path | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train ``config.model`` on ``config.dataset`` with clean cross-entropy.
+    """Train ``config.model`` on ``config.dataset`` with ``config.method`` (+ AT-LR if configured).
 
-    After every epoch the test accuracy is measured, a line is appended to ``metrics.jsonl`` and the
-    checkpoint ``model.safetensors`` is rewritten atomically (the previous one stays intact until
-    the new one is complete). The run is deterministic on CPU for a given seed.
+    After every epoch: validation (clean and PGD-``val_steps`` robust accuracy on the held-out
+    tail of the training split), clean test accuracy, a ``metrics.jsonl`` line, the last and best
+    checkpoints and the resume state, each written atomically. With ``resume=True`` the run in
+    ``out_dir`` continues from its last completed epoch. A NaN/inf loss raises TrainingError.
     """
+    from lsakit.train.objectives import build_objective
+    from lsakit.train.regularizers import LayerwiseRegularizer
+
+    out = Path(out_dir) if out_dir is not None else None
+    if resume and out is None:
+        raise ConfigError("resume needs the run directory")
     seed_everything(config.seed)
     dev = resolve_device(device)
     model = models.build(config.model, **config.model_kwargs).to(dev)
-    common = {"data_dir": data_dir, "seed": config.seed, **config.data_options}
-    train_loader = datasets.load(
-        config.dataset,
-        "train",
-        batch_size=config.batch_size,
-        shuffle=True,
-        limit=config.limit,
-        **common,
+    data = _load_data(config, data_dir)
+    objective = build_objective(config.method, **_objective_params(config))
+    optimizer = _optimizer(config, model)
+    steps_per_epoch = len(data.train)
+    total_iterations = max(config.epochs * steps_per_epoch, 1)
+    # Stepped once per iteration: the cyclic schedule of fast AT needs iteration resolution.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda iteration: _schedule(config, iteration / total_iterations)
     )
-    test_loader = datasets.load(
-        config.dataset,
-        "test",
-        batch_size=max(config.batch_size, 256),
-        shuffle=False,
-        limit=config.test_limit,
-        **common,
-    )
-    optimizer = _optimizer(config, model.parameters())
-    loss_fn = nn.CrossEntropyLoss()
-    out = Path(out_dir) if out_dir is not None else None
-    metrics: list[dict[str, Any]] = []
-    checkpoint: Path | None = None
 
+    metrics: list[dict[str, Any]] = []
+    best_score = -math.inf
+    bad_epochs = 0
+    start_epoch = 0
+    lr_layers: list[str] | None = None
+    if config.lr_layers is not None and config.lr_layers != ["mvl"]:
+        lr_layers = list(config.lr_layers)
+
+    if out is not None:
+        if resume:
+            state = _load_state(out)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            metrics = list(state["metrics"])
+            best_score, bad_epochs = float(state["best_score"]), int(state["bad_epochs"])
+            start_epoch = int(state["epoch"])
+            lr_layers = list(state["lr_layers"]) if state["lr_layers"] is not None else lr_layers
+        else:
+            atomic_write_text(out / CONFIG_NAME, dump_config(config))
+
+    regularizer = (
+        LayerwiseRegularizer(lr_layers, gamma=config.gamma, grad_through=config.grad_through)
+        if lr_layers is not None
+        else None
+    )
+    if config.lr_layers == ["mvl"] and lr_layers is None and config.mvl_checkpoint is not None:
+        regularizer = _mvl_regularizer(config, _load_for_mvl(config, dev), data, log)
+        lr_layers = regularizer.layers
+
+    best_path = out / BEST_NAME if out is not None else None
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
-        TextColumn("epoch {task.fields[epoch]}"),
-        BarColumn(),
+        TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}"),
         TimeRemainingColumn(),
-    )
+    )  # fmt: skip
     with Progress(*columns, transient=True, disable=not progress) as bar:
-        for epoch in range(1, config.epochs + 1):
-            task = bar.add_task("train", total=len(train_loader), epoch=epoch, loss=0.0, acc=0.0)
-            model.train()
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            if (
+                config.lr_layers == ["mvl"]
+                and regularizer is None
+                and epoch == config.mvl_epoch + 1
+            ):
+                regularizer = _mvl_regularizer(config, model, data, log)
+                lr_layers = regularizer.layers
+            torch.manual_seed(_epoch_seed(config, epoch))
+            data.generator.manual_seed(_epoch_seed(config, epoch))
+            task = bar.add_task("train", total=steps_per_epoch, epoch=epoch, loss=0.0, acc=0.0)
             started = time.perf_counter()
-            loss_sum = correct = seen = 0.0
-            for x, y in train_loader:
-                x, y = x.to(dev), y.to(dev)
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(y)
-                correct += float((logits.argmax(dim=1) == y).sum())
-                seen += len(y)
-                bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen)
+            sums = {"loss": 0.0, "reg": 0.0, "correct": 0.0, "seen": 0.0}
+            model.train()
+            probe_ctx = (
+                LayerProbe(model, regularizer.layers, detach=False)
+                if regularizer is not None
+                else contextlib.nullcontext()
+            )
+            with probe_ctx as probe:
+                for step, (xb, yb) in enumerate(data.train, start=1):
+                    x, y = xb.to(dev), yb.to(dev)
+                    try:
+                        loss, reg_value, logits = training_step(
+                            model, objective, regularizer, probe, optimizer, x, y
+                        )
+                    except _NonFiniteLoss as e:
+                        kept = f"; the last good checkpoint is in {out}" if out else ""
+                        raise TrainingError(
+                            f"the loss became {e.value} at epoch {epoch}, step {step}{kept}; "
+                            f"lower the learning rate or check the data"
+                        ) from None
+                    scheduler.step()
+                    n = len(y)
+                    sums["loss"] += loss * n
+                    sums["reg"] += reg_value * n
+                    if logits is not None:
+                        sums["correct"] += float((logits.argmax(dim=1) == y).sum())
+                    sums["seen"] += n
+                    bar.update(
+                        task, advance=1, loss=sums["loss"] / sums["seen"],
+                        acc=sums["correct"] / sums["seen"],
+                    )  # fmt: skip
             bar.remove_task(task)
-            record = {
-                "epoch": epoch,
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
-                "test_accuracy": accuracy(model, test_loader),
-                "seconds": time.perf_counter() - started,
-            }
+            record = _evaluate_epoch(config, model, data, epoch, sums, started, optimizer)
             metrics.append(record)
+            score = (
+                record["val_robust"] if record["val_robust"] is not None else record["val_clean"]
+            )
+            improved = score is not None and score > best_score
+            if improved:
+                best_score, bad_epochs = float(score), 0
+            else:
+                bad_epochs += 1
             if log is not None:
-                log(
-                    f"epoch {epoch}/{config.epochs}: loss {record['train_loss']:.4f}, train acc "
-                    f"{record['train_accuracy']:.4f}, test acc {record['test_accuracy']:.4f}"
-                )
+                log(_describe(record, config))
             if out is not None:
-                checkpoint = save_checkpoint(
-                    out / CHECKPOINT_NAME,
-                    model,
-                    model_name=config.model,
-                    model_kwargs=dict(config.model_kwargs),
-                    extra={
-                        "dataset": config.dataset,
-                        "epoch": epoch,
-                        "metrics": record,
-                        "config": config.model_dump(),
-                    },
+                extra = {"dataset": config.dataset, "epoch": epoch, "metrics": record,
+                         "config": config.model_dump(), "lr_layers": lr_layers}  # fmt: skip
+                save_checkpoint(out / CHECKPOINT_NAME, model, model_name=config.model,
+                                model_kwargs=dict(config.model_kwargs), extra=extra)  # fmt: skip
+                if improved and best_path is not None:
+                    save_checkpoint(best_path, model, model_name=config.model,
+                                    model_kwargs=dict(config.model_kwargs), extra=extra)  # fmt: skip
+                atomic_write_text(
+                    out / METRICS_NAME, "".join(json.dumps(m) + "\n" for m in metrics)
                 )
-                lines = "".join(json.dumps(m) + "\n" for m in metrics)
-                atomic_write_text(out / METRICS_NAME, lines)
-    return TrainResult(model=model, metrics=metrics, checkpoint=checkpoint)
+                _save_state(out, {
+                    "format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "metrics": metrics, "best_score": best_score, "bad_epochs": bad_epochs,
+                    "lr_layers": lr_layers,
+                })  # fmt: skip
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+            if config.early_stopping is not None and bad_epochs >= config.early_stopping:
+                if log is not None:
+                    log(f"early stopping: no better validation accuracy for {bad_epochs} epochs")
+                break
+    return TrainResult(
+        model=model,
+        metrics=metrics,
+        checkpoint=out / CHECKPOINT_NAME if out is not None else None,
+        best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
+        regularized_layers=lr_layers,
+    )
+
+
+def _schedule(config: TrainConfig, t: float) -> float:
+    """The learning-rate multiplier at training progress ``t`` ∈ [0, 1]."""
+    t = min(max(t, 0.0), 1.0)
+    if config.schedule == "multistep":
+        return float(config.lr_decay ** sum(t >= m for m in config.milestones))
+    if config.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t))
+    if config.schedule == "cyclic":  # Wong et al. 2020: linearly up to the peak at half, then to 0
+        return 2 * t if t < 0.5 else 2 * (1 - t)
+    return 1.0
+
+
+def _evaluate_epoch(
+    config: TrainConfig,
+    model: nn.Module,
+    data: _Data,
+    epoch: int,
+    sums: dict[str, float],
+    started: float,
+    optimizer: torch.optim.Optimizer,
+) -> dict[str, Any]:
+    val_clean = accuracy(model, data.val) if data.val is not None else None
+    val_robust = None
+    if data.val is not None and config.eps > 0:
+        from lsakit.evaluate import robust_accuracy
+        from lsakit.perturb import PGD
+
+        attack = PGD(model, eps=config.eps, alpha=config.eps / 4, steps=config.val_steps,
+                     seed=_epoch_seed(config, epoch))  # fmt: skip
+        val_robust = robust_accuracy(model, data.val, attack)
+    seen = max(sums["seen"], 1.0)
+    return {
+        "epoch": epoch,
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_loss": sums["loss"] / seen,
+        "train_reg": sums["reg"] / seen,
+        "train_accuracy": sums["correct"] / seen,
+        "val_clean": val_clean,
+        "val_robust": val_robust,
+        "test_accuracy": accuracy(model, data.test),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _describe(record: dict[str, Any], config: TrainConfig) -> str:
+    parts = [f"epoch {record['epoch']}/{config.epochs}: loss {record['train_loss']:.4f}"]
+    if config.regularized:
+        parts.append(f"LR {record['train_reg']:.4f}")
+    parts.append(f"train acc {record['train_accuracy']:.4f}")
+    if record["val_clean"] is not None:
+        parts.append(f"val {record['val_clean']:.4f}")
+    if record["val_robust"] is not None:
+        parts.append(f"val PGD-{config.val_steps} {record['val_robust']:.4f}")
+    parts.append(f"test acc {record['test_accuracy']:.4f}")
+    return ", ".join(parts)
+
+
+def _load_for_mvl(config: TrainConfig, device: torch.device) -> nn.Module:
+    from lsakit.checkpoint import load_checkpoint
+
+    assert config.mvl_checkpoint is not None
+    model, meta = load_checkpoint(config.mvl_checkpoint, map_location=device)
+    if meta.model != config.model:
+        raise ConfigError(
+            f"mvl_checkpoint {config.mvl_checkpoint} holds a {meta.model}, not {config.model}; "
+            f"its layers would not match"
+        )
+    return model
+
+
+def _mvl_regularizer(
+    config: TrainConfig, model: nn.Module, data: _Data, log: Callable[[str], None] | None
+) -> Any:
+    """Algorithm 2: LSA of ``model`` under PGD at the training ε, regularizing the MVL list."""
+    from lsakit.perturb import PGD
+    from lsakit.train.regularizers import LayerwiseRegularizer
+
+    source = data.val if data.val is not None else data.train
+    attack = PGD(
+        model, eps=config.eps, alpha=config.eps / 4, steps=config.val_steps, seed=config.seed
+    )
+    regularizer = LayerwiseRegularizer.from_mvl(
+        model, source, eta=config.eta, attack=attack,
+        gamma=config.gamma if isinstance(config.gamma, float) else float(config.gamma[0]),
+        grad_through=config.grad_through,
+    )  # fmt: skip
+    if log is not None:
+        log(f"MVL (η = {config.eta:g}) to regularize: {', '.join(regularizer.layers)}")
+    return regularizer
+
+
+def _save_state(out: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(out / STATE_NAME, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+
+
+def _load_state(out: Path) -> dict[str, Any]:
+    path = out / STATE_NAME
+    if not path.exists():
+        raise CheckpointError(
+            f"cannot resume: {path} not found (no completed epoch in {out}); start the run anew"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unpickling/format error: the file is not a usable state
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"cannot resume from {path}: {first}; start the run anew") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not an lsakit training state; start the run anew")
+    return state
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run directory was started with (for ``--resume``)."""
+    return load_config(Path(run_dir) / CONFIG_NAME)
+
+
+def iter_metrics(run_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` in a run directory."""
+    path = Path(run_dir) / METRICS_NAME
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)

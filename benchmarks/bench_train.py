@@ -1,0 +1,125 @@
+"""Benchmark of adversarial training steps, as ratios measured in the same run.
+
+(a) time per AT-LR PGD-10 step / time per AT-PGD-10 step (the regularizer's overhead: one extra
+    clean forward and the relative errors). Target ≤ 1.12.
+(b) lsakit AT-PGD-10 samples/s ÷ a minimal hand-written PGD-AT loop on the same model and data.
+    Target ≥ 0.95.
+
+Both use ``lsakit.train.trainer.training_step``, the code the trainer runs. Interleaved repeats,
+best of N (robust to a shared, noisy machine). Model B on MNIST-shaped random data by default.
+Run: ``python benchmarks/bench_train.py [--model model_b] [--batches 10] [--repeats 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lsakit import models
+from lsakit.probe import LayerProbe
+from lsakit.train.objectives import build_objective
+from lsakit.train.regularizers import LayerwiseRegularizer
+from lsakit.train.trainer import training_step
+
+EPS, ALPHA, STEPS = 0.3, 0.075, 10
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_batches(shape: tuple[int, ...], n: int, batch_size: int, classes: int) -> Batches:
+    g = torch.Generator().manual_seed(0)
+    return [
+        (
+            torch.rand(batch_size, *shape, generator=g),
+            torch.randint(0, classes, (batch_size,), generator=g),
+        )
+        for _ in range(n)
+    ]
+
+
+def lsakit_epoch(model: nn.Module, batches: Batches, regularized: bool) -> float:
+    objective = build_objective("pgd", eps=EPS, alpha=ALPHA, steps=STEPS)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    regularizer = LayerwiseRegularizer(["L0"], gamma=1.0) if regularized else None
+    model.train()
+    start = time.perf_counter()
+    if regularizer is None:
+        for x, y in batches:
+            training_step(model, objective, None, None, optimizer, x, y)
+    else:
+        with LayerProbe(model, regularizer.layers, detach=False) as probe:
+            for x, y in batches:
+                training_step(model, objective, regularizer, probe, optimizer, x, y)
+    return time.perf_counter() - start
+
+
+def hand_written_epoch(model: nn.Module, batches: Batches) -> float:
+    """The minimal PGD-AT loop a researcher would write (Madry et al. 2018)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    start = time.perf_counter()
+    for x, y in batches:
+        model.eval()
+        x_adv = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp(0, 1)
+        for _ in range(STEPS):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(model(x_adv), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = x_adv.detach() + ALPHA * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - EPS), x + EPS).clamp(0, 1)
+        model.train()
+        loss = F.cross_entropy(model(x_adv), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def best_of(repeats: int, runs: dict[str, Callable[[], float]]) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(run())
+    return {name: min(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", default="model_b")
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    info = models.info(args.model)
+    batches = make_batches(info.input_shape, args.batches, args.batch_size, info.num_classes)
+    torch.manual_seed(0)
+    model = models.build(args.model)
+    lsakit_epoch(model, batches[:1], False)  # warm-up
+    hand_written_epoch(model, batches[:1])
+    best = best_of(
+        args.repeats,
+        {
+            "at_pgd": lambda: lsakit_epoch(model, batches, regularized=False),
+            "at_lr_pgd": lambda: lsakit_epoch(model, batches, regularized=True),
+            "hand": lambda: hand_written_epoch(model, batches),
+        },
+    )
+    n = args.batches * args.batch_size
+    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(f"{args.model}, {args.batches} batches of {args.batch_size}, PGD-{STEPS} ε={EPS}")
+    print(f"  AT-PGD (lsakit):      {best['at_pgd']:.3f} s  ({n / best['at_pgd']:.0f} samples/s)")
+    print(f"  AT-LR-L0 PGD:         {best['at_lr_pgd']:.3f} s")
+    print(f"  hand-written PGD-AT:  {best['hand']:.3f} s  ({n / best['hand']:.0f} samples/s)")
+    ratio_lr = best["at_lr_pgd"] / best["at_pgd"]
+    ratio_hand = best["hand"] / best["at_pgd"]
+    print(f"(a) AT-LR step / AT-PGD step = {ratio_lr:.3f}   (target ≤ 1.12)")
+    print(f"(b) lsakit samples/s ÷ hand-written = {ratio_hand:.3f}   (target ≥ 0.95)")
+
+
+if __name__ == "__main__":
+    main()

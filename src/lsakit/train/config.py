@@ -1,0 +1,147 @@
+"""The training configuration: every option and its default, in one place.
+
+The CLI, the YAML config files, the presets and the experiment runner all build a
+:class:`TrainConfig`; nothing else holds a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lsakit.analysis import DEFAULT_ETA
+from lsakit.errors import ConfigError
+from lsakit.train.regularizers import DEFAULT_GAMMA, DEFAULT_GRAD_THROUGH, GradThrough
+
+Method = Literal["standard", "fgsm", "fast", "pgd", "trades", "mart", "apgd"]
+Schedule = Literal["constant", "multistep", "cosine", "cyclic"]
+
+
+class TrainConfig(BaseModel):
+    """A training run: model, data, objective, regularizer, optimization, validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # what is trained, on what
+    model: str = Field(description="model name in the registry (lsakit models)")
+    dataset: str = Field(description="data set name in the registry (lsakit datasets)")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    data_options: dict[str, Any] = Field(
+        default_factory=dict, description="data set options, e.g. moons noise/n_samples"
+    )
+    limit: int | None = Field(None, ge=1, description="use only the first N training samples")
+    test_limit: int | None = Field(None, ge=1, description="evaluate on the first N test samples")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="held-out fraction of the training split for validation"
+    )
+
+    # objective (lsakit.train.objectives)
+    method: Method = "standard"
+    eps: float = Field(0.0, ge=0, description="attack budget ε in input units")
+    alpha: float | None = Field(None, gt=0, description="attack step (default: the method's)")
+    steps: int = Field(10, ge=1, description="attack steps (pgd, trades, mart, apgd)")
+    beta: float = Field(6.0, ge=0, description="TRADES / MART trade-off β")
+
+    # layer-wise regularizer (AT-LR)
+    lr_layers: list[str] | None = Field(
+        None, description='layers to regularize: labels ("L2"), module names, or ["mvl"]'
+    )
+    gamma: float | list[float] = Field(DEFAULT_GAMMA, description="γ: one value, or one per layer")
+    grad_through: GradThrough = DEFAULT_GRAD_THROUGH
+    eta: float = Field(DEFAULT_ETA, description="η of Algorithm 1 when lr_layers is mvl")
+    mvl_checkpoint: str | None = Field(
+        None, description="model whose LSA gives the MVL list (default: the model after mvl_epoch)"
+    )
+    mvl_epoch: int = Field(1, ge=0, description="epochs of base training before LSA picks the MVL")
+
+    # optimization
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Schedule = "constant"
+    milestones: list[float] = Field(
+        default_factory=lambda: [0.5, 0.75],
+        description="multistep: fractions of the epochs where the lr is multiplied by lr_decay",
+    )
+    lr_decay: float = Field(0.1, gt=0, le=1)
+    seed: int = Field(0, ge=0)
+
+    # validation, best checkpoint, early stopping
+    val_steps: int = Field(10, ge=1, description="PGD steps of the per-epoch robust validation")
+    early_stopping: int | None = Field(
+        None, ge=1, description="stop after this many epochs without a better robust accuracy"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.method != "standard" and self.eps <= 0:
+            raise ValueError(f"method {self.method} needs eps > 0 (the attack budget)")
+        if self.lr_layers is not None:
+            if not self.lr_layers:
+                raise ValueError("lr_layers is empty; give layer labels, module names or mvl")
+            if self.method == "standard":
+                raise ValueError("lr_layers needs an adversarial method (x̂), not standard")
+            if "mvl" in self.lr_layers and self.lr_layers != ["mvl"]:
+                raise ValueError("lr_layers: mvl cannot be combined with other layers")
+            if self.lr_layers == ["mvl"] and isinstance(self.gamma, list):
+                raise ValueError(
+                    "with lr_layers mvl the layers are not known in advance: give one gamma"
+                )
+        gammas = self.gamma if isinstance(self.gamma, list) else [self.gamma]
+        if any(g < 0 for g in gammas):
+            raise ValueError("gamma must be ≥ 0")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError("milestones are fractions of the epochs, each in (0, 1)")
+        return self
+
+    @property
+    def regularized(self) -> bool:
+        """Whether the layer-wise regularizer is on."""
+        return self.lr_layers is not None
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A validated copy with the non-None overrides applied."""
+        values = {**self.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        return validate_config(values)
+
+
+def validate_config(values: dict[str, Any], *, source: str = "options") -> TrainConfig:
+    """Build a TrainConfig; a validation error becomes one ConfigError line naming the option."""
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        option = f"--{where.replace('_', '-')}" if where else "the configuration"
+        raise ConfigError(f"invalid {option} in {source}: {message}") from None
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+    """Read a YAML config file (every TrainConfig field allowed) and apply the overrides."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"cannot read config file {p}: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of option: value")
+    values = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return validate_config(values, source=str(p))
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The config as YAML (every field), readable back with :func:`load_config`."""
+    return str(yaml.safe_dump(config.model_dump(), sort_keys=False))

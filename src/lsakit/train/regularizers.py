@@ -1,0 +1,330 @@
+"""The layer-wise regularizer of AT-LR (Khalooei et al. 2022, arXiv:2202.02626, §4, Eq. 13–14).
+
+    LR(θ, x, x̂) = Σ_{l ∈ M} γ_l · CM(φ_l(x), φ_l(x̂)),   CM = ‖φ_l(x) − φ_l(x̂)‖_F / ‖φ_l(x)‖_F
+
+added to the base loss J(θ, x̂, y) of an adversarial-training objective. M is a set of layers: one
+proposal (``"L0"``, ``"L1"``, … — the paper's "-LR-L<k>" variants), module names, or the Most
+Vulnerable Layers list of an LSA run (:meth:`LayerwiseRegularizer.from_mvl`).
+
+The representations come from a :class:`~lsakit.probe.LayerProbe` (``detach=False``) during the
+training forwards the objective already runs (:mod:`lsakit.train.objectives`), so the term costs
+no extra adversarial forward. CM is :func:`lsakit.measures.measure_rows` with the relative error,
+plain differentiable torch.
+
+Choices where the paper is silent (see :data:`DEFAULT_GRAD_THROUGH` and :data:`DEFAULT_GAMMA`):
+
+* the batch reduction by default — one Frobenius norm over the whole batch tensor, as in the
+  paper's reference code; ``reduction="sample"`` averages per-sample relative errors;
+* an all-zero clean representation makes CM undefined: that entry contributes 0 (never NaN) and is
+  counted in :attr:`LayerwiseRegularizer.last_undefined`;
+* with ``reduction="sample"`` CM_l is the mean over the samples where it is defined, the same
+  exclusion LSA's statistics use.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+from lsakit.analysis import DEFAULT_ETA, LSAResult, PerturbationFn, analyze
+from lsakit.errors import ConfigError, InputError
+from lsakit.measures import measure_rows
+from lsakit.perturb import PGD
+from lsakit.probe import LayerProbe
+
+GradThrough = Literal["both", "adversarial", "clean"]
+LRReduction = Literal["batch", "sample"]
+
+#: Where the gradient of LR flows (the paper does not say). "both" differentiates through φ_l(x)
+#: and φ_l(x̂), the literal reading of min_θ E[J + LR(θ, x, x̂)] (Eq. 14) with no stop-gradient;
+#: "adversarial" detaches φ_l(x) (the clean representation is a fixed target); "clean" detaches
+#: φ_l(x̂). Measured by ``benchmarks/exp_lr_choices.py`` (Moon, model A, AT-FGSM ε_raw 0.3 + LR on
+#: L2, 20 epochs, 6 seeds, γ = 0.1): relative error of L2 under PGD 0.52 (base) → 0.19 (both),
+#: 0.17 (clean), 0.42 (adversarial); FGSM accuracy at ε_raw 0.5: 56.0 ± 3.4 (base), 57.9 ± 4.8,
+#: 58.4 ± 6.6, 59.2 ± 4.9. "adversarial" alone cannot drive the layer's error down (it never
+#: reached the −50% target at any γ); "both" and "clean" are indistinguishable within seed noise,
+#: so the literal reading wins.
+DEFAULT_GRAD_THROUGH: GradThrough = "both"
+
+#: Default γ for every regularized layer (values are not published). Same experiment, grad_through
+#: "both", 3 seeds, γ ∈ {0.03, 0.1, 0.3, 1}: L2's relative error under PGD 0.47, 0.16, 0.07, 0.00 (base
+#: 0.48); at γ = 1 every seed collapsed to a constant classifier (50%): the relative error can be
+#: zeroed by inflating a shared offset of φ_l, which large γ rewards. γ = 0.1 is the largest tested
+#: value that cuts the error by more than half while keeping clean and large-ε FGSM accuracy near
+#: the base (it did not raise the R&G score on Moon in that setting: 457 ± 20 vs 472 ± 7).
+DEFAULT_GAMMA = 0.1
+
+#: PGD steps of the default attack of :meth:`LayerwiseRegularizer.from_mvl` (step 2.5·ε/steps).
+MVL_PGD_STEPS = 10
+
+_GRAD_THROUGH: tuple[str, ...] = get_args(GradThrough)
+_REDUCTIONS: tuple[str, ...] = get_args(LRReduction)
+_LABEL = re.compile(r"^L(\d+)$")
+
+
+def _check_gamma(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"gamma {where} must be a number ≥ 0, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ConfigError(f"gamma {where} must be a finite number ≥ 0, got {value!r}")
+    return v
+
+
+class LayerwiseRegularizer:
+    """LR = Σ_l γ_l · CM(φ_l(x), φ_l(x̂)) (paper Eq. 14), differentiable.
+
+    Args:
+        layers: the layers M — paper labels ``"L<k>"`` (k-th activation in forward order) or exact
+            module names from ``named_modules()``, not both kinds at once, no globs; a single string
+            is one layer. ``"mvl"`` is not a layer: build with :meth:`from_mvl`.
+        gamma: one γ ≥ 0 for every layer, a sequence (one per layer, in the order given) or a
+            mapping layer → γ covering exactly the layers. Default :data:`DEFAULT_GAMMA`.
+        grad_through: ``"both"`` (default), ``"adversarial"`` (φ_l(x) detached) or ``"clean"``
+            (φ_l(x̂) detached).
+        reduction: ``"batch"`` (default: one Frobenius norm over the batch, the paper's form) or
+            ``"sample"`` (per-sample relative error, averaged).
+
+    Attributes:
+        layers: the layers in the order the probe captures them: pass to
+            ``LayerProbe(model, layers=reg.layers, detach=False)``. Labels are sorted by k
+            (forward order); module names keep the order given, which must be forward order
+            (:meth:`check_probe` verifies it against a probe).
+        gammas: γ_l, aligned with ``layers``.
+        last_undefined: after a call, a 0-d int64 tensor: how many (layer, row) entries had an
+            all-zero clean representation and contributed 0 (a tensor, so no device sync).
+        lsa_result: the LSA result the layers came from (:meth:`from_mvl`), else None.
+
+    Example::
+
+        reg = LayerwiseRegularizer(["L2"], gamma=1.0)
+        with LayerProbe(model, reg.layers, detach=False) as probe:
+            out = objective(model, x, y, probe)     # TRADES / MART capture both
+            loss = out.loss + reg(out.clean_reps, out.adv_reps)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] | str,
+        gamma: float | Sequence[float] | Mapping[str, float] = DEFAULT_GAMMA,
+        *,
+        grad_through: GradThrough = DEFAULT_GRAD_THROUGH,
+        reduction: LRReduction = "batch",
+    ) -> None:
+        names = self._check_layers(layers)
+        gammas = self._check_gammas(names, gamma)
+        if grad_through not in _GRAD_THROUGH:
+            raise ConfigError(
+                f"grad_through must be one of {', '.join(_GRAD_THROUGH)}, got {grad_through!r}"
+            )
+        if reduction not in _REDUCTIONS:
+            raise ConfigError(
+                f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}"
+            )
+        pairs = list(zip(names, gammas, strict=True))
+        if all(_LABEL.match(n) for n in names):
+            # Labels name forward positions, and the probe returns forward order: sort to match.
+            pairs.sort(key=lambda p: int(p[0][1:]))
+        self.layers: list[str] = [n for n, _ in pairs]
+        self.gammas: list[float] = [g for _, g in pairs]
+        self.grad_through: GradThrough = grad_through
+        self.reduction: LRReduction = reduction
+        self.last_undefined: Tensor | None = None
+        self.lsa_result: LSAResult | None = None
+
+    # -- validation ------------------------------------------------------------------------------
+    @staticmethod
+    def _check_layers(layers: Sequence[str] | str) -> list[str]:
+        specs = [layers] if isinstance(layers, str) else list(layers)
+        if not specs:
+            raise ConfigError("the regularizer needs at least one layer, e.g. layers=['L2']")
+        for spec in specs:
+            if not isinstance(spec, str) or not spec:
+                raise ConfigError(f"layers must be L<k> labels or module names, got {spec!r}")
+            if spec.lower() == "mvl":
+                raise ConfigError(
+                    "'mvl' is resolved by an LSA run: build the regularizer with "
+                    "LayerwiseRegularizer.from_mvl(model, data, eps=...)"
+                )
+            if any(c in spec for c in "*?["):
+                raise ConfigError(
+                    f"layer {spec!r} is a glob; list the layers explicitly so each gets one γ"
+                )
+        duplicates = sorted({s for s in specs if specs.count(s) > 1})
+        if duplicates:
+            raise ConfigError(f"layers listed twice: {', '.join(duplicates)}; list each once")
+        labels = [bool(_LABEL.match(s)) for s in specs]
+        if any(labels) and not all(labels):
+            raise ConfigError(
+                "mixing L<k> labels and module names is ambiguous (a module may be a labelled "
+                "layer too); use one kind"
+            )
+        return specs
+
+    @staticmethod
+    def _check_gammas(
+        layers: list[str], gamma: float | Sequence[float] | Mapping[str, float]
+    ) -> list[float]:
+        if isinstance(gamma, Mapping):
+            missing = [n for n in layers if n not in gamma]
+            extra = sorted(str(k) for k in gamma if k not in layers)
+            if missing or extra:
+                raise ConfigError(
+                    f"gamma mapping must cover exactly the layers {layers}: missing "
+                    f"{missing or 'none'}, unknown {extra or 'none'}"
+                )
+            return [_check_gamma(gamma[n], f"of layer {n}") for n in layers]
+        if isinstance(gamma, Sequence) and not isinstance(gamma, str):
+            if len(gamma) != len(layers):
+                raise ConfigError(
+                    f"gamma has {len(gamma)} values for {len(layers)} layers {layers}; give "
+                    f"one per layer or a single number"
+                )
+            return [_check_gamma(g, f"of layer {n}") for n, g in zip(layers, gamma, strict=True)]
+        value = _check_gamma(gamma, "")
+        return [value] * len(layers)
+
+    def check_probe(self, probe: LayerProbe) -> None:
+        """Check that ``probe`` (after its first capture) yields these layers, in this order.
+
+        Only module names can be checked (labels are positions the probe resolves itself); a
+        mismatch raises ConfigError giving the forward order to use.
+        """
+        captured = [layer.name for layer in probe.layers]
+        if len(captured) != len(self.layers):
+            raise ConfigError(
+                f"the probe captures {len(captured)} representations ({captured}) for "
+                f"{len(self.layers)} regularized layers {self.layers}; a module called twice "
+                f"per forward yields two — list its calls as 'name' and 'name#1'"
+            )
+        if not _LABEL.match(self.layers[0]) and captured != self.layers:
+            raise ConfigError(
+                f"the probe captures the layers in the forward order {captured}, but the "
+                f"regularizer lists {self.layers}; give the layers in forward order"
+            )
+
+    # -- the term --------------------------------------------------------------------------------
+    def per_layer(
+        self, clean_reps: Sequence[Tensor] | None, adv_reps: Sequence[Tensor] | None
+    ) -> list[Tensor]:
+        """γ_l · CM(φ_l(x), φ_l(x̂)) for each layer (0-d tensors, differentiable), for logging."""
+        if clean_reps is None or adv_reps is None:
+            which = "clean" if clean_reps is None else "adversarial"
+            raise InputError(
+                f"the layer-wise regularizer needs the {which} representations; run the "
+                f"objective with a LayerProbe (and, for objectives without a clean forward, one "
+                f"clean forward inside the probe)"
+            )
+        if len(clean_reps) != len(self.layers) or len(adv_reps) != len(self.layers):
+            raise InputError(
+                f"got {len(clean_reps)} clean and {len(adv_reps)} adversarial representations "
+                f"for {len(self.layers)} layers {self.layers}; build the probe with "
+                f"layers=reg.layers"
+            )
+        terms: list[Tensor] = []
+        undefined: list[Tensor] = []
+        for gamma, clean, adv in zip(self.gammas, clean_reps, adv_reps, strict=True):
+            if self.grad_through == "adversarial":
+                clean = clean.detach()
+            elif self.grad_through == "clean":
+                adv = adv.detach()
+            values, defined = measure_rows("relative_error", clean, adv, self.reduction)
+            # An undefined entry (all-zero clean row) contributes exactly 0 — also to the gradient,
+            # since where() routes no gradient into the branch it does not select.
+            values = torch.where(defined, values, torch.zeros_like(values))
+            n_defined = defined.sum()
+            cm = values.sum() / n_defined.clamp(min=1).to(values.dtype)
+            terms.append(gamma * cm)
+            undefined.append(defined.numel() - n_defined)
+        self.last_undefined = torch.stack(undefined).sum()
+        return terms
+
+    def __call__(
+        self, clean_reps: Sequence[Tensor] | None, adv_reps: Sequence[Tensor] | None
+    ) -> Tensor:
+        """LR(θ, x, x̂) = Σ_l γ_l · CM_l: a differentiable scalar."""
+        return torch.stack(self.per_layer(clean_reps, adv_reps)).sum()
+
+    # -- construction from LSA -------------------------------------------------------------------
+    @classmethod
+    def from_mvl(
+        cls,
+        model: nn.Module,
+        data: Iterable[tuple[Tensor, Tensor]],
+        *,
+        eps: float | None = None,
+        eta: float = DEFAULT_ETA,
+        attack: PerturbationFn | None = None,
+        gamma: float | Mapping[str, float] = DEFAULT_GAMMA,
+        max_batches: int | None = None,
+        grad_through: GradThrough = DEFAULT_GRAD_THROUGH,
+        reduction: LRReduction = "batch",
+    ) -> LayerwiseRegularizer:
+        """Regularize the MVL list of an LSA run (paper Algorithm 2 → Eq. 14).
+
+        Runs :func:`lsakit.analyze` on ``model`` over ``data`` with ``attack`` (default: PGD-10 at
+        ``eps`` with a random start, seed 0) and regularizes
+        ``result.most_vulnerable_layers(eta)`` — labels ``L<k>`` of the default (activation)
+        layers. The LSA result is kept in ``lsa_result``. An empty MVL list raises ConfigError
+        naming η (lower it).
+        """
+        if attack is None:
+            if eps is None:
+                raise ConfigError(
+                    "from_mvl needs the attack budget: pass eps= (or an attack=) for the LSA run"
+                )
+            attack = PGD(model, eps=eps, steps=MVL_PGD_STEPS, random_start=True, seed=0)
+        result = analyze(model, data, {"attack": attack}, max_batches=max_batches)
+        mvl = result.most_vulnerable_layers(eta)
+        if not mvl:
+            means = ", ".join(
+                f"{layer.label}={layer.mean:.3g}"
+                for layer in result.perturbations[0].layers
+                if layer.mean is not None
+            )
+            raise ConfigError(
+                f"the MVL list is empty at eta={eta} (no layer's relative error exceeds μ + η·σ; "
+                f"per-layer: {means}); lower eta or name the layers"
+            )
+        labels = [layer.label for layer in mvl]
+        if isinstance(gamma, Mapping):
+            # The caller cannot know the list in advance: a mapping may name more layers than
+            # were selected (a missing one is still an error, raised by the constructor).
+            gamma = {label: gamma[label] for label in labels if label in gamma}
+        reg = cls(
+            labels,
+            gamma,
+            grad_through=grad_through,
+            reduction=reduction,
+        )
+        reg.lsa_result = result
+        return reg
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able settings: layers, gammas, grad_through, reduction."""
+        return {
+            "layers": list(self.layers),
+            "gammas": list(self.gammas),
+            "grad_through": self.grad_through,
+            "reduction": self.reduction,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"LayerwiseRegularizer(layers={self.layers}, gamma={self.gammas}, "
+            f"grad_through={self.grad_through!r}, reduction={self.reduction!r})"
+        )
+
+
+__all__ = [
+    "DEFAULT_GAMMA",
+    "DEFAULT_GRAD_THROUGH",
+    "GradThrough",
+    "LRReduction",
+    "LayerwiseRegularizer",
+]
