@@ -1,0 +1,146 @@
+"""Declarative experiment configs (``configs/*.yaml``) and the published tables (``tables/*.yaml``).
+
+An experiment names a data set, a model, the paper's table, the base AT methods and the LR
+proposals; training settings shared by every row, per-method overrides, and profiles (``quick``,
+``full``, ``smoke``) that change seeds, epochs and data sizes. The rows of the table are derived:
+``Normal``, each base ``AT-<METHOD>``, and each ``AT-<METHOD>-LR-<proposal>``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lsakit.analysis import DEFAULT_ETA
+from lsakit.errors import ConfigError
+from lsakit.experiments.results import PublishedRow
+
+#: The paper's names of the base methods (Table 2 writes TRADES as "AT-TRADE").
+BASE_NAMES = {
+    "fgsm": "AT-FGSM",
+    "pgd": "AT-PGD",
+    "trades": "AT-TRADE",
+    "fast": "AT-FAST",
+    "apgd": "AT-APGD",
+    "mart": "AT-MART",
+}
+
+#: ``lsakit reproduce NAME`` → the experiments it runs.
+SUITES = {
+    "moon": ["moon"],
+    "mnist": ["mnist"],
+    "cifar10": ["cifar10-vgg", "cifar10-wrn"],
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Profile(_Strict):
+    """How much of the experiment to run; ``notes`` says what it reduces, for the report."""
+
+    seeds: list[int] = Field(min_length=1)
+    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig overrides for every row
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-method overrides
+    test_limit: int | None = Field(None, ge=1)
+    lsa_limit: int | None = Field(None, ge=1)
+    notes: str = ""
+    expected_runtime: str = ""
+
+
+class ExperimentConfig(_Strict):
+    """One table of the paper and how we reproduce it."""
+
+    experiment: str
+    description: str
+    dataset: str
+    model: str
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    table: str  # file name in tables/
+    base_methods: list[str] = Field(min_length=1)
+    proposals: list[str] = Field(min_length=1)  # "L0", "L1", … or "MVL"
+    rows: list[str] | None = None  # a subset of the derived rows (the paper's table)
+    lsa_attack: str  # perturbation spec of the LSA after training, e.g. "pgd=0.3,steps=20"
+    lsa_perturbations: list[str]  # the normal model's LSA (the "before" curves)
+    eta: float = DEFAULT_ETA
+    train: dict[str, Any]  # TrainConfig fields common to every row
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    data_options: dict[str, Any] = Field(default_factory=dict)
+    profiles: dict[str, Profile]
+
+
+class RowSpec(_Strict):
+    """A row to run: its name, objective, and regularized layers."""
+
+    name: str
+    method: str
+    base: str | None
+    lr_layers: list[str] | None
+
+
+def row_specs(config: ExperimentConfig) -> list[RowSpec]:
+    """The rows of the table: Normal, the bases, then each base with each LR proposal."""
+    rows = [RowSpec(name="Normal", method="standard", base=None, lr_layers=None)]
+    for method in config.base_methods:
+        if method not in BASE_NAMES:
+            raise ConfigError(f"{config.experiment}: unknown base method {method!r}")
+        rows.append(RowSpec(name=BASE_NAMES[method], method=method, base=None, lr_layers=None))
+    for method in config.base_methods:
+        base = BASE_NAMES[method]
+        for proposal in config.proposals:
+            layers = ["mvl"] if proposal.upper() == "MVL" else [proposal]
+            name = f"{base}-LR-{proposal.upper() if proposal.upper() == 'MVL' else proposal}"
+            rows.append(RowSpec(name=name, method=method, base=base, lr_layers=layers))
+    if config.rows is not None:
+        by_name = {r.name: r for r in rows}
+        unknown = [n for n in config.rows if n not in by_name]
+        if unknown:
+            raise ConfigError(f"{config.experiment}: rows {unknown} are not derived rows")
+        rows = [by_name[n] for n in config.rows]
+    return rows
+
+
+def _read_yaml(kind: str, filename: str) -> Any:
+    try:
+        text = (
+            resources.files("lsakit.experiments")
+            .joinpath(kind)
+            .joinpath(filename)
+            .read_text("utf-8")
+        )
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no {kind[:-1]} file {filename!r} in lsakit/experiments/{kind}"
+        ) from None
+    return yaml.safe_load(text)
+
+
+def experiment_names() -> list[str]:
+    """Names of the packaged experiments."""
+    folder = resources.files("lsakit.experiments").joinpath("configs")
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_experiment(name: str) -> ExperimentConfig:
+    """The packaged experiment ``name`` (``moon``, ``mnist``, ``cifar10-vgg``, ``cifar10-wrn``)."""
+    if name not in experiment_names():
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
+    try:
+        return ExperimentConfig.model_validate(_read_yaml("configs", f"{name}.yaml"))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"experiment config {name}.yaml: {where}: {first['msg']}") from None
+
+
+def load_table(filename: str) -> tuple[list[float], dict[str, PublishedRow]]:
+    """The published table: the ε grid as printed and the rows by name."""
+    data = _read_yaml("tables", filename)
+    rows = {name: PublishedRow.model_validate(row) for name, row in data["rows"].items()}
+    return [float(e) for e in data["eps"]], rows

@@ -1,0 +1,140 @@
+"""The results of a paper reproduction (``results.json``): rows × seeds, beside the published table.
+
+Written by :mod:`lsakit.experiments.runner`, read by :mod:`lsakit.report`. Every number is what
+was measured; published numbers are copied from the paper's tables (``tables/*.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lsakit import __version__
+from lsakit._io import atomic_write_text
+from lsakit.errors import ResultsError
+
+RESULTS_FORMAT = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PublishedRow(_Frozen):
+    """One row of the paper's table: FGSM accuracy (%) per ε and the R&G score."""
+
+    accuracies: list[float]
+    rg: float
+
+
+class RunResult(_Frozen):
+    """One seed of one row."""
+
+    seed: int
+    checkpoint: str
+    accuracies: list[float]  # FGSM accuracy in % at each ε of the experiment's grid
+    rg: float
+    #: per-layer relative error (mean over samples) of this model under the LSA attack
+    relative_errors: list[float | None]
+    seconds: float
+
+
+class RowResult(_Frozen):
+    """A row of the table (a training variant) over its seeds."""
+
+    name: str  # the paper's name, e.g. "AT-FGSM-LR-L2"
+    method: str  # objective name: standard, fgsm, fast, pgd, trades, mart, apgd
+    base: str | None  # the row this one regularizes (None for Normal and the base ATs)
+    lr_layers: list[str] | None  # regularized layers as asked: ["L2"], ["mvl"], None
+    resolved_layers: list[str] | None  # the layers actually regularized (MVL resolved)
+    runs: list[RunResult]
+    published: PublishedRow | None
+
+    @property
+    def mean(self) -> list[float]:
+        """Mean accuracy (%) per ε over the seeds."""
+        return [statistics.fmean(a) for a in zip(*(r.accuracies for r in self.runs), strict=True)]
+
+    @property
+    def std(self) -> list[float]:
+        """Sample std of the accuracy (%) per ε over the seeds (0 for a single seed)."""
+        columns = zip(*(r.accuracies for r in self.runs), strict=True)
+        return [statistics.stdev(a) if len(a) > 1 else 0.0 for a in columns]
+
+    @property
+    def rg_mean(self) -> float:
+        return statistics.fmean(r.rg for r in self.runs)
+
+    @property
+    def rg_std(self) -> float:
+        values = [r.rg for r in self.runs]
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    @property
+    def relative_errors_mean(self) -> list[float | None]:
+        """Per-layer relative error averaged over seeds (None where undefined in every seed)."""
+        layers = zip(*(r.relative_errors for r in self.runs), strict=True)
+        out: list[float | None] = []
+        for values in layers:
+            defined = [v for v in values if v is not None]
+            out.append(statistics.fmean(defined) if defined else None)
+        return out
+
+
+class ExperimentResult(_Frozen):
+    """A whole reproduction: the table, the settings, the LSA of the normal model, timings."""
+
+    format: int = RESULTS_FORMAT
+    lsakit_version: str = __version__
+    experiment: str  # moon, mnist, cifar10
+    profile: str  # quick or full
+    dataset: str
+    model: str
+    eps: list[float]  # the FGSM grid, in lsakit's input units
+    eps_paper: list[float]  # the same grid as the paper prints it
+    seeds: list[int]
+    layer_labels: list[str]
+    #: LSA of the normally trained model (seed of the first run): per-layer relative error per
+    #: perturbation, the MVL list and η — the "before" curves and the MVL proposal
+    normal_lsa: dict[str, list[float | None]]
+    mvl: list[str]
+    eta: float
+    rows: list[RowResult]
+    settings: dict[str, Any]  # the resolved experiment config (training, attacks, profile notes)
+    seconds: float
+
+    def row(self, name: str) -> RowResult:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_json(self) -> str:
+        data = self.model_dump()
+        return json.dumps(data, indent=2)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        return atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ExperimentResult:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ResultsError(f"results file {p} not found; run `lsakit reproduce`") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ResultsError(f"{p} is not a readable results file ({e}); re-run it") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "top level"
+            raise ResultsError(
+                f"{p} is not a reproduction result ({where}: {first['msg']})"
+            ) from None

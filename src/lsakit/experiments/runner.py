@@ -1,0 +1,258 @@
+"""Run a reproduction: every row of a table over several seeds, then the results and the report.
+
+For each seed the Normal row is trained first (its model gives the MVL list of the ``-LR-MVL``
+rows and the "before" relative-error curves), then every other row. Each run trains with
+:func:`lsakit.train.train`, evaluates the paper's FGSM ε sweep (and R&G) on the test split, and
+measures the per-layer relative error under the experiment's LSA attack. A finished run leaves
+``run.json`` in its directory and is not run again when the same settings are asked for, so an
+interrupted reproduction continues where it stopped. Runs can go to several processes (``jobs``),
+each with one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lsakit import data as datasets
+from lsakit import perturb
+from lsakit._io import atomic_write_text
+from lsakit._torch import seed_everything
+from lsakit.analysis import analyze
+from lsakit.checkpoint import load_checkpoint
+from lsakit.errors import ConfigError
+from lsakit.evaluate import fgsm_sweep, paper_eps, rg_score
+from lsakit.experiments.config import (
+    ExperimentConfig,
+    RowSpec,
+    load_experiment,
+    load_table,
+    row_specs,
+)
+from lsakit.experiments.results import ExperimentResult, RowResult, RunResult
+from lsakit.train import CHECKPOINT_NAME, TrainConfig, train, validate_config
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One (row, seed) run; plain data so it can go to another process."""
+
+    row: str
+    seed: int
+    config: dict[str, Any]  # TrainConfig fields
+    run_dir: str
+    eps: tuple[float, ...]
+    lsa_attack: str
+    test_limit: int | None
+    lsa_limit: int | None
+    data_dir: str | None
+    device: str
+
+
+def train_config(
+    config: ExperimentConfig, profile: str, row: RowSpec, seed: int, mvl_checkpoint: str | None
+) -> TrainConfig:
+    """The training config of one row and seed: shared, per-method, profile overrides."""
+    prof = config.profiles[profile]
+    values: dict[str, Any] = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "model_kwargs": config.model_kwargs,
+        "data_options": config.data_options,
+        **config.train,
+        **config.methods.get(row.method, {}),
+        **prof.train,
+        **prof.methods.get(row.method, {}),
+        "method": row.method,
+        "seed": seed,
+        "lr_layers": row.lr_layers,
+    }
+    if row.method == "standard":
+        values["eps"] = 0.0
+    if row.lr_layers == ["mvl"]:
+        values["mvl_checkpoint"] = mvl_checkpoint
+    return validate_config(values, source=f"experiment {config.experiment} ({profile}), {row.name}")
+
+
+def _run(task: _Task) -> dict[str, Any]:
+    """Train, evaluate and analyse one run (in this or a worker process); returns RunResult data."""
+    torch.set_num_threads(1)
+    run_dir = Path(task.run_dir)
+    cached = run_dir / RUN_FILE
+    if cached.exists():
+        previous = json.loads(cached.read_text(encoding="utf-8"))
+        if previous.get("task") == _task_key(task):
+            return dict(previous["result"])
+    started = time.perf_counter()
+    config = validate_config(task.config)
+    result = train(config, run_dir, device=task.device, data_dir=task.data_dir)
+    model = result.model.eval()  # the last epoch's weights, as written to model.safetensors
+    test = datasets.load(
+        config.dataset, "test", batch_size=256, shuffle=False, limit=task.test_limit,
+        data_dir=task.data_dir, **config.data_options,
+    )  # fmt: skip
+    sweep = fgsm_sweep(model, test, task.eps)
+    accuracies = [100 * sweep[e] for e in task.eps]
+    seed_everything(task.seed)
+    attack = perturb.from_spec(task.lsa_attack, model)
+    lsa_data = datasets.load(
+        config.dataset, "test", batch_size=256, shuffle=False, limit=task.lsa_limit,
+        data_dir=task.data_dir, **config.data_options,
+    )  # fmt: skip
+    lsa = analyze(model, lsa_data, {attack.name: attack})
+    run = RunResult(
+        seed=task.seed,
+        checkpoint=str(run_dir / CHECKPOINT_NAME),
+        accuracies=accuracies,
+        rg=rg_score(sweep),
+        relative_errors=lsa.perturbations[0].means(),
+        seconds=time.perf_counter() - started,
+    )
+    outcome: dict[str, Any] = {**run.model_dump(), "resolved_layers": result.regularized_layers}
+    payload = {"task": _task_key(task), "result": outcome}
+    atomic_write_text(cached, json.dumps(payload, indent=2) + "\n")
+    return outcome
+
+
+def _task_key(task: _Task) -> dict[str, Any]:
+    """What makes a cached run reusable: the same training config, grid and LSA attack."""
+    return {"config": task.config, "eps": list(task.eps), "lsa_attack": task.lsa_attack,
+            "test_limit": task.test_limit, "lsa_limit": task.lsa_limit}  # fmt: skip
+
+
+def run_experiment(
+    name: str,
+    profile: str,
+    out_dir: str | Path,
+    *,
+    seeds: list[int] | None = None,
+    jobs: int = 1,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> ExperimentResult:
+    """Run experiment ``name`` with ``profile`` into ``out_dir``; write and return ``results.json``."""
+    started = time.perf_counter()
+    config = load_experiment(name)
+    if profile not in config.profiles:
+        raise ConfigError(
+            f"experiment {name} has no profile {profile!r}; profiles: {', '.join(config.profiles)}"
+        )
+    prof = config.profiles[profile]
+    seeds = list(seeds if seeds is not None else prof.seeds)
+    out = Path(out_dir)
+    eps_paper, published = load_table(config.table)
+    eps = _eps_in_units(config, eps_paper)
+    rows = row_specs(config)
+    say = log or (lambda _: None)
+    say(f"{name} ({profile}): {len(rows)} rows × {len(seeds)} seeds → {out}")
+
+    def task(row: RowSpec, seed: int, mvl_checkpoint: str | None = None) -> _Task:
+        run_dir = out / "runs" / row.name / f"seed-{seed}"
+        cfg = train_config(config, profile, row, seed, mvl_checkpoint)
+        return _Task(
+            row=row.name, seed=seed, config=cfg.model_dump(), run_dir=str(run_dir), eps=tuple(eps),
+            lsa_attack=config.lsa_attack, test_limit=prof.test_limit, lsa_limit=prof.lsa_limit,
+            data_dir=None if data_dir is None else str(data_dir), device=device,
+        )  # fmt: skip
+
+    normal = next(r for r in rows if r.name == "Normal")
+    outcomes: dict[tuple[str, int], dict[str, Any]] = {}
+    phases = [
+        [task(normal, s) for s in seeds],
+        [
+            task(r, s, str(out / "runs" / "Normal" / f"seed-{s}" / CHECKPOINT_NAME))
+            for r in rows if r.name != "Normal" for s in seeds
+        ],
+    ]  # fmt: skip
+    for tasks in phases:
+        for t, outcome in zip(tasks, _map(tasks, jobs), strict=True):
+            outcomes[(t.row, t.seed)] = outcome
+            say(f"  {t.row} seed {t.seed}: R&G {outcome['rg']:.2f} ({outcome['seconds']:.0f} s)")
+
+    results = []
+    for row in rows:
+        runs = [RunResult.model_validate(_strip(outcomes[(row.name, s)])) for s in seeds]
+        resolved = outcomes[(row.name, seeds[0])].get("resolved_layers")
+        results.append(RowResult(
+            name=row.name, method=row.method, base=row.base, lr_layers=row.lr_layers,
+            resolved_layers=resolved, runs=runs, published=published.get(row.name),
+        ))  # fmt: skip
+
+    normal_lsa, mvl, labels = _normal_lsa(config, profile, out, seeds[0], data_dir, device)
+    result = ExperimentResult(
+        experiment=name, profile=profile, dataset=config.dataset, model=config.model,
+        eps=eps, eps_paper=eps_paper, seeds=seeds, layer_labels=labels, normal_lsa=normal_lsa,
+        mvl=mvl, eta=config.eta, rows=results,
+        settings={
+            "description": config.description, "train": config.train, "methods": config.methods,
+            "profile": prof.model_dump(), "lsa_attack": config.lsa_attack,
+            "lsa_perturbations": config.lsa_perturbations, "data_options": config.data_options,
+            "notes": prof.notes, "expected_runtime": prof.expected_runtime,
+        },
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
+    result.save(out / "results.json")
+    return result
+
+
+def _strip(outcome: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in outcome.items() if k != "resolved_layers"}
+
+
+def _map(tasks: list[_Task], jobs: int) -> list[dict[str, Any]]:
+    if jobs <= 1 or len(tasks) <= 1:
+        return [_run(t) for t in tasks]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(_run, tasks))
+
+
+def _eps_in_units(config: ExperimentConfig, eps_paper: list[float]) -> list[float]:
+    """The paper's grid in lsakit's input units (Moon: raw coordinates ÷ the data's scale)."""
+    if config.dataset != "moons":
+        return list(eps_paper)
+    options = config.data_options
+    scale = datasets.moons_scale(
+        options.get("n_samples", datasets.moons.DEFAULT_N_SAMPLES),
+        options.get("noise", datasets.moons.DEFAULT_NOISE),
+        options.get("data_seed", datasets.moons.DEFAULT_SEED),
+    )
+    grid = paper_eps("moons", moons_scale=scale)
+    if len(grid) != len(eps_paper):
+        raise ConfigError("the Moon table's ε grid differs from lsakit.evaluate.PAPER_EPS")
+    return list(grid)
+
+
+def _normal_lsa(
+    config: ExperimentConfig,
+    profile: str,
+    out: Path,
+    seed: int,
+    data_dir: str | Path | None,
+    device: str,
+) -> tuple[dict[str, list[float | None]], list[str], list[str]]:
+    """LSA of the normally trained model under the noises and attacks: curves, MVL, labels."""
+    model, _ = load_checkpoint(out / "runs" / "Normal" / f"seed-{seed}" / CHECKPOINT_NAME)
+    seed_everything(seed)
+    perturbations = {}
+    for spec in config.lsa_perturbations:
+        p = perturb.from_spec(spec, model)
+        perturbations[p.name] = p
+    loader = datasets.load(
+        config.dataset, "test", batch_size=256, shuffle=False,
+        limit=config.profiles[profile].lsa_limit, data_dir=data_dir, **config.data_options,
+    )  # fmt: skip
+    result = analyze(model, loader, perturbations)
+    attack_name = perturb.parse_spec(config.lsa_attack)[0]
+    mvl = [layer.label for layer in result.most_vulnerable_layers(config.eta, attack_name)]
+    curves = {p.name: p.means() for p in result.perturbations}
+    return curves, mvl, [layer.label for layer in result.layers]

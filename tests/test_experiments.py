@@ -1,0 +1,107 @@
+"""Experiment configs, published tables and the reproduction runner (smoke profiles)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lsakit.errors import ConfigError, ResultsError
+from lsakit.experiments import (
+    SUITES,
+    ExperimentResult,
+    experiment_names,
+    load_experiment,
+    load_table,
+    row_specs,
+    run_experiment,
+)
+from lsakit.experiments.runner import train_config
+from test_data import write_cifar_batches
+
+
+def test_every_packaged_experiment_loads_and_matches_its_published_table() -> None:
+    assert set(experiment_names()) == {n for names in SUITES.values() for n in names}
+    for name in experiment_names():
+        config = load_experiment(name)
+        eps, published = load_table(config.table)
+        rows = [r.name for r in row_specs(config)]
+        assert set(rows) == set(published), name  # we run exactly the paper's rows
+        for row in published.values():
+            assert len(row.accuracies) == len(eps)
+            assert sum(row.accuracies) == pytest.approx(row.rg, abs=0.011)  # R&G = the sum
+        assert set(config.profiles) == {"quick", "full", "smoke"}
+
+
+def test_moon_table_rows_and_names() -> None:
+    rows = row_specs(load_experiment("moon"))
+    assert [r.name for r in rows[:5]] == ["Normal", "AT-FGSM", "AT-PGD", "AT-TRADE", "AT-FAST"]
+    lr = [r for r in rows if r.base == "AT-TRADE"]
+    assert [(r.name, r.method, r.lr_layers) for r in lr] == [
+        ("AT-TRADE-LR-L0", "trades", ["L0"]),
+        ("AT-TRADE-LR-L1", "trades", ["L1"]),
+        ("AT-TRADE-LR-L2", "trades", ["L2"]),
+    ]
+
+
+def test_train_config_layers_shared_method_and_profile_settings() -> None:
+    config = load_experiment("moon")
+    rows = {r.name: r for r in row_specs(config)}
+    fast = train_config(config, "quick", rows["AT-FAST-LR-L2"], seed=2, mvl_checkpoint=None)
+    assert fast.method == "fast" and fast.schedule == "cyclic" and fast.seed == 2
+    assert fast.epochs == config.profiles["quick"].train["epochs"]
+    assert fast.lr_layers == ["L2"] and fast.eps == config.train["eps"]
+    normal = train_config(config, "full", rows["Normal"], seed=0, mvl_checkpoint=None)
+    assert normal.method == "standard" and normal.eps == 0 and normal.lr_layers is None
+
+
+def test_unknown_experiment_and_profile() -> None:
+    with pytest.raises(ConfigError, match="unknown experiment 'mon'"):
+        load_experiment("mon")
+    with pytest.raises(ConfigError, match="no profile 'fast'"):
+        run_experiment("moon", "fast", "unused")
+
+
+def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> None:
+    result = run_experiment("moon", "smoke", tmp_path)
+    assert len(result.rows) == 17 and result.seeds == [0]
+    assert result.layer_labels == ["L0", "L1", "L2"]
+    assert set(result.normal_lsa) == {"gaussian", "salt", "pepper", "speckle", "fgsm", "pgd"}
+    for row in result.rows:
+        assert row.published is not None
+        run = row.runs[0]
+        assert len(run.accuracies) == 6 and run.rg == pytest.approx(sum(run.accuracies))
+        assert Path(run.checkpoint).exists()
+    assert result.row("AT-FGSM-LR-L2").resolved_layers == ["L2"]
+    # the Moon grid is the paper's raw ε divided by the data's scale (≈ 3.4)
+    assert result.eps_paper == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert result.eps[5] == pytest.approx(0.5 / 3.378, rel=0.01)
+    loaded = ExperimentResult.load(tmp_path / "results.json")
+    assert loaded == result
+    checkpoint = Path(result.rows[3].runs[0].checkpoint)
+    stamp = checkpoint.stat().st_mtime_ns
+    again = run_experiment("moon", "smoke", tmp_path)
+    assert checkpoint.stat().st_mtime_ns == stamp  # not trained again
+    assert [r.runs[0].accuracies for r in again.rows] == [r.runs[0].accuracies for r in result.rows]
+
+
+def test_corrupt_results_file(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text("{broken")
+    with pytest.raises(ResultsError, match=r"results\.json"):
+        ExperimentResult.load(tmp_path / "results.json")
+    (tmp_path / "results.json").write_text(json.dumps({"experiment": "moon"}))
+    with pytest.raises(ResultsError, match="not a reproduction result"):
+        ExperimentResult.load(tmp_path / "results.json")
+
+
+@pytest.mark.slow
+def test_cifar10_pipeline_end_to_end_on_a_tiny_fixture(tmp_path: Path) -> None:
+    """Both CIFAR-10 experiments (VGG-19 and a small WRN) run on a CIFAR-format fixture."""
+    write_cifar_batches(tmp_path / "data" / "cifar10" / "cifar-10-batches-py", per_batch=8)
+    for name in SUITES["cifar10"]:
+        result = run_experiment(name, "smoke", tmp_path / name, data_dir=tmp_path / "data")
+        assert [r.name for r in result.rows] == ["Normal", "AT-APGD", "AT-APGD-LR-L1"]
+        assert result.eps_paper == [0, 0.01, 0.03, 0.1, 0.2]
+        assert result.row("AT-APGD-LR-L1").resolved_layers == ["L1"]
+        assert all(len(r.runs[0].accuracies) == 5 for r in result.rows)
