@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# LSA of a normally trained Moon model picks the MVL list; AT-FGSM vs AT-FGSM + LR on the MVL.
 demo: install
-	$(BIN)/lsakit analyze --dataset moons --out $(DEMO_DIR)
+	$(BIN)/lsakit --threads 1 reproduce moon --profile demo --jobs 2 --out $(DEMO_DIR)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -31,7 +31,7 @@ def test_every_packaged_experiment_loads_and_matches_its_published_table() -> No
         for row in published.values():
             assert len(row.accuracies) == len(eps)
             assert sum(row.accuracies) == pytest.approx(row.rg, abs=0.011)  # R&G = the sum
-        assert set(config.profiles) == {"quick", "full", "smoke"}
+        assert {"quick", "full", "smoke"} <= set(config.profiles)
 
 
 def test_moon_table_rows_and_names() -> None:
@@ -72,14 +72,15 @@ def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> N
         assert row.published is not None
         run = row.runs[0]
         assert len(run.accuracies) == 6 and run.rg == pytest.approx(sum(run.accuracies))
-        assert Path(run.checkpoint).exists()
+        assert not Path(run.checkpoint).is_absolute()
+        assert (tmp_path / run.checkpoint).exists()  # relative to the results folder
     assert result.row("AT-FGSM-LR-L2").resolved_layers == ["L2"]
     # the Moon grid is the paper's raw ε divided by the data's scale (≈ 3.4)
     assert result.eps_paper == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
     assert result.eps[5] == pytest.approx(0.5 / 3.378, rel=0.01)
     loaded = ExperimentResult.load(tmp_path / "results.json")
     assert loaded == result
-    checkpoint = Path(result.rows[3].runs[0].checkpoint)
+    checkpoint = tmp_path / result.rows[3].runs[0].checkpoint
     stamp = checkpoint.stat().st_mtime_ns
     again = run_experiment("moon", "smoke", tmp_path)
     assert checkpoint.stat().st_mtime_ns == stamp  # not trained again

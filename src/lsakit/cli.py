@@ -440,6 +440,99 @@ def evaluate_command(
     out.print(f"wrote {result.save(target)}")
 
 
+# -- reproduce ---------------------------------------------------------------------------------
+@app.command("reproduce")
+def reproduce_command(
+    experiment: Annotated[str, typer.Argument(help="moon, mnist or cifar10.")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="The quick profile (fewer epochs).")
+    ] = False,
+    profile: Annotated[
+        str | None, typer.Option(help="quick, full or smoke (a pipeline test); default full.")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds (default: the profile's).")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Runs in parallel (processes, 1 thread each).")
+    ] = 1,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    report: Annotated[bool, typer.Option(help="Write the Markdown/HTML report.")] = True,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Reproduce a table of the paper: every row over several seeds, results.json and a report.
+
+    Finished runs are kept in OUT/runs and reused, so an interrupted reproduction continues.
+    """
+    from lsakit.experiments import SUITES, run_experiment
+
+    if experiment not in SUITES:
+        raise ConfigError(f"unknown experiment {experiment!r}; choose one of {', '.join(SUITES)}")
+    if quick and profile not in (None, "quick"):
+        raise ConfigError("--quick and --profile disagree; give one of them")
+    chosen = "quick" if quick else (profile or "full")
+    seed_list = None
+    if seeds is not None:
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+    root = out_dir or Path("runs") / f"reproduce-{experiment}-{chosen}"
+    for name in SUITES[experiment]:
+        target = root if len(SUITES[experiment]) == 1 else root / name
+        result = run_experiment(
+            name, chosen, target, seeds=seed_list, jobs=jobs, data_dir=data_dir, device=device,
+            log=out.print,
+        )  # fmt: skip
+        _print_reproduction(result)
+        out.print(f"wrote {target / 'results.json'} ({result.seconds:.0f} s)")
+        if report:
+            from lsakit.report.reproduction import write_report
+
+            md, html = write_report(result, target, data_dir=data_dir)
+            out.print(f"wrote {md} and {html}")
+
+
+def _print_reproduction(result: Any) -> None:
+    lsa = Table(title="LSA of the normally trained model: relative error per layer")
+    lsa.add_column("layer")
+    for name in result.normal_lsa:
+        lsa.add_column(name, justify="right")
+    for i, label in enumerate(result.layer_labels):
+        marked = f"[bold red]{label}*[/]" if label in result.mvl else label
+        lsa.add_row(marked, *[_fmt(values[i]) for values in result.normal_lsa.values()])
+    out.print(lsa)
+    table = Table(title=f"{result.experiment} ({result.profile}): FGSM accuracy %, ours (paper)")
+    table.add_column("training")
+    for e in result.eps_paper:
+        table.add_column(f"ε={e:g}", justify="right")
+    table.add_column("R&G", justify="right")
+    for row in result.rows:
+        pub = row.published
+        cells = [
+            f"{m:.1f}±{s:.1f}" + (f" ({pub.accuracies[i]:.1f})" if pub else "")
+            for i, (m, s) in enumerate(zip(row.mean, row.std, strict=True))
+        ]
+        rg = f"{row.rg_mean:.1f}±{row.rg_std:.1f}" + (f" ({pub.rg:.1f})" if pub else "")
+        table.add_row(row.name, *cells, rg)
+    out.print(table)
+    attack = result.settings.get("lsa_attack", "the LSA attack")
+    errors = Table(
+        title=f"relative error per layer under {attack} after training (mean over seeds)"
+    )
+    errors.add_column("training")
+    for label in result.layer_labels:
+        errors.add_column(label, justify="right")
+    for row in result.rows:
+        errors.add_row(
+            row.name + (f" [{', '.join(row.resolved_layers)}]" if row.resolved_layers else ""),
+            *[_fmt(v) for v in row.relative_errors_mean],
+        )
+    out.print(errors)
+    out.print(f"MVL of the normal model (η = {result.eta:g}): {', '.join(result.mvl) or 'none'}")
+
+
 def _default_mvl_source(names: list[str], preferred: str, perturbations: dict[str, Any]) -> str:
     """The preset's attack when present, else the last adversarial perturbation, else the last."""
     if preferred in names:

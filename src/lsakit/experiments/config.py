@@ -48,6 +48,9 @@ class Profile(_Strict):
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-method overrides
     test_limit: int | None = Field(None, ge=1)
     lsa_limit: int | None = Field(None, ge=1)
+    #: narrow the table (e.g. the demo: one base method, the MVL proposal)
+    base_methods: list[str] | None = None
+    proposals: list[str] | None = None
     notes: str = ""
     expected_runtime: str = ""
 
@@ -82,20 +85,27 @@ class RowSpec(_Strict):
     lr_layers: list[str] | None
 
 
-def row_specs(config: ExperimentConfig) -> list[RowSpec]:
-    """The rows of the table: Normal, the bases, then each base with each LR proposal."""
+def row_specs(config: ExperimentConfig, profile: str | None = None) -> list[RowSpec]:
+    """The rows of the table: Normal, the bases, then each base with each LR proposal.
+
+    A profile may narrow the base methods and proposals (the demo runs one base and the MVL).
+    """
+    prof = config.profiles.get(profile) if profile is not None else None
+    base_methods = (prof.base_methods if prof else None) or config.base_methods
+    proposals = (prof.proposals if prof else None) or config.proposals
+    narrowed = prof is not None and (prof.base_methods or prof.proposals)
     rows = [RowSpec(name="Normal", method="standard", base=None, lr_layers=None)]
-    for method in config.base_methods:
+    for method in base_methods:
         if method not in BASE_NAMES:
             raise ConfigError(f"{config.experiment}: unknown base method {method!r}")
         rows.append(RowSpec(name=BASE_NAMES[method], method=method, base=None, lr_layers=None))
-    for method in config.base_methods:
+    for method in base_methods:
         base = BASE_NAMES[method]
-        for proposal in config.proposals:
+        for proposal in proposals:
             layers = ["mvl"] if proposal.upper() == "MVL" else [proposal]
             name = f"{base}-LR-{proposal.upper() if proposal.upper() == 'MVL' else proposal}"
             rows.append(RowSpec(name=name, method=method, base=base, lr_layers=layers))
-    if config.rows is not None:
+    if config.rows is not None and not narrowed:
         by_name = {r.name: r for r in rows}
         unknown = [n for n in config.rows if n not in by_name]
         if unknown:

@@ -12,6 +12,7 @@ each with one torch thread.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -152,7 +153,7 @@ def run_experiment(
     out = Path(out_dir)
     eps_paper, published = load_table(config.table)
     eps = _eps_in_units(config, eps_paper)
-    rows = row_specs(config)
+    rows = row_specs(config, profile)
     say = log or (lambda _: None)
     say(f"{name} ({profile}): {len(rows)} rows × {len(seeds)} seeds → {out}")
 
@@ -181,7 +182,10 @@ def run_experiment(
 
     results = []
     for row in rows:
-        runs = [RunResult.model_validate(_strip(outcomes[(row.name, s)])) for s in seeds]
+        runs = [
+            _relative_to(out, RunResult.model_validate(_strip(outcomes[(row.name, s)])))
+            for s in seeds
+        ]
         resolved = outcomes[(row.name, seeds[0])].get("resolved_layers")
         results.append(RowResult(
             name=row.name, method=row.method, base=row.base, lr_layers=row.lr_layers,
@@ -203,6 +207,12 @@ def run_experiment(
     )  # fmt: skip
     result.save(out / "results.json")
     return result
+
+
+def _relative_to(out: Path, run: RunResult) -> RunResult:
+    """The run with its checkpoint path relative to the results folder (which can then move)."""
+    relative = os.path.relpath(run.checkpoint, out)
+    return run.model_copy(update={"checkpoint": relative})
 
 
 def _strip(outcome: dict[str, Any]) -> dict[str, Any]:

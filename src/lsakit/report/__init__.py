@@ -1,5 +1,23 @@
 """Plots and reports."""
 
+from lsakit.report.figures import (
+    plot_decision_boundaries,
+    plot_landscapes,
+    plot_relative_error_curves,
+    plot_rg_bars,
+)
+from lsakit.report.landscape import LandscapeGrid, filter_normalized_directions, loss_landscape
 from lsakit.report.plots import plot_layer_curves
+from lsakit.report.reproduction import write_report
 
-__all__ = ["plot_layer_curves"]
+__all__ = [
+    "LandscapeGrid",
+    "filter_normalized_directions",
+    "loss_landscape",
+    "plot_decision_boundaries",
+    "plot_landscapes",
+    "plot_layer_curves",
+    "plot_relative_error_curves",
+    "plot_rg_bars",
+    "write_report",
+]
