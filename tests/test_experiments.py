@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lsakit.data import moons_scale
 from lsakit.errors import ConfigError, ResultsError
 from lsakit.experiments import (
     SUITES,
@@ -48,10 +49,13 @@ def test_moon_table_rows_and_names() -> None:
 def test_train_config_layers_shared_method_and_profile_settings() -> None:
     config = load_experiment("moon")
     rows = {r.name: r for r in row_specs(config)}
-    fast = train_config(config, "quick", rows["AT-FAST-LR-L2"], seed=2, mvl_checkpoint=None)
-    assert fast.method == "fast" and fast.schedule == "cyclic" and fast.seed == 2
-    assert fast.epochs == config.profiles["quick"].train["epochs"]
-    assert fast.lr_layers == ["L2"] and fast.eps == config.train["eps"]
+    pgd = train_config(config, "quick", rows["AT-PGD-LR-L2"], seed=2, mvl_checkpoint=None)
+    assert pgd.method == "pgd" and pgd.seed == 2
+    assert pgd.alpha == config.methods["pgd"]["alpha"]  # per-method override
+    assert pgd.epochs == config.train["epochs"] and pgd.schedule == config.train["schedule"]
+    assert pgd.lr_layers == ["L2"] and pgd.eps == config.train["eps"]
+    smoke = train_config(config, "smoke", rows["AT-PGD"], seed=0, mvl_checkpoint=None)
+    assert smoke.epochs == config.profiles["smoke"].train["epochs"]  # profile override
     normal = train_config(config, "full", rows["Normal"], seed=0, mvl_checkpoint=None)
     assert normal.method == "standard" and normal.eps == 0 and normal.lr_layers is None
 
@@ -75,9 +79,11 @@ def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> N
         assert not Path(run.checkpoint).is_absolute()
         assert (tmp_path / run.checkpoint).exists()  # relative to the results folder
     assert result.row("AT-FGSM-LR-L2").resolved_layers == ["L2"]
-    # the Moon grid is the paper's raw ε divided by the data's scale (≈ 3.4)
+    # the Moon grid is the paper's raw ε divided by the scale of the configured data
     assert result.eps_paper == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
-    assert result.eps[5] == pytest.approx(0.5 / 3.378, rel=0.01)
+    options = load_experiment("moon").data_options
+    scale = moons_scale(options["n_samples"], options["noise"], 0)
+    assert result.eps[5] == pytest.approx(0.5 / scale)
     loaded = ExperimentResult.load(tmp_path / "results.json")
     assert loaded == result
     checkpoint = tmp_path / result.rows[3].runs[0].checkpoint
