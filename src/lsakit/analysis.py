@@ -22,24 +22,21 @@ Algorithm 1 (MVL): layer l is listed iff (CM_l − μ) > η·σ, CM_l the layer'
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from lsakit import __version__
 from lsakit._checks import check_inputs, check_labels, check_positive_int
-from lsakit._io import atomic_write_text
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
+from lsakit._results import JsonResult
 from lsakit._torch import eval_mode, model_device
-from lsakit.errors import ConfigError, InputError, ResultsError, UndefinedMeasureError
+from lsakit.errors import ConfigError, InputError, UndefinedMeasureError
 from lsakit.measures import check_measure, check_reduction, compare, measure_rows
 from lsakit.probe import LayerProbe, LayerSpec
 
@@ -103,8 +100,12 @@ class PerturbationResult(_Frozen):
         return [layer.mean for layer in self.layers]
 
 
-class LSAResult(_Frozen):
+class LSAResult(JsonResult):
     """The outcome of :func:`analyze`; JSON round-trip with :meth:`save` / :meth:`load`."""
+
+    kind: ClassVar[str] = "an LSA result"
+    rewrite: ClassVar[str] = "re-run `lsakit analyze --out DIR` to rewrite it"
+    result_format: ClassVar[int] = RESULT_FORMAT
 
     format: int = RESULT_FORMAT
     lsakit_version: str = __version__
@@ -114,7 +115,7 @@ class LSAResult(_Frozen):
     clean_accuracy: float | None
     layers: list[LayerInfo]
     perturbations: list[PerturbationResult]
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] = Field(default_factory=dict)
 
     # -- lookup ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -165,54 +166,6 @@ class LSAResult(_Frozen):
             key=lambda i: -(p.layers[i].mean or 0.0),
         )
         return [self.layers[i] for i in sorted(ranked[:k])]
-
-    # -- JSON -----------------------------------------------------------------------------------
-    def to_json(self) -> str:
-        """JSON text of the whole result."""
-        return self.model_dump_json(indent=2)
-
-    @classmethod
-    def from_json(cls, text: str, *, source: str = "<string>") -> LSAResult:
-        """Parse JSON text; a malformed or incomplete text raises ResultsError naming ``source``."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ResultsError(
-                f"{source} is not valid JSON ({e.msg} at line {e.lineno}); "
-                f"re-run the analysis to rewrite it"
-            ) from None
-        if isinstance(data, dict) and data.get("format") not in (None, RESULT_FORMAT):
-            raise ResultsError(
-                f"{source} has result format {data.get('format')!r}; this lsakit "
-                f"reads format {RESULT_FORMAT} — re-run the analysis"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "top level"
-            raise ResultsError(
-                f"{source} is not an LSA result ({where}: {first['msg']}); "
-                f"re-run the analysis to rewrite it"
-            ) from None
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the result as JSON, atomically."""
-        return atomic_write_text(path, self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> LSAResult:
-        """Read a result written by :meth:`save`."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ResultsError(
-                f"results file {p} not found; run `lsakit analyze --out DIR`"
-            ) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ResultsError(f"cannot read results file {p}: {e}") from None
-        return cls.from_json(text, source=str(p))
 
 
 def _check_eta(eta: float) -> float:

@@ -20,24 +20,21 @@ model in eval mode (each submodule's own mode restored afterwards) on the model'
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from lsakit import __version__
 from lsakit._checks import check_inputs, check_labels, check_nonnegative, check_positive_int
-from lsakit._io import atomic_write_text
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
+from lsakit._results import JsonResult
 from lsakit._torch import eval_mode, model_device
-from lsakit.errors import ConfigError, InputError, ResultsError
+from lsakit.errors import ConfigError, InputError
 from lsakit.perturb.fgsm import FGSM
 
 #: An attack (or any perturbation): ``(x, y) -> x̂`` of x's shape, e.g. ``lsakit.perturb.PGD``.
@@ -143,7 +140,7 @@ class AttackResult(_Frozen):
 TABLE_HEADER = ("evaluation", "setting", "accuracy (%)")
 
 
-class EvaluationResult(_Frozen):
+class EvaluationResult(JsonResult):
     """The outcome of :func:`evaluate`; JSON round-trip with :meth:`save` / :meth:`load`.
 
     ``fgsm`` is the sweep in order (a list, so ε stay exact floats in JSON); ``rg_score`` is the
@@ -151,14 +148,18 @@ class EvaluationResult(_Frozen):
     rejected); ``attacks`` maps each attack's name to its accuracy.
     """
 
+    kind: ClassVar[str] = "an evaluation result"
+    rewrite: ClassVar[str] = "re-run `lsakit evaluate` to rewrite it"
+    result_format: ClassVar[int] = RESULT_FORMAT
+
     format: int = RESULT_FORMAT
     lsakit_version: str = __version__
     n_samples: int = Field(ge=1)
     clean_accuracy: float = Field(ge=0, le=1)
     fgsm: list[SweepPoint] = Field(min_length=1)
     rg_score: float
-    attacks: dict[str, AttackResult] = {}
-    meta: dict[str, Any] = {}
+    attacks: dict[str, AttackResult] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> EvaluationResult:
@@ -192,54 +193,6 @@ class EvaluationResult(_Frozen):
                 setting = f"{setting}, all samples attacked" if setting else "all samples attacked"
             rows.append((name, setting, f"{100 * result.accuracy:.2f}"))
         return rows
-
-    # -- JSON -----------------------------------------------------------------------------------
-    def to_json(self) -> str:
-        """JSON text of the whole result."""
-        return self.model_dump_json(indent=2)
-
-    @classmethod
-    def from_json(cls, text: str, *, source: str = "<string>") -> EvaluationResult:
-        """Parse JSON text; malformed or inconsistent text raises ResultsError naming ``source``."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ResultsError(
-                f"{source} is not valid JSON ({e.msg} at line {e.lineno}); "
-                f"re-run the evaluation to rewrite it"
-            ) from None
-        if isinstance(data, dict) and data.get("format") not in (None, RESULT_FORMAT):
-            raise ResultsError(
-                f"{source} has result format {data.get('format')!r}; this lsakit "
-                f"reads format {RESULT_FORMAT} — re-run the evaluation"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "top level"
-            raise ResultsError(
-                f"{source} is not an evaluation result ({where}: {first['msg']}); "
-                f"re-run the evaluation to rewrite it"
-            ) from None
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the result as JSON, atomically."""
-        return atomic_write_text(path, self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> EvaluationResult:
-        """Read a result written by :meth:`save`."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ResultsError(
-                f"results file {p} not found; run `lsakit evaluate --out DIR`"
-            ) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ResultsError(f"cannot read results file {p}: {e}") from None
-        return cls.from_json(text, source=str(p))
 
 
 def _short(value: object) -> str:

@@ -6,17 +6,13 @@ was measured; published numbers are copied from the paper's tables (``tables/*.y
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from lsakit import __version__
-from lsakit._io import atomic_write_text
-from lsakit.errors import ResultsError
+from lsakit._results import JsonResult
 
 RESULTS_FORMAT = 1
 
@@ -86,8 +82,12 @@ class RowResult(_Frozen):
         return out
 
 
-class ExperimentResult(_Frozen):
+class ExperimentResult(JsonResult):
     """A whole reproduction: the table, the settings, the LSA of the normal model, timings."""
+
+    kind: ClassVar[str] = "a reproduction result"
+    rewrite: ClassVar[str] = "re-run `lsakit reproduce` to rewrite it"
+    result_format: ClassVar[int] = RESULTS_FORMAT
 
     format: int = RESULTS_FORMAT
     lsakit_version: str = __version__
@@ -109,32 +109,8 @@ class ExperimentResult(_Frozen):
     seconds: float
 
     def row(self, name: str) -> RowResult:
+        """The row called ``name`` (KeyError if absent)."""
         for r in self.rows:
             if r.name == name:
                 return r
         raise KeyError(name)
-
-    def to_json(self) -> str:
-        data = self.model_dump()
-        return json.dumps(data, indent=2)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        return atomic_write_text(path, self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ExperimentResult:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ResultsError(f"results file {p} not found; run `lsakit reproduce`") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ResultsError(f"{p} is not a readable results file ({e}); re-run it") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "top level"
-            raise ResultsError(
-                f"{p} is not a reproduction result ({where}: {first['msg']})"
-            ) from None
