@@ -647,6 +647,12 @@ def test_names_and_kinds() -> None:
         "pgd_l2",
         "apgd",
         "apgd_dlr",
+        "apgd_t",
+        "square",
+        "cw",
+        "mifgsm",
+        "eot_pgd",
+        "eot_apgd",
     ]
 
 

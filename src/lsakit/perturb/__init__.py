@@ -4,7 +4,9 @@ Every perturbation is called as ``perturbation(x, y) -> x_perturbed`` on a batch
 
 * noise (``is_adversarial = False``): :class:`GaussianNoise`, :class:`SaltNoise`,
   :class:`PepperNoise`, :class:`SaltPepperNoise`, :class:`SpeckleNoise`;
-* attacks (need the model and labels): :class:`FGSM`, :class:`PGD` / :class:`PGDL2`, :class:`APGD`.
+* attacks (need the model and labels): :class:`FGSM`, :class:`PGD` / :class:`PGDL2`, :class:`APGD`,
+  :class:`APGDT` (targeted DLR), :class:`Square` (black-box), :class:`CWLinf` (margin-loss PGD),
+  :class:`MIFGSM` (momentum), and :class:`EOTPGD` / :class:`EOTAPGD` for randomized models.
 
 Build them by name with :func:`build` or from a CLI spec such as ``pgd=0.3,steps=40`` with
 :func:`from_spec`.
@@ -13,6 +15,7 @@ Build them by name with :func:`build` or from a CLI spec such as ``pgd=0.3,steps
 from __future__ import annotations
 
 from lsakit.perturb.apgd import APGD, dlr_loss
+from lsakit.perturb.apgd_targeted import APGDT, targeted_dlr_loss
 from lsakit.perturb.base import (
     Attack,
     Perturbation,
@@ -21,7 +24,10 @@ from lsakit.perturb.base import (
     project_l2,
     project_linf,
 )
+from lsakit.perturb.cw import CWLinf, cw_margin_loss
+from lsakit.perturb.eot import EOTAPGD, EOTPGD
 from lsakit.perturb.fgsm import FGSM
+from lsakit.perturb.mifgsm import MIFGSM
 from lsakit.perturb.noise import (
     GaussianNoise,
     PepperNoise,
@@ -38,22 +44,30 @@ from lsakit.perturb.registry import (
     parse_spec,
     strength_parameter,
 )
+from lsakit.perturb.square import Square
 
 __all__ = [
     "APGD",
+    "APGDT",
+    "EOTAPGD",
+    "EOTPGD",
     "FGSM",
+    "MIFGSM",
     "PGD",
     "PGDL2",
     "Attack",
+    "CWLinf",
     "GaussianNoise",
     "PepperNoise",
     "Perturbation",
     "SaltNoise",
     "SaltPepperNoise",
     "SpeckleNoise",
+    "Square",
     "build",
     "clamp_unit",
     "cross_entropy_per_sample",
+    "cw_margin_loss",
     "dlr_loss",
     "from_spec",
     "is_adversarial",
@@ -62,4 +76,5 @@ __all__ = [
     "project_l2",
     "project_linf",
     "strength_parameter",
+    "targeted_dlr_loss",
 ]

@@ -26,8 +26,8 @@ restarts that attack only the samples not yet misclassified. Deviations, all del
   reference returns the clean input for them); samples misclassified on the clean input are
   returned unchanged, as in the reference;
 * with ``seed`` set the attack draws from its own generator, created once and re-used (the
-  reference re-seeds torch's global generator at every call); EOT and targeted DLR are not
-  implemented.
+  reference re-seeds torch's global generator at every call); EOT is not implemented (the
+  targeted DLR variant is :class:`~lsakit.perturb.apgd_targeted.APGDT`).
 
 Example::
 
@@ -91,6 +91,38 @@ class _RunResult:
     adversarial: Tensor  # (n, …) last misclassified iterate (reference: x_best_adv)
     fooled: Tensor  # (n,) bool: some iterate was misclassified
     step: Tensor  # (n,) final step sizes η (diagnostics: how often each sample's step was halved)
+
+
+@dataclass
+class WorstCase:
+    """The per-sample worst case over APGD runs, updated in place as runs finish.
+
+    Samples misclassified on the clean input keep ``x``; later runs attack only the samples no
+    run has misclassified yet (as the reference's restarts do). A misclassified point wins
+    outright; otherwise the point with the highest loss over all runs is kept.
+    """
+
+    result: Tensor  # (N, …) the points returned
+    best_loss: Tensor  # (N,) loss of result's point (−∞ until a run reports one)
+    fooled: Tensor  # (N,) bool: clean mistake, or some run found a misclassified point
+
+    @classmethod
+    def start(cls, x: Tensor, clean_fooled: Tensor) -> WorstCase:
+        best_loss = torch.full(clean_fooled.shape, -torch.inf, dtype=x.dtype, device=x.device)
+        return cls(result=x.clone(), best_loss=best_loss, fooled=clean_fooled.clone())
+
+    def robust(self) -> Tensor:
+        """Indices (k,) of the samples not misclassified so far: the next run's targets."""
+        return (~self.fooled).nonzero().squeeze(1)
+
+    def update(self, robust: Tensor, run: _RunResult) -> None:
+        """Merge a run on the samples ``robust`` into the worst case."""
+        higher = ~run.fooled & (run.best_loss > self.best_loss[robust])
+        keep = torch.where(per_sample_view(run.fooled, run.best), run.adversarial, run.best)
+        take = run.fooled | higher
+        self.result[robust[take]] = keep[take]
+        self.best_loss[robust[higher]] = run.best_loss[higher]
+        self.fooled[robust[run.fooled]] = True
 
 
 def checkpoint_intervals(steps: int) -> tuple[int, int, int]:
@@ -170,26 +202,20 @@ class APGD(Attack):
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
         y = require_labels(y)
         with torch.no_grad():
-            fooled = self._logits(x).argmax(dim=1) != y
-        result = x.clone()
-        best_loss = torch.full(y.shape, -torch.inf, dtype=x.dtype, device=x.device)
+            worst = WorstCase.start(x, self._logits(x).argmax(dim=1) != y)
         for _ in range(self.restarts):
-            robust = (~fooled).nonzero().squeeze(1)
+            robust = worst.robust()
             if robust.numel() == 0:
                 break
-            run = self._single_run(x[robust], y[robust])
-            higher = ~run.fooled & (run.best_loss > best_loss[robust])
-            # Misclassified points win outright; otherwise keep the highest loss over restarts.
-            keep = torch.where(per_sample_view(run.fooled, run.best), run.adversarial, run.best)
-            take = run.fooled | higher
-            result[robust[take]] = keep[take]
-            best_loss[robust[higher]] = run.best_loss[higher]
-            fooled[robust[run.fooled]] = True
-        return result
+            worst.update(robust, self._single_run(x[robust], y[robust]))
+        return worst.result
 
-    def _single_run(self, x: Tensor, y: Tensor) -> _RunResult:
-        """One run of Algorithm 1 on the samples (x, y), every sample with its own step size."""
-        loss_fn = _LOSSES[self.loss]
+    def _single_run(self, x: Tensor, y: Tensor, loss_fn: LossFn | None = None) -> _RunResult:
+        """One run of Algorithm 1 on the samples (x, y), every sample with its own step size.
+
+        ``loss_fn`` replaces the configured loss (APGD-T passes its targeted DLR loss here).
+        """
+        loss_fn = _LOSSES[self.loss] if loss_fn is None else loss_fn
         t = 2 * self._random.uniform(x) - 1
         t_max = per_sample_view(t.abs().flatten(1).amax(dim=1), x)
         x_adv = clamp_unit(x + self.eps * t / (t_max + 1e-12))

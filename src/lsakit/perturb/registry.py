@@ -25,8 +25,12 @@ from torch import nn
 
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb.apgd import APGD
+from lsakit.perturb.apgd_targeted import APGDT
 from lsakit.perturb.base import Attack, Perturbation
+from lsakit.perturb.cw import CWLinf
+from lsakit.perturb.eot import EOTAPGD, EOTPGD
 from lsakit.perturb.fgsm import FGSM
+from lsakit.perturb.mifgsm import MIFGSM
 from lsakit.perturb.noise import (
     GaussianNoise,
     PepperNoise,
@@ -35,6 +39,7 @@ from lsakit.perturb.noise import (
     SpeckleNoise,
 )
 from lsakit.perturb.pgd import PGD, PGDL2
+from lsakit.perturb.square import Square
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,12 @@ _REGISTRY: dict[str, _Entry] = {
     "pgd_l2": _Entry(PGDL2, "eps"),
     "apgd": _Entry(APGD, "eps"),
     "apgd_dlr": _Entry(APGD, "eps", {"loss": "dlr"}),
+    "apgd_t": _Entry(APGDT, "eps"),
+    "square": _Entry(Square, "eps"),
+    "cw": _Entry(CWLinf, "eps"),
+    "mifgsm": _Entry(MIFGSM, "eps"),
+    "eot_pgd": _Entry(EOTPGD, "eps"),
+    "eot_apgd": _Entry(EOTAPGD, "eps"),
 }
 
 

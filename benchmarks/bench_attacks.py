@@ -1,0 +1,133 @@
+"""Benchmark of lsakit's attacks against ART's and against a minimal hand-written PGD loop.
+
+On the same model and batch (model B, MNIST-shaped inputs): the time of lsakit's FGSM, PGD-10 and
+APGD-100 and of ART's implementations (ratio ART / lsakit: > 1 means lsakit is faster), and lsakit's
+PGD-10 against the hand-written loop a researcher would write (ratio lsakit / hand: target ≤ 1.05).
+Then, on an adversarially trained model when one is given (``--checkpoint``), the speed-up of not
+attacking samples that are already misclassified (AutoAttack's practice).
+
+Interleaved repeats, best of N, ratios from the same run. Run:
+``python benchmarks/bench_attacks.py [--batch-size 256] [--repeats 5] [--checkpoint PATH --data-dir DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lsakit import models
+from lsakit.perturb import APGD, FGSM, PGD
+
+EPS, ALPHA = 0.3, 0.075
+
+
+def hand_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    """The minimal PGD loop (Madry et al. 2018) with a random start."""
+    x_adv = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + ALPHA * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - EPS), x + EPS).clamp(0, 1)
+    return x_adv
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checkpoint", default=None, help="an adversarially trained MNIST model")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+
+    from art.attacks.evasion import (
+        AutoProjectedGradientDescent,
+        FastGradientMethod,
+        ProjectedGradientDescent,
+    )
+    from art.estimators.classification import PyTorchClassifier
+
+    torch.manual_seed(0)
+    model = models.build("model_b").eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch_size, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (args.batch_size,), generator=g)
+    xn, yn = x.numpy(), y.numpy()
+    classifier = PyTorchClassifier(
+        model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+        clip_values=(0.0, 1.0), device_type="cpu",
+    )  # fmt: skip
+    b = args.batch_size
+    runs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        "FGSM": (
+            lambda: FGSM(model, eps=EPS)(x, y),
+            lambda: FastGradientMethod(classifier, eps=EPS, batch_size=b).generate(xn, y=yn),
+        ),
+        "PGD-10": (
+            lambda: PGD(model, eps=EPS, alpha=ALPHA, steps=10)(x, y),
+            lambda: ProjectedGradientDescent(
+                classifier, eps=EPS, eps_step=ALPHA, max_iter=10, batch_size=b, verbose=False
+            ).generate(xn, y=yn),
+        ),
+        "APGD-100": (
+            lambda: APGD(model, eps=EPS, steps=100)(x, y),
+            lambda: AutoProjectedGradientDescent(
+                classifier, eps=EPS, eps_step=2 * EPS, max_iter=100, batch_size=b,
+                nb_random_init=1, loss_type="cross_entropy", verbose=False,
+            ).generate(xn, y=yn),
+        ),
+    }  # fmt: skip
+    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(f"model_b, batch {b}, ε = {EPS}")
+    for name, (ours, theirs) in runs.items():
+        ours()
+        theirs()  # warm-up
+        t_ours, t_theirs = best_time(ours, args.repeats), best_time(theirs, args.repeats)
+        print(
+            f"  {name:9s} lsakit {t_ours:.3f} s   ART {t_theirs:.3f} s   ART/lsakit = {t_theirs / t_ours:.2f}"
+        )
+    hand = best_time(lambda: hand_pgd(model, x, y, 10), args.repeats)
+    ours_pgd = best_time(lambda: PGD(model, eps=EPS, alpha=ALPHA, steps=10)(x, y), args.repeats)
+    print(f"  PGD-10 lsakit / hand-written loop = {ours_pgd / hand:.3f}   (target ≤ 1.05)")
+
+    if args.checkpoint:
+        from lsakit import data
+        from lsakit.checkpoint import load_checkpoint
+        from lsakit.evaluate import robust_accuracy
+
+        trained, _ = load_checkpoint(args.checkpoint)
+        test = data.load("mnist", "test", batch_size=b, limit=1000, data_dir=args.data_dir)
+        attack = APGD(trained, eps=EPS, steps=100, seed=0)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        accuracy: dict[bool, float] = {}
+        for only_correct in (False, True, True, False):  # ABBA: fair on a noisy machine
+            start = time.perf_counter()
+            accuracy[only_correct] = robust_accuracy(
+                trained, test, attack, only_correct=only_correct
+            )
+            times[only_correct].append(time.perf_counter() - start)
+        t_all, t_correct = min(times[False]), min(times[True])
+        print(f"APGD-100 on {args.checkpoint} (1000 MNIST test images, best of 2 each):")
+        print(
+            f"  attack every sample {t_all:.1f} s (acc {accuracy[False]:.4f}); only clean-correct "
+            f"{t_correct:.1f} s (acc {accuracy[True]:.4f}); speed-up {t_all / t_correct:.2f}×"
+        )
+
+
+if __name__ == "__main__":
+    main()
