@@ -63,10 +63,21 @@ def main() -> None:
     from art.estimators.classification import PyTorchClassifier
 
     torch.manual_seed(0)
-    model = models.build("model_b").eval()
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch_size, 1, 28, 28, generator=g)
-    y = torch.randint(0, 10, (args.batch_size,), generator=g)
+    if args.checkpoint:
+        # A trained model on real test images: attacks then do their real work (with random
+        # weights and labels most samples start misclassified and APGD skips them).
+        from lsakit import data
+        from lsakit.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(args.checkpoint)
+        x, y = data.load_tensors("mnist", "test", limit=args.batch_size, data_dir=args.data_dir)
+        source = f"{args.checkpoint} on {args.batch_size} MNIST test images"
+    else:
+        model = models.build("model_b").eval()
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(args.batch_size, 1, 28, 28, generator=g)
+        y = torch.randint(0, 10, (args.batch_size,), generator=g)
+        source = f"untrained model_b on {args.batch_size} random MNIST-shaped inputs"
     xn, yn = x.numpy(), y.numpy()
     classifier = PyTorchClassifier(
         model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
@@ -93,7 +104,7 @@ def main() -> None:
         ),
     }  # fmt: skip
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    print(f"model_b, batch {b}, ε = {EPS}")
+    print(f"{source}, ε = {EPS}")
     for name, (ours, theirs) in runs.items():
         ours()
         theirs()  # warm-up
