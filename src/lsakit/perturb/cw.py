@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from lsakit._outputs import OutputSelector
-from lsakit.perturb.base import LossFn
 from lsakit.perturb.pgd import PGD
 
 
@@ -74,17 +73,9 @@ class CWLinf(PGD):
             output=output,
         )
 
-    def _loss_gradient(
-        self, x_adv: Tensor, y: Tensor, loss_fn: LossFn = cw_margin_loss
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        # PGD's loop asks for the default loss; the margin loss is this attack's default.
-        return super()._loss_gradient(x_adv, y, loss_fn)
-
-    def _fooled_and_loss(self, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        # Restarts are ranked by the loss the attack ascends, not by PGD's cross-entropy.
-        with torch.no_grad():
-            logits = self._logits(x_adv)
-        return logits.argmax(dim=1) != y, cw_margin_loss(logits, y)
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The CW margin: ascended by every step and used to rank restarts."""
+        return cw_margin_loss(logits, y)
 
     def params(self) -> dict[str, Any]:
         params = super().params()

@@ -111,7 +111,7 @@ class PGD(Attack):
     def _single_run(self, x: Tensor, y: Tensor) -> Tensor:
         x_adv = self._random_start(x) if self.random_start else x.clone()
         for _ in range(self.steps):
-            grad, _, _ = self._loss_gradient(x_adv, y)
+            grad, _, _ = self._loss_gradient(x_adv, y, self.loss)
             if self.norm == "linf":
                 x_adv = project_linf(x_adv + self.alpha * grad.sign(), x, self.eps)
             else:
@@ -129,10 +129,14 @@ class PGD(Attack):
             delta = direction * per_sample_view(radius, x)
         return clamp_unit(x + delta)
 
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The per-sample loss PGD ascends and ranks restarts by: cross-entropy (subclasses swap it)."""
+        return cross_entropy_per_sample(logits, y)
+
     def _fooled_and_loss(self, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             logits = self._logits(x_adv)
-        return logits.argmax(dim=1) != y, cross_entropy_per_sample(logits, y)
+        return logits.argmax(dim=1) != y, self.loss(logits, y)
 
     def params(self) -> dict[str, Any]:
         return {
