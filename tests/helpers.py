@@ -27,3 +27,32 @@ def tiny_cnn(seed: int = 0) -> nn.Sequential:
         nn.Tanh(),
         nn.Linear(10, 5),
     )
+
+
+def attack_net(seed: int = 0, *, side: int = 3, classes: int = 4) -> nn.Sequential:
+    """(N, 2, side, side) → ``classes`` logits, with BatchNorm and Dropout so eval mode matters."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(2 * side * side, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(16, classes),
+    )
+
+
+def attack_batch(
+    seed: int = 0, n: int = 6, *, side: int = 3, classes: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs in [0, 1] with exact 0s and 1s (so the [0, 1] clamp is exercised) and labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, side, side, generator=g)
+    x[:, 0, 0, 0] = 0.0
+    x[:, 1, side - 1, side - 1] = 1.0
+    return x, torch.randint(0, classes, (n,), generator=g)
+
+
+def modes(model: nn.Module) -> list[bool]:
+    """Every submodule's training flag, to compare modes before and after a call."""
+    return [m.training for m in model.modules()]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sklearn.datasets import make_moons
 from torch import Tensor, nn
 
+from helpers import attack_batch, attack_net, modes
 from lsakit.errors import InputError
 from lsakit.perturb import APGD, FGSM, PGD, Attack
 from lsakit.perturb.cw import CWLinf, cw_margin_loss
@@ -34,29 +35,11 @@ L2_ATTACKS = {"eot_pgd_l2"}
 
 
 def small_net(seed: int = 0) -> nn.Sequential:
-    """(N, 2, 3, 3) → 4 classes, with BatchNorm and Dropout so that eval mode matters."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(18, 16),
-        nn.BatchNorm1d(16),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(16, 4),
-    )
+    return attack_net(seed)
 
 
 def batch(seed: int = 0, n: int = 6) -> tuple[Tensor, Tensor]:
-    """Inputs in [0, 1] with exact 0s and 1s (so the [0, 1] clamp is exercised) and labels."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 2, 3, 3, generator=g)
-    x[:, 0, 0, 0] = 0.0
-    x[:, 1, 2, 2] = 1.0
-    return x, torch.randint(0, 4, (n,), generator=g)
-
-
-def modes(model: nn.Module) -> list[bool]:
-    return [m.training for m in model.modules()]
+    return attack_batch(seed, n)
 
 
 # --------------------------------------------------------------------------------------------

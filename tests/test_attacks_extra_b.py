@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sklearn.datasets import make_blobs, make_moons
 from torch import Tensor, nn
 
+from helpers import attack_batch, attack_net, modes
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb import apgd_targeted
 from lsakit.perturb.apgd_targeted import APGDT, target_classes, targeted_dlr_loss
@@ -35,29 +36,12 @@ ATTACKS: dict[str, AttackFactory] = {
 
 
 def small_net(seed: int = 0) -> nn.Sequential:
-    """(N, 2, 4, 4) → 5 classes, with BatchNorm and Dropout so that eval mode matters."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(32, 16),
-        nn.BatchNorm1d(16),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(16, 5),
-    )
+    """5 classes: targeted DLR needs at least 4."""
+    return attack_net(seed, side=4, classes=5)
 
 
 def batch(seed: int = 0, n: int = 6) -> tuple[Tensor, Tensor]:
-    """Images in [0, 1] with exact 0s and 1s (so the [0, 1] clamp is exercised) and labels."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 2, 4, 4, generator=g)
-    x[:, 0, 0, 0] = 0.0
-    x[:, 1, 3, 3] = 1.0
-    return x, torch.randint(0, 5, (n,), generator=g)
-
-
-def modes(model: nn.Module) -> list[bool]:
-    return [m.training for m in model.modules()]
+    return attack_batch(seed, n, side=4, classes=5)
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
