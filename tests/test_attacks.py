@@ -631,6 +631,7 @@ def test_names_and_kinds() -> None:
         "apgd",
         "apgd_dlr",
         "apgd_t",
+        "fab_t",
         "square",
         "cw",
         "mifgsm",

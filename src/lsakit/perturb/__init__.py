@@ -5,7 +5,8 @@ Every perturbation is called as ``perturbation(x, y) -> x_perturbed`` on a batch
 * noise (``is_adversarial = False``): :class:`GaussianNoise`, :class:`SaltNoise`,
   :class:`PepperNoise`, :class:`SaltPepperNoise`, :class:`SpeckleNoise`;
 * attacks (need the model and labels): :class:`FGSM`, :class:`PGD` / :class:`PGDL2`, :class:`APGD`,
-  :class:`APGDT` (targeted DLR), :class:`Square` (black-box), :class:`CWLinf` (margin-loss PGD),
+  :class:`APGDT` (targeted DLR), :class:`FABT` (targeted minimal-norm boundary attack),
+  :class:`Square` (black-box), :class:`CWLinf` (margin-loss PGD),
   :class:`MIFGSM` (momentum), and :class:`EOTPGD` / :class:`EOTAPGD` for randomized models.
 
 Build them by name with :func:`build` or from a CLI spec such as ``pgd=0.3,steps=40`` with
@@ -26,6 +27,7 @@ from lsakit.perturb.base import (
 )
 from lsakit.perturb.cw import CWLinf, cw_margin_loss
 from lsakit.perturb.eot import EOTAPGD, EOTPGD
+from lsakit.perturb.fab import FABT, projection_linf
 from lsakit.perturb.fgsm import FGSM
 from lsakit.perturb.mifgsm import MIFGSM
 from lsakit.perturb.noise import (
@@ -51,6 +53,7 @@ __all__ = [
     "APGDT",
     "EOTAPGD",
     "EOTPGD",
+    "FABT",
     "FGSM",
     "MIFGSM",
     "PGD",
@@ -75,6 +78,7 @@ __all__ = [
     "parse_spec",
     "project_l2",
     "project_linf",
+    "projection_linf",
     "strength_parameter",
     "targeted_dlr_loss",
 ]

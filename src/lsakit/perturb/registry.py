@@ -29,6 +29,7 @@ from lsakit.perturb.apgd_targeted import APGDT
 from lsakit.perturb.base import Attack, Perturbation
 from lsakit.perturb.cw import CWLinf
 from lsakit.perturb.eot import EOTAPGD, EOTPGD
+from lsakit.perturb.fab import FABT
 from lsakit.perturb.fgsm import FGSM
 from lsakit.perturb.mifgsm import MIFGSM
 from lsakit.perturb.noise import (
@@ -72,6 +73,7 @@ _REGISTRY: dict[str, _Entry] = {
     "apgd": _Entry(APGD, "eps"),
     "apgd_dlr": _Entry(APGD, "eps", {"loss": "dlr"}),
     "apgd_t": _Entry(APGDT, "eps"),
+    "fab_t": _Entry(FABT, "eps"),
     "square": _Entry(Square, "eps"),
     "cw": _Entry(CWLinf, "eps"),
     "mifgsm": _Entry(MIFGSM, "eps"),
