@@ -599,6 +599,17 @@ def test_inference_mode_is_reported_and_no_grad_is_fine() -> None:
         attack(x, y)
 
 
+def test_square_needs_no_gradients_and_runs_under_inference_mode() -> None:
+    from lsakit.perturb import Square
+
+    x, y = batch()
+    model = small_net()
+    expected = Square(model, eps=0.1, queries=20, seed=0)(x, y)
+    with torch.inference_mode():
+        got = Square(model, eps=0.1, queries=20, seed=0)(x, y)
+    assert torch.equal(got, expected)
+
+
 def test_params_are_json_and_complete() -> None:
     pgd = PGD(small_net(), eps=0.3, steps=40, seed=1)
     assert json.loads(json.dumps(pgd.params())) == {

@@ -376,13 +376,41 @@ def evaluate_command(
             "apgd=0.3 (default: PGD-20 and APGD-CE at the preset's training ε).",
         ),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate the first N test samples.")] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            help="Run an attack suite instead: standard (APGD-CE, APGD-T, FAB-T, Square; "
+            "AutoAttack's protocol) or rand (EOT-APGD, for randomized models).",
+        ),
+    ] = None,
+    eps: Annotated[
+        float | None, typer.Option(help="ε of the suite (default: the preset's training ε).")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--n-examples", "--limit", help="Evaluate the first N test samples."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 256,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Suite state file, rewritten after every batch; an interrupted run resumes from "
+            "it (default: OUT/suite-SUITE-epsEPS-nN.state.json)."
+        ),
+    ] = None,
+    checks: Annotated[
+        bool, typer.Option(help="Run the gradient-masking checks after the suite.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the suite's random starts.")] = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """The paper's protocol: FGSM accuracy over an ε sweep and its R&G score, plus PGD / APGD."""
+    """The paper's protocol: FGSM accuracy over an ε sweep and its R&G score, plus PGD / APGD.
+
+    With --suite, the attack suite instead: robust accuracy after each attack and combined
+    (per-sample worst case), resumable, followed by the gradient-masking checks.
+    """
     from lsakit import data, perturb
     from lsakit.checkpoint import load_checkpoint
     from lsakit.evaluate import evaluate, paper_eps
@@ -390,6 +418,19 @@ def evaluate_command(
     from lsakit.train import resolve_device
 
     dev = resolve_device(device)
+    if suite is not None:
+        from lsakit.suite import suite_attacks
+
+        suite_attacks(suite)  # an unknown name fails before anything is loaded
+        if attack_specs or fgsm_eps is not None:
+            raise ConfigError(
+                "--suite runs its own attacks; drop --attack / --fgsm-eps (run them in a "
+                "separate `lsakit evaluate`)"
+            )
+        if eps is not None and not eps > 0:
+            raise ConfigError(f"--eps must be > 0, got {eps}")
+    elif eps is not None or state is not None:
+        raise ConfigError("--eps and --state belong to --suite; for other attacks use -a NAME=EPS")
     specs = [perturb.parse_spec(s) for s in attack_specs or ()]
     for name, strength, params in specs:  # fail on a bad spec before loading anything
         perturb.build(name, model=nn.Identity(), strength=strength, **params)
@@ -402,6 +443,14 @@ def evaluate_command(
         raise ConfigError(
             f"{checkpoint} was trained on {trained_on}, not {dataset_name}; drop --dataset"
         )
+    if suite is not None:
+        _run_suite(
+            model, checkpoint, meta.model, dataset_name, suite=suite,
+            eps=eps if eps is not None else preset(dataset_name).train_eps, limit=limit,
+            batch_size=batch_size, state=state, checks=checks, seed=seed,
+            out_dir=out_dir or checkpoint.parent, data_dir=data_dir,
+        )  # fmt: skip
+        return
     if fgsm_eps is not None:
         try:
             grid = tuple(float(e) for e in fgsm_eps.split(","))
@@ -438,6 +487,61 @@ def evaluate_command(
     out.print(table)
     target = (out_dir or checkpoint.parent) / "evaluation.json"
     out.print(f"wrote {result.save(target)}")
+
+
+def _run_suite(
+    model: nn.Module,
+    checkpoint: Path,
+    model_name: str,
+    dataset_name: str,
+    *,
+    suite: str,
+    eps: float,
+    limit: int | None,
+    batch_size: int,
+    state: Path | None,
+    checks: bool,
+    seed: int,
+    out_dir: Path,
+    data_dir: Path | None,
+) -> None:
+    from lsakit import data
+    from lsakit.masking import masking_checks
+    from lsakit.suite import run_suite
+
+    x, y = data.load_tensors(dataset_name, "test", limit=limit, data_dir=data_dir)
+    tag = f"suite-{suite}-eps{eps:g}-n{x.shape[0]}"
+    state_path = state or out_dir / f"{tag}.state.json"
+    if state_path.exists():
+        out.print(f"resuming from {state_path}")
+    out.print(
+        f"{suite} suite on {model_name} / {dataset_name}: {x.shape[0]} test samples, ε = {eps:g}"
+        f" (state: {state_path})"
+    )
+    result = run_suite(
+        model, x, y, eps=eps, suite=suite, batch_size=batch_size, seed=seed,
+        state_path=state_path, progress=True,
+        meta={"checkpoint": str(checkpoint), "dataset": dataset_name, "model": model_name},
+    )  # fmt: skip
+    table = Table(title=f"{suite} suite: {model_name} on {dataset_name}, ε = {eps:g}")
+    for column in ("attack", "attacked", "robust accuracy %", "seconds"):
+        table.add_column(column, justify="left" if column == "attack" else "right")
+    for row in result.table_rows():
+        table.add_row(*row)
+    out.print(table)
+    if checks:
+        outcomes = masking_checks(model, x, y, eps=eps, suite_result=result, seed=seed)
+        result = result.model_copy(update={"checks": outcomes})
+        for outcome in outcomes:
+            if outcome.status == "warn":
+                err.print(
+                    f"[yellow]warning[/yellow] (gradient masking? {outcome.name}): "
+                    f"{outcome.evidence}. {outcome.advice}",
+                    highlight=False,
+                )
+            else:
+                out.print(f"check {outcome.name}: {outcome.status} — {outcome.evidence}")
+    out.print(f"wrote {result.save(out_dir / f'{tag}.json')}")
 
 
 # -- reproduce ---------------------------------------------------------------------------------

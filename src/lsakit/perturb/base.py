@@ -188,6 +188,8 @@ class Attack(Perturbation):
     """
 
     is_adversarial: ClassVar[bool] = True
+    #: False for score-based (black-box) attacks, which may run under torch.inference_mode()
+    needs_gradients: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, *, eps: float, output: OutputSelector = None) -> None:
         if not isinstance(model, nn.Module):
@@ -208,7 +210,7 @@ class Attack(Perturbation):
                 f"{self.name} is an attack and needs the true labels: call it as (x, y)"
             )
         check_labels(y, x.shape[0], "y")
-        if torch.is_inference_mode_enabled():
+        if self.needs_gradients and torch.is_inference_mode_enabled():
             raise InputError(
                 f"{self.name} needs input gradients, which torch.inference_mode() forbids; "
                 "call the attack outside inference_mode (torch.no_grad() is fine)"

@@ -129,6 +129,7 @@ class Square(Attack):
     """
 
     name: ClassVar[str] = "square"
+    needs_gradients: ClassVar[bool] = False
 
     def __init__(
         self,

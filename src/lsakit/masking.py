@@ -1,0 +1,280 @@
+"""Gradient-masking checks: signs that an evaluation overestimates robustness.
+
+A model can look robust because the attacks fail, not because it is: its input gradients are zero,
+NaN or useless (shattered or obfuscated gradients, Athalye, Carlini & Wagner, ICML 2018), or it is
+randomized and a single gradient sample misleads. Carlini et al. (2019, "On evaluating adversarial
+robustness", Sec. 5) and AutoAttack (Croce & Hein 2020, ``autoattack/checks.py``) list symptoms
+that are cheap to test. Each check returns a :class:`~lsakit.suite.CheckOutcome` with the evidence,
+so a warning says what was measured, not only that something is wrong:
+
+``logits``        the outputs look like probabilities (rows in [0, 1] summing to 1): attacks on a
+                  softmax output see vanishing gradients — give the model's logits.
+``determinism``   two forward passes on the same batch agree; if not the model is randomized and
+                  only an EOT attack (``--suite rand``) is meaningful.
+``gradients``     the input gradient of the margin z_y − max_{j≠y} z_j is finite and non-zero on
+                  every correctly classified sample. The margin, not cross-entropy: a confident
+                  model's cross-entropy gradient underflows to exactly 0 in float32 without any
+                  masking (AutoAttack checks the cross-entropy gradient and then warns on such
+                  models), while the margin's gradient is zero only where the logits are locally
+                  constant in x — a non-differentiable input step such as 8-bit rounding.
+``eps-growth``    robust accuracy under PGD falls to ~0 as ε grows (ε, 2ε, 4ε, … up to 1, where the
+                  ball holds every image): an attack that cannot fool the model with an unbounded
+                  budget is not finding its gradients (Carlini et al. 2019, Sec. 5.2).
+``black-box``     Square (black-box, scores only) must not fool more than 0.2 % of the test points
+                  that the white-box attacks of the suite left robust (AutoAttack's
+                  ``check_square_sr`` tolerance): if it does, the gradients mislead.
+
+The checks run on a small sample (the first ``n`` correctly classified test points) and cost a few
+PGD runs; they warn, they never change a number.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lsakit._checks import check_inputs, check_labels, check_nonnegative, check_positive_int
+from lsakit._outputs import OutputSelector, select_logits
+from lsakit._torch import eval_mode, model_device
+from lsakit.perturb.pgd import PGD
+from lsakit.suite import BLACK_BOX, CheckOutcome, SuiteResult
+
+#: Largest accuracy at the biggest ε of the growth check that still counts as "~0".
+EPS_GROWTH_TOLERANCE = 0.01
+#: AutoAttack's tolerance for Square improving on the white-box attacks (a fraction of n).
+BLACK_BOX_TOLERANCE = 0.002
+#: PGD of the growth check: steps, step size as a multiple of ε / steps.
+GROWTH_STEPS, GROWTH_STEP_FACTOR = 20, 2.5
+
+
+def _logits(model: nn.Module, x: Tensor, output: OutputSelector) -> Tensor:
+    with eval_mode(model), torch.no_grad():
+        return select_logits(model(x.to(model_device(model))), output).cpu()
+
+
+def check_logits(model: nn.Module, x: Tensor, output: OutputSelector = None) -> CheckOutcome:
+    """Do the outputs look like probabilities instead of logits?"""
+    z = _logits(model, x, output)
+    rows = z.sum(dim=1)
+    probabilities = bool(
+        (z >= 0).all() and (z <= 1).all() and torch.allclose(rows, torch.ones_like(rows), atol=1e-4)
+    )
+    if probabilities:
+        return CheckOutcome(
+            name="logits",
+            status="warn",
+            evidence="every output row lies in [0, 1] and sums to 1: the model returns probabilities",
+            advice="remove the final softmax (attacks need logits; softmax gradients vanish)",
+        )
+    return CheckOutcome(name="logits", status="pass", evidence="outputs are not probabilities")
+
+
+def check_determinism(
+    model: nn.Module, x: Tensor, output: OutputSelector = None, *, randomized_suite: bool = False
+) -> CheckOutcome:
+    """Do two forward passes on the same batch give the same logits (up to float noise)?"""
+    first, second = _logits(model, x, output), _logits(model, x, output)
+    difference = float((first - second).abs().max())
+    tolerance = 1e-5 * (1.0 + float(first.abs().max()))
+    if difference <= tolerance:
+        return CheckOutcome(
+            name="determinism",
+            status="pass",
+            evidence=f"two forward passes agree (max |Δlogit| = {difference:.2g})",
+        )
+    if randomized_suite:
+        return CheckOutcome(
+            name="determinism",
+            status="pass",
+            evidence=f"the model is randomized (max |Δlogit| = {difference:.3g}); the rand suite "
+            "averages its gradients over the randomness (EOT)",
+        )
+    return CheckOutcome(
+        name="determinism",
+        status="warn",
+        evidence=f"two forward passes on the same inputs differ (max |Δlogit| = {difference:.3g}): "
+        "the model is randomized",
+        advice="evaluate it with --suite rand (EOT attacks); single-sample gradients mislead",
+    )
+
+
+def margin_gradients(
+    model: nn.Module, x: Tensor, y: Tensor, output: OutputSelector = None
+) -> Tensor:
+    """∇ₓ (z_y − max_{j≠y} z_j) per sample, (N, …), in eval mode; parameters' .grad untouched."""
+    device = model_device(model)
+    x_in = x.detach().to(device).requires_grad_(True)
+    labels = y.to(device)
+    with eval_mode(model), torch.enable_grad():
+        z = select_logits(model(x_in), output)
+        z_y = z.gather(1, labels[:, None]).squeeze(1)
+        others = z.scatter(1, labels[:, None], -torch.inf)
+        margin = z_y - others.max(dim=1).values
+        if not margin.requires_grad:
+            return torch.zeros_like(x)
+        (grad,) = torch.autograd.grad(margin.sum(), x_in, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad.detach().cpu()
+
+
+def check_gradients(
+    model: nn.Module, x: Tensor, y: Tensor, output: OutputSelector = None
+) -> CheckOutcome:
+    """Are the input gradients of the margin finite and non-zero on every sample?"""
+    grad = margin_gradients(model, x, y, output).flatten(1)
+    n = grad.shape[0]
+    non_finite = int((~torch.isfinite(grad)).any(dim=1).sum())
+    zero = int((grad == 0).all(dim=1).sum())
+    if non_finite or zero:
+        parts = []
+        if zero:
+            parts.append(f"{zero} of {n} samples have an all-zero input gradient")
+        if non_finite:
+            parts.append(f"{non_finite} of {n} have NaN/inf input gradients")
+        return CheckOutcome(
+            name="gradients",
+            status="warn",
+            evidence="; ".join(parts) + " (margin loss)",
+            advice="a non-differentiable input step (rounding, quantization, thresholding) or an "
+            "unstable layer masks the gradients: gradient attacks cannot be trusted here — "
+            "rely on the black-box Square result, or attack a differentiable approximation "
+            "(BPDA, Athalye et al. 2018)",
+        )
+    norms = grad.abs().sum(dim=1)
+    return CheckOutcome(
+        name="gradients",
+        status="pass",
+        evidence=f"input gradients finite and non-zero on all {n} samples "
+        f"(median ‖∇‖₁ = {float(norms.median()):.3g})",
+    )
+
+
+def growth_grid(eps: float) -> list[float]:
+    """ε, 2ε, 4ε, … below 1, then 1 (the whole [0, 1] box)."""
+    grid = []
+    value = eps
+    while 0 < value < 1:
+        grid.append(value)
+        value *= 2
+    return [*grid, 1.0]
+
+
+def check_eps_growth(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    output: OutputSelector = None,
+    *,
+    seed: int = 0,
+) -> CheckOutcome:
+    """Does PGD's robust accuracy fall to ~0 as ε grows to 1?
+
+    ``x`` should hold correctly classified samples (the accuracy is over them).
+    """
+    eps = check_nonnegative(eps, "eps")
+    grid = growth_grid(eps)
+    accuracies = []
+    for value in grid:
+        attack = PGD(
+            model,
+            eps=value,
+            alpha=GROWTH_STEP_FACTOR * value / GROWTH_STEPS,
+            steps=GROWTH_STEPS,
+            seed=seed,
+            output=output,
+        )
+        x_adv = attack(x, y)
+        accuracies.append(float((_logits(model, x_adv, output).argmax(dim=1) == y).float().mean()))
+    evidence = "PGD-20 accuracy on correctly classified samples at ε = " + ", ".join(
+        f"{e:g}: {100 * a:.1f}%" for e, a in zip(grid, accuracies, strict=True)
+    )
+    if accuracies[-1] > EPS_GROWTH_TOLERANCE:
+        return CheckOutcome(
+            name="eps-growth",
+            status="warn",
+            evidence=evidence + f" — still {100 * accuracies[-1]:.1f}% where every image is "
+            "reachable",
+            advice="the attack does not follow the model's gradients (masking); do not trust "
+            "gradient-based robust accuracy for this model",
+        )
+    return CheckOutcome(name="eps-growth", status="pass", evidence=evidence)
+
+
+def check_black_box(result: SuiteResult) -> CheckOutcome:
+    """Did a black-box attack fool samples that every white-box attack of the suite left robust?"""
+    ran = [a for a in result.attacks if a.skipped is None]
+    black = [a for a in ran if a.label in BLACK_BOX]
+    white = [a for a in ran if a.label not in BLACK_BOX]
+    if not black or not white:
+        return CheckOutcome(
+            name="black-box",
+            status="skip",
+            evidence=f"the {result.suite} suite does not run both black-box and white-box attacks",
+        )
+    fooled = sum(a.fooled for a in black)
+    share = fooled / result.n_examples
+    white_accuracy = min(a.robust_accuracy for a in white)
+    evidence = (
+        f"{' + '.join(a.label for a in black)} fooled {fooled} of the points "
+        f"{', '.join(a.label for a in white)} left robust ({100 * share:.2f}% of "
+        f"{result.n_examples}; robust accuracy {100 * white_accuracy:.2f}% → "
+        f"{100 * result.robust_accuracy:.2f}%)"
+    )
+    if share > BLACK_BOX_TOLERANCE:
+        return CheckOutcome(
+            name="black-box",
+            status="warn",
+            evidence=evidence,
+            advice="a black-box attack beating the gradient attacks is a sign of gradient masking; "
+            "run Square with more queries and consider an adaptive attack",
+        )
+    return CheckOutcome(name="black-box", status="pass", evidence=evidence)
+
+
+def masking_checks(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    suite_result: SuiteResult | None = None,
+    n: int = 256,
+    output: OutputSelector = None,
+    seed: int = 0,
+) -> list[CheckOutcome]:
+    """All the checks on the first ``n`` correctly classified points of ``(x, y)``.
+
+    ``suite_result`` adds the black-box check (and, for the rand suite, accepts randomness).
+    """
+    x = check_inputs(x, "x")
+    y = check_labels(y, x.shape[0], "y")
+    n = check_positive_int(n, "n")
+    if suite_result is not None and len(suite_result.fooled_by) == x.shape[0]:
+        correct = torch.tensor(suite_result.fooled_by) != 0
+    else:
+        correct = _logits(model, x, output).argmax(dim=1) == y
+    keep = correct.nonzero().squeeze(1)[:n]
+    outcomes = [
+        check_logits(model, x[:n], output),
+        check_determinism(
+            model,
+            x[:n],
+            output,
+            randomized_suite=suite_result is not None and suite_result.suite == "rand",
+        ),
+    ]
+    if keep.numel() == 0:
+        outcomes.append(
+            CheckOutcome(
+                name="gradients",
+                status="skip",
+                evidence="no correctly classified sample to check",
+            )
+        )
+    else:
+        xs, ys = x[keep], y[keep]
+        outcomes.append(check_gradients(model, xs, ys, output))
+        outcomes.append(check_eps_growth(model, xs, ys, eps, output, seed=seed))
+    if suite_result is not None:
+        outcomes.append(check_black_box(suite_result))
+    return outcomes
