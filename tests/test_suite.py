@@ -263,3 +263,31 @@ def test_batch_seeds_differ_across_attacks_and_batches() -> None:
     seeds = {batch_seed(0, a, s) for a in range(4) for s in range(0, 10_000, 256)}
     assert len(seeds) == 4 * len(range(0, 10_000, 256))
     assert batch_seed(1, 0, 0) != batch_seed(0, 0, 0)
+
+
+class NoisyLinear(nn.Module):
+    """A randomized model: the linear model on x + N(0, 0.005²) at every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = linear_model()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.inner(x + 0.005 * torch.randn_like(x))
+        return out
+
+
+def test_rand_suite_runs_eot_attacks_on_a_randomized_model() -> None:
+    x, y, _ = linear_data(n=48)
+    model = NoisyLinear()
+    result = run_suite(model, x, y, eps=EPS, suite="rand", batch_size=48)
+    assert [a.label for a in result.attacks] == ["EOT-APGD-CE", "EOT-APGD-DLR"]
+    assert result.attacks[0].params["samples"] == 20
+    # The noise is small against ε: the verdicts match the exact ones of the noise-free model
+    # except perhaps for points within the noise of the robustness margin.
+    truth = exactly_robust(model.inner, x, y, EPS)
+    robust = torch.tensor(result.fooled_by) == ROBUST
+    clean_ok = torch.tensor(result.fooled_by) != CLEAN_MISTAKE
+    disagree = int((robust != (truth & clean_ok)).sum())
+    assert disagree <= 2
+    assert result.robust_accuracy < result.clean_accuracy

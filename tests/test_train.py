@@ -215,3 +215,22 @@ def test_schedules() -> None:
     assert at("cosine", 0) == 1 and at("cosine", 0.5) == pytest.approx(0.5) and at("cosine", 1) == 0
     steps = [at("multistep", t) for t in (0.49, 0.5, 0.74, 0.75)]
     assert steps == pytest.approx([1, 0.1, 0.1, 0.01])
+
+
+def test_the_shipped_anchor_config_is_valid() -> None:
+    from conftest import REPO
+    from lsakit.train.config import load_config
+
+    config = load_config(REPO / "configs" / "mnist-fast-at.yaml")
+    assert (config.method, config.eps, config.alpha, config.schedule) == (
+        "fast",
+        0.3,
+        0.375,
+        "cyclic",
+    )
+    assert (config.model, config.epochs, config.batch_size, config.lr) == (
+        "model_b",
+        10,
+        100,
+        0.005,
+    )
