@@ -33,7 +33,7 @@ from lsakit.train.objectives import (
     trades_loss,
 )
 
-ALL = ["standard", "fgsm", "fast", "pgd", "trades", "mart", "apgd"]
+ALL = ["standard", "fgsm", "fast", "pgd", "trades", "mart", "apgd", "pni"]
 ADVERSARIAL = [n for n in ALL if n != "standard"]
 #: Training forwards each objective's loss needs (the issue's budget): clean and/or adversarial.
 TRAINING_FORWARDS = {
@@ -44,17 +44,18 @@ TRAINING_FORWARDS = {
     "apgd": 1,
     "trades": 2,
     "mart": 2,
+    "pni": 2,
 }
 
 
 def make(name: str, eps: float = 0.1, **extra: Any) -> Any:
     """A cheap instance of objective ``name`` (few steps) for the property tests."""
     params: dict[str, Any] = {} if name == "standard" else {"eps": eps}
-    if name in ("pgd", "trades", "mart", "apgd"):
+    if name in ("pgd", "trades", "mart", "apgd", "pni"):
         params["steps"] = 3
-    if name in ("pgd", "trades", "mart"):
+    if name in ("pgd", "trades", "mart", "pni"):
         params["alpha"] = eps / 2
-    if name in ("fast", "pgd", "trades", "mart", "apgd"):
+    if name in ("fast", "pgd", "trades", "mart", "apgd", "pni"):
         params["seed"] = 0
     return build_objective(name, **{**params, **extra})
 
@@ -352,7 +353,7 @@ def test_probe_captures_only_the_training_forwards(name: str) -> None:
     assert all(captured)  # every captured forward is a training-mode forward …
     assert not any(training for training, paused in calls if paused)  # … and attacks ran in eval
     expected = {
-        "clean": name in ("standard", "trades", "mart"),
+        "clean": name in ("standard", "trades", "mart", "pni"),
         "adv": name != "standard",
     }
     for kind, reps in (("clean", out.clean_reps), ("adv", out.adv_reps)):
@@ -393,7 +394,7 @@ def test_an_inactive_probe_is_reported() -> None:
 def test_names_and_needs_clean_forward() -> None:
     assert objective_names() == ALL
     clean = {n for n in ALL if build_objective(n).needs_clean_forward}
-    assert clean == {"standard", "trades", "mart"}
+    assert clean == {"standard", "trades", "mart", "pni"}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -451,3 +452,20 @@ def test_bad_batches_raise_input_error(name: str) -> None:
         objective(model, x, torch.full_like(y, 7))
     with pytest.raises(InputError, match="integer"):
         objective(model, x, y.float())
+
+
+def test_pni_is_half_clean_half_adversarial_ce_with_the_models_own_labels() -> None:
+    model = tiny_mlp()
+    x, y = batch_mlp()
+    objective = make("pni")
+    torch.manual_seed(3)
+    out = objective(model, x, y)
+    assert out.clean_logits is not None and out.adv_logits is not None
+    expected = 0.5 * F.cross_entropy(out.clean_logits, y) + 0.5 * F.cross_entropy(out.adv_logits, y)
+    assert torch.allclose(out.loss, expected)
+    # The attack was given the model's own predictions: the same PGD on them reproduces x̂.
+    predicted = out.clean_logits.argmax(dim=1)
+    from lsakit.perturb import PGD
+
+    pgd = PGD(model, eps=0.1, alpha=0.05, steps=3, seed=0)
+    assert out.x_adv is not None and torch.equal(out.x_adv, pgd(x, predicted))

@@ -9,6 +9,15 @@ so :func:`load_checkpoint` can rebuild the model with :func:`lsakit.models.build
 weights strictly. ``extra`` holds whatever JSON-able fields the caller adds (data set, epoch,
 metrics, training arguments). JSON turns tuples into lists; everything else round-trips.
 
+A model changed after it was built (PNI noise layers, pruning masks: :mod:`lsakit.defenses`)
+records the changes in ``extra["transforms"]``, a list of names from
+:data:`lsakit.defenses.TRANSFORMS` (e.g. ``["noise_injection", "masks"]``). The caller may pass
+it; if not, :func:`save_checkpoint` records :func:`lsakit.defenses.model_transforms` of the model
+(nothing for a plain model, whose metadata is unchanged). :func:`load_checkpoint` applies the
+named transforms, in order, to the freshly built model before loading the weights; each one is
+plain code in lsakit, driven by the file's tensor names (e.g. ``masks`` creates a
+``weight_mask`` buffer for every ``<layer>.weight_mask`` tensor), so loading stays code-free.
+
 Loading never executes code from the file: safetensors holds raw tensor bytes and a JSON
 header, and nothing here calls ``torch.load`` or ``pickle``. Every problem a user can cause or
 fix (missing, truncated or foreign file, incompatible metadata, mismatching weights) raises
@@ -19,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -31,7 +40,8 @@ from torch import nn
 
 from lsakit import models
 from lsakit._io import atomic_write
-from lsakit.errors import CheckpointError, ConfigError, InputError
+from lsakit.defenses import TRANSFORMS, model_transforms
+from lsakit.errors import CheckpointError, ConfigError, InputError, LsakitError
 
 #: Version of the metadata layout written by :func:`save_checkpoint`; readers accept only this.
 FORMAT_VERSION: Final = 1
@@ -39,6 +49,8 @@ FORMAT_VERSION: Final = 1
 METADATA_KEY: Final = "lsakit"
 #: Metadata fields set by lsakit itself; ``extra`` may not override them.
 RESERVED_FIELDS: Final = ("format_version", "model", "model_kwargs")
+#: The ``extra`` field listing the transforms (:data:`lsakit.defenses.TRANSFORMS`) to re-apply.
+TRANSFORMS_FIELD: Final = "transforms"
 
 PathLike: TypeAlias = str | os.PathLike[str]
 Shapes: TypeAlias = Mapping[str, tuple[int, ...]]
@@ -87,23 +99,27 @@ def save_checkpoint(
         model_name: its registry name.
         model_kwargs: the keyword arguments it was built with (defaults may be omitted).
         extra: further JSON-able metadata (data set, epoch, metrics, training arguments).
+            ``extra["transforms"]`` names the model's transforms; when absent, those the model
+            carries are detected and recorded.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ConfigError: unknown model name or argument, or a model whose weights do not fit
-            ``model_name`` / ``model_kwargs`` (so a checkpoint that could not be loaded is never
-            written).
-        InputError: ``extra`` overrides a reserved field or is not JSON-serializable, or the
-            state dict holds a non-tensor entry.
+        ConfigError: unknown model name, argument or transform, or a model whose weights do
+            not fit ``model_name`` / ``model_kwargs`` and its transforms (so a checkpoint that
+            could not be loaded is never written).
+        InputError: ``extra`` overrides a reserved field or is not JSON-serializable, its
+            ``transforms`` is not a list of names, or the state dict holds a non-tensor entry.
         CheckpointError: the file or its directory cannot be written (permissions, disk full).
     """
     target = Path(path)
     full_kwargs = models.resolve_kwargs(model_name, model_kwargs)
-    metadata = {METADATA_KEY: _encode_meta(model_name, full_kwargs, dict(extra or {}))}
+    fields = dict(extra or {})
+    transforms = _transforms_for_saving(model, fields)
+    metadata = {METADATA_KEY: _encode_meta(model_name, full_kwargs, fields)}
     state = model.state_dict()
-    _check_state_fits_recipe(state, model_name, full_kwargs)
+    _check_state_fits_recipe(state, model_name, full_kwargs, transforms)
     _write_atomically(target, _tensors_for_saving(state), metadata)
     return target
 
@@ -134,24 +150,56 @@ def _encode_meta(model_name: str, model_kwargs: dict[str, Any], extra: dict[str,
         ) from None
 
 
+def _transforms_for_saving(model: nn.Module, fields: dict[str, Any]) -> list[str]:
+    """The transforms to record: ``fields["transforms"]`` checked, else detected on the model.
+
+    A detected non-empty list is written into ``fields``; a plain model adds nothing.
+    """
+    if TRANSFORMS_FIELD not in fields:
+        detected = model_transforms(model)
+        if detected:
+            fields[TRANSFORMS_FIELD] = detected
+        return detected
+    names = fields[TRANSFORMS_FIELD]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise InputError(
+            f"extra['transforms'] must be a list of transform names, got {names!r}; e.g. "
+            f"{list(TRANSFORMS)}"
+        )
+    unknown = [n for n in names if n not in TRANSFORMS]
+    if unknown:
+        raise ConfigError(
+            f"unknown transforms {unknown} in extra['transforms']; known: {', '.join(TRANSFORMS)}"
+        )
+    return list(names)
+
+
 def _check_state_fits_recipe(
-    state: Mapping[str, Any], model_name: str, model_kwargs: Mapping[str, Any]
+    state: Mapping[str, Any],
+    model_name: str,
+    model_kwargs: Mapping[str, Any],
+    transforms: list[str],
 ) -> None:
     """Refuse to save weights that ``load_checkpoint`` could not load into the rebuilt model.
 
-    The reference model is built on the meta device: shapes only, no memory, no initialization.
+    The reference model is built on the meta device: shapes only, no memory, no initialization;
+    the transforms are applied to it exactly as :func:`load_checkpoint` will.
     """
     with torch.device("meta"):
         reference = models.build(model_name, **model_kwargs)
+    for name in transforms:
+        TRANSFORMS[name](reference, state.keys())
     mismatch = describe_mismatch(
         expected=_shapes(reference.state_dict()),
         found={k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
     )
     if mismatch is not None:
+        with_transforms = f" and transforms {transforms}" if transforms else ""
         raise ConfigError(
             f"the model's weights do not fit model_name={model_name!r} with model_kwargs "
-            f"{dict(model_kwargs)}: {mismatch}; pass the name and arguments the model was built "
-            f"with, and save the bare model (unwrap DataParallel/DDP/torch.compile)"
+            f"{dict(model_kwargs)}{with_transforms}: {mismatch}; pass the name and arguments the "
+            f"model was built with, and save the bare model (unwrap "
+            f"DataParallel/DDP/torch.compile)"
         )
 
 
@@ -237,8 +285,8 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: missing file; not a safetensors file, truncated, or corrupt header;
-            no lsakit metadata; unsupported format version; model name or arguments unknown
-            to this lsakit; weights not matching the model (names the key).
+            no lsakit metadata; unsupported format version; model name, arguments or
+            transforms unknown to this lsakit; weights not matching the model (names the key).
         InputError: ``map_location`` is not a device.
     """
     device = _as_device(map_location)
@@ -246,6 +294,7 @@ def load_checkpoint(
     meta = _parse_meta(source, _header_metadata(source))
     model = _build_model(source, meta)
     tensors = _load_tensors(source)
+    _apply_transforms(source, model, meta, tensors.keys())
     mismatch = describe_mismatch(expected=_shapes(model.state_dict()), found=_shapes(tensors))
     if mismatch is not None:
         raise CheckpointError(
@@ -383,6 +432,30 @@ def _build_model(source: Path, meta: CheckpointMeta) -> nn.Module:
         raise CheckpointError(
             f"checkpoint {source} has model_kwargs that cannot build {meta.model!r}: {err}"
         ) from err
+
+
+def _apply_transforms(
+    source: Path, model: nn.Module, meta: CheckpointMeta, state_keys: Collection[str]
+) -> None:
+    """Apply ``meta.extra["transforms"]`` in order to the freshly built ``model``."""
+    names = meta.extra.get(TRANSFORMS_FIELD, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _corrupt_meta(source, f"transforms is {names!r}, not a list of names")
+    unknown = [n for n in names if n not in TRANSFORMS]
+    if unknown:
+        raise CheckpointError(
+            f"checkpoint {source} needs transforms {unknown}, which this lsakit does not know "
+            f"(known: {', '.join(TRANSFORMS)}); use the lsakit version that wrote it"
+        )
+    for name in names:
+        try:
+            TRANSFORMS[name](model, state_keys)
+        except LsakitError as err:
+            raise CheckpointError(
+                f"checkpoint {source}: transform {name!r} does not fit model {meta.model!r} "
+                f"({_one_line(err)}); the file was altered or written by an incompatible "
+                f"version, re-save it"
+            ) from err
 
 
 def _load_tensors(source: Path) -> dict[str, torch.Tensor]:

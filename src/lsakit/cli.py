@@ -117,7 +117,7 @@ def train_command(
         Path | None, typer.Option(help="Continue the run in this directory from its last epoch.")
     ] = None,
     method: Annotated[
-        str | None, typer.Option(help="standard, fgsm, fast, pgd, trades, mart or apgd.")
+        str | None, typer.Option(help="standard, fgsm, fast, pgd, trades, mart, apgd or pni.")
     ] = None,
     eps: Annotated[float | None, typer.Option(help="Attack budget ε (input units).")] = None,
     alpha: Annotated[float | None, typer.Option(help="Attack step size.")] = None,
@@ -136,6 +136,28 @@ def train_command(
     eta: Annotated[float | None, typer.Option(help="η of the MVL selection (with mvl).")] = None,
     mvl_checkpoint: Annotated[
         str | None, typer.Option(help="Normally trained model whose LSA gives the MVL list.")
+    ] = None,
+    regularizer: Annotated[
+        str | None,
+        typer.Option(help="Extra penalties, comma-separated: lsp, lasso, group_lasso."),
+    ] = None,
+    lsp_weight: Annotated[float | None, typer.Option(help="λ of LSP.")] = None,
+    lsp_variant: Annotated[str | None, typer.Option(help="LSP form: kl or laplacian.")] = None,
+    lsp_layer: Annotated[
+        str | None, typer.Option(help="LSP embedding layer (default: penultimate).")
+    ] = None,
+    lsp_on: Annotated[str | None, typer.Option(help="LSP on clean or clean+adv points.")] = None,
+    lsp_k: Annotated[int | None, typer.Option(help="LSP k-NN restriction.")] = None,
+    lasso_weight: Annotated[float | None, typer.Option(help="λ₁ of the lasso penalty.")] = None,
+    group_lasso_weight: Annotated[
+        float | None, typer.Option(help="λ_g of the group-lasso penalty.")
+    ] = None,
+    noise_injection: Annotated[
+        bool | None,
+        typer.Option(
+            "--noise-injection/--no-noise-injection",
+            help="PNI: channel-wise learnable weight noise on every conv/linear layer.",
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
@@ -156,7 +178,8 @@ def train_command(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train a model: normal or adversarial training, optionally with the layer-wise regularizer.
+    """Train a model: normal or adversarial training, with the layer-wise regularizer, LSP, lasso
+    penalties or noise injection as configured.
 
     Writes config.yaml, model.safetensors (last), best.safetensors (best robust validation
     accuracy), metrics.jsonl and state.pt (for --resume) into the run directory.
@@ -172,6 +195,9 @@ def train_command(
         "early_stopping": early_stopping, "seed": seed, "limit": limit,
         "lr_layers": _split(lr_layers),
         "gamma": _gammas(gamma),
+        "regularizer": _split(regularizer), "lsp_weight": lsp_weight, "lsp_variant": lsp_variant,
+        "lsp_layer": lsp_layer, "lsp_on": lsp_on, "lsp_k": lsp_k, "lasso_weight": lasso_weight,
+        "group_lasso_weight": group_lasso_weight, "noise_injection": noise_injection,
     }  # fmt: skip
     if resume is not None:
         given = [k for k, v in overrides.items() if v is not None]
@@ -203,6 +229,66 @@ def train_command(
         resume=resume is not None,
     )  # fmt: skip
     out.print(f"last checkpoint: {result.checkpoint}; best: {result.best_checkpoint}")
+
+
+@app.command("prune")
+def prune_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished `lsakit train` run directory.")],
+    sparsity: Annotated[
+        float, typer.Option(help="Fraction of conv/linear weights to zero, e.g. 0.85.")
+    ],
+    scope: Annotated[
+        str,
+        typer.Option(
+            "--scope", help="global (one magnitude threshold) or per_layer (each layer alike)."
+        ),
+    ] = "global",
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Weights to prune (default: RUN_DIR/best.safetensors, else model)."),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Masked fine-tuning epochs (default: a fifth of the run's).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Fine-tuning learning rate.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output (default: RUN_DIR/pruned-SPARSITY).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Magnitude-prune a trained model, then fine-tune it with the mask fixed under the run's loss.
+
+    The run's config.yaml is reused (objective, regularizers, noise injection); the pruned
+    weights stay exactly zero through fine-tuning and in the checkpoints, and the sparsity
+    reported is counted from the saved weights.
+    """
+    from lsakit.checkpoint import load_checkpoint
+    from lsakit.defenses.sparsity import sparsity_report
+    from lsakit.train import load_run_config, train
+
+    config = load_run_config(run_dir)
+    source = checkpoint
+    if source is None:
+        best = run_dir / "best.safetensors"
+        source = best if best.exists() else run_dir / "model.safetensors"
+    if scope not in ("global", "per_layer"):
+        raise ConfigError(f"--scope must be global or per_layer, got {scope!r}")
+    pruned = config.with_overrides(
+        init_checkpoint=str(source), prune_sparsity=sparsity, prune_scope=scope, lr=lr,
+        epochs=epochs if epochs is not None else max(1, config.epochs // 5),
+    )  # fmt: skip
+    target = out_dir or run_dir / f"pruned-{sparsity:g}"
+    out.print(f"pruning {source} to {sparsity:.0%} ({scope}), fine-tuning → {target}")
+    result = train(pruned, target, device=device, data_dir=data_dir, progress=True, log=out.print)
+    saved = result.best_checkpoint or result.checkpoint
+    assert saved is not None
+    model, _ = load_checkpoint(saved)
+    report = sparsity_report(model)
+    out.print(
+        f"{saved}: {report['zeros']:,} of {report['total']:,} conv/linear weights are zero "
+        f"(sparsity {report['sparsity']:.2%}, counted from the saved weights)"
+    )
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -15,9 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lsakit.analysis import DEFAULT_ETA
 from lsakit.errors import ConfigError
+from lsakit.train.lsp import (
+    DEFAULT_BANDWIDTH,
+    DEFAULT_PERPLEXITY,
+    Bandwidth,
+    LSPOn,
+    LSPVariant,
+)
+from lsakit.train.lsp import (
+    DEFAULT_WEIGHT as DEFAULT_LSP_WEIGHT,
+)
 from lsakit.train.regularizers import DEFAULT_GAMMA, DEFAULT_GRAD_THROUGH, GradThrough
 
-Method = Literal["standard", "fgsm", "fast", "pgd", "trades", "mart", "apgd"]
+Method = Literal["standard", "fgsm", "fast", "pgd", "trades", "mart", "apgd", "pni"]
+#: Companion regularizers added to any objective (issue: LSP and RSR's lasso penalties).
+Regularizer = Literal["lsp", "lasso", "group_lasso"]
 Schedule = Literal["constant", "multistep", "cosine", "cyclic"]
 
 
@@ -58,6 +70,31 @@ class TrainConfig(BaseModel):
     )
     mvl_epoch: int = Field(1, ge=0, description="epochs of base training before LSA picks the MVL")
 
+    # companion regularizers (lsakit.train.lsp, lsakit.defenses.sparsity)
+    regularizer: list[Regularizer] = Field(
+        default_factory=list, description="extra penalties: lsp, lasso, group_lasso"
+    )
+    lsp_weight: float = Field(DEFAULT_LSP_WEIGHT, ge=0, description="λ of the LSP term")
+    lsp_variant: LSPVariant = "kl"
+    lsp_layer: str | None = Field(None, description="embedding layer (default: penultimate)")
+    lsp_on: LSPOn = "clean"
+    lsp_k: int | None = Field(None, ge=1, description="k-NN restriction (laplacian needs it)")
+    lsp_bandwidth: Bandwidth = DEFAULT_BANDWIDTH
+    lsp_perplexity: float = Field(DEFAULT_PERPLEXITY, gt=0)
+    lasso_weight: float = Field(1e-4, ge=0, description="λ₁ of Σ‖W‖₁ (RSR)")
+    group_lasso_weight: float = Field(1e-4, ge=0, description="λ_g of Σ‖W_c‖₂ (RSR)")
+
+    # defenses (lsakit.defenses): noise injection, pruning
+    noise_injection: bool = Field(False, description="PNI: channel-wise weight noise layers")
+    alpha_init: float = Field(0.25, ge=0, description="initial PNI noise scale α")
+    init_checkpoint: str | None = Field(
+        None, description="start from these weights (e.g. the dense model to prune)"
+    )
+    prune_sparsity: float | None = Field(
+        None, ge=0, lt=1, description="magnitude-prune to this sparsity, then train masked"
+    )
+    prune_scope: Literal["global", "per_layer"] = "global"
+
     # optimization
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -94,6 +131,15 @@ class TrainConfig(BaseModel):
                 raise ValueError(
                     "with lr_layers mvl the layers are not known in advance: give one gamma"
                 )
+        if len(set(self.regularizer)) != len(self.regularizer):
+            raise ValueError("regularizer lists a penalty twice")
+        if "lsp" in self.regularizer:
+            if self.lsp_on == "clean+adv" and self.method == "standard":
+                raise ValueError("lsp_on clean+adv needs an adversarial method")
+            if self.lsp_variant == "laplacian" and self.lsp_k is None:
+                raise ValueError("the laplacian LSP variant needs lsp_k")
+        if self.prune_sparsity is not None and self.init_checkpoint is None:
+            raise ValueError("prune_sparsity needs init_checkpoint (the trained model to prune)")
         gammas = self.gamma if isinstance(self.gamma, list) else [self.gamma]
         if any(g < 0 for g in gammas):
             raise ValueError("gamma must be ≥ 0")

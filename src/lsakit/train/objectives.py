@@ -12,6 +12,8 @@ base methods of the paper's tables, each usable in any training loop *and* selec
 ``trades``    AT-TRADE(S) (Zhang et al. 2019): CE(f(x), y) + β·KL(p(x) ‖ p(x̂)), x̂ maximizing the KL.
 ``mart``      AT-MART (Wang et al. 2020): boosted CE on x̂ + β·KL(p(x) ‖ p(x̂))·(1 − p_y(x)).
 ``apgd``      AT-APGD (Croce & Hein 2020): APGD-CE; CE(f(x̂), y).
+``pni``       PNI / RSR ensemble AT (He et al. 2019): ½CE(f(x), y) + ½CE(f(x̂), y), x̂ = PGD on the
+              model's own clean predictions.
 ============  ==============================================================================
 
 Protocol of every call ``objective(model, x, y, probe=None)``:
@@ -25,7 +27,7 @@ Protocol of every call ``objective(model, x, y, probe=None)``:
    probe is given, ``probe.take()`` stores φ_l(x) in ``clean_reps`` or φ_l(x̂) in ``adv_reps``.
 
 No forward pass runs that the loss does not need: standard 1 (clean), fgsm/fast/pgd/apgd 1
-(adversarial), trades and mart 2 (clean + adversarial). An objective without a clean forward
+(adversarial), trades, mart and pni 2 (clean + adversarial). An objective without a clean forward
 returns ``clean_reps=None``; the layer-wise regularizer then needs one extra clean forward, which
 the trainer runs (the issue allows at most one, and never an extra adversarial forward).
 
@@ -441,6 +443,34 @@ class PGDObjective(_AdversarialCE):
         }
 
 
+class PNIObjective(PGDObjective):
+    """PNI's ensemble adversarial training (He, Rakin & Fan, CVPR 2019, Sec. 3.2), RSR's loss:
+    0.5·CE(f(x), y) + 0.5·CE(f(x̂), y), with x̂ = PGD on the model's OWN clean predictions as
+    labels (no label leaking). With noise-injection layers the noise stays on for both forwards
+    and inside the attack. Same arguments as :class:`PGDObjective`.
+    """
+
+    name: ClassVar[str] = "pni"
+    needs_clean_forward: ClassVar[bool] = True
+
+    def compute(
+        self, model: nn.Module, x: Tensor, y: Tensor, probe: LayerProbe | None
+    ) -> ObjectiveOutput:
+        clean_logits, clean_reps = self._forward(model, x, y, probe)
+        predicted = clean_logits.detach().argmax(dim=1)
+        x_adv = self._generate(self._attack_for(model, self.make_attack), x, predicted, probe)
+        adv_logits, adv_reps = self._forward(model, x_adv, y, probe)
+        loss = 0.5 * F.cross_entropy(clean_logits, y) + 0.5 * F.cross_entropy(adv_logits, y)
+        return ObjectiveOutput(
+            loss=loss,
+            clean_logits=clean_logits,
+            adv_logits=adv_logits,
+            x_adv=x_adv,
+            clean_reps=clean_reps,
+            adv_reps=adv_reps,
+        )
+
+
 class APGDObjective(_AdversarialCE):
     """AT-APGD (Croce & Hein 2020; the paper's MNIST/CIFAR base AT): APGD-CE, CE(f(x̂), y).
 
@@ -656,6 +686,7 @@ _OBJECTIVES: dict[str, type[Objective]] = {
         TradesObjective,
         MARTObjective,
         APGDObjective,
+        PNIObjective,
     )
 }
 

@@ -37,9 +37,20 @@ from lsakit import models
 from lsakit._io import atomic_write, atomic_write_text
 from lsakit._torch import eval_mode, model_device, seed_everything
 from lsakit.checkpoint import save_checkpoint
+from lsakit.defenses.noise import add_noise_injection, noise_layers, parameter_groups
+from lsakit.defenses.sparsity import (
+    SparsityRegularizer,
+    add_mask_buffers,
+    apply_masks,
+    enforce_masks_after_steps,
+    magnitude_masks,
+    masked_layers,
+    sparsity_report,
+)
 from lsakit.errors import CheckpointError, ConfigError, LsakitError
 from lsakit.probe import LayerProbe
 from lsakit.train.config import TrainConfig, dump_config, load_config
+from lsakit.train.lsp import LocalStructureRegularizer
 
 CHECKPOINT_NAME = "model.safetensors"
 BEST_NAME = "best.safetensors"
@@ -100,17 +111,69 @@ def _objective_params(config: TrainConfig) -> dict[str, Any]:
     if config.method == "standard":
         return params
     params["eps"] = config.eps
-    if config.method in ("pgd", "trades", "mart", "apgd"):
+    if config.method in ("pgd", "trades", "mart", "apgd", "pni"):
         params["steps"] = config.steps
-    if config.alpha is not None and config.method in ("fast", "pgd", "trades", "mart"):
+    if config.alpha is not None and config.method in ("fast", "pgd", "trades", "mart", "pni"):
         params["alpha"] = config.alpha
     if config.method in ("trades", "mart"):
         params["beta"] = config.beta
     return params
 
 
+def _build_model(config: TrainConfig) -> nn.Module:
+    """The registry model with the config's defenses: noise layers, initial weights, masks."""
+    model = models.build(config.model, **config.model_kwargs)
+    if config.noise_injection:
+        add_noise_injection(model, alpha_init=config.alpha_init)
+    if config.init_checkpoint is not None:
+        from lsakit.checkpoint import describe_mismatch, load_checkpoint
+
+        initial, meta = load_checkpoint(config.init_checkpoint)
+        if meta.model != config.model:
+            raise ConfigError(
+                f"init_checkpoint {config.init_checkpoint} holds a {meta.model}, not a "
+                f"{config.model}; give a checkpoint of the same model"
+            )
+        state = initial.state_dict()
+        add_mask_buffers(model, state.keys())
+        mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        problem = describe_mismatch(
+            expected=mine, found={k: tuple(v.shape) for k, v in state.items()}
+        )
+        if problem is not None:
+            raise ConfigError(
+                f"init_checkpoint {config.init_checkpoint} does not fit this config ({problem}); "
+                "noise_injection must match the checkpoint's"
+            )
+        model.load_state_dict(state)
+    if config.prune_sparsity is not None:
+        apply_masks(model, magnitude_masks(model, config.prune_sparsity, scope=config.prune_scope))
+    return model
+
+
+def _companion_regularizers(config: TrainConfig) -> tuple[Any, Any]:
+    """(LSP, sparsity penalty) as configured; None for those switched off."""
+    lsp = None
+    if "lsp" in config.regularizer:
+        lsp = LocalStructureRegularizer(
+            weight=config.lsp_weight, variant=config.lsp_variant, layer=config.lsp_layer,
+            on=config.lsp_on, k=config.lsp_k, bandwidth=config.lsp_bandwidth,
+            perplexity=config.lsp_perplexity,
+        )  # fmt: skip
+    sparsity = None
+    if "lasso" in config.regularizer or "group_lasso" in config.regularizer:
+        sparsity = SparsityRegularizer(
+            lasso=config.lasso_weight if "lasso" in config.regularizer else 0.0,
+            group_lasso=config.group_lasso_weight if "group_lasso" in config.regularizer else 0.0,
+        )
+    return lsp, sparsity
+
+
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params: Any = model.parameters()
+    if noise_layers(model):
+        # PNI: no weight decay on the noise scales α, or they decay to 0 (He et al. 2019).
+        params = parameter_groups(model, config.weight_decay, exclude_bias_and_norm=False)
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -124,6 +187,8 @@ class _Data:
     val: DataLoader[Any] | None
     test: DataLoader[Any]
     generator: torch.Generator
+    #: two training inputs, for resolving probe layers with a dry forward
+    example: torch.Tensor
 
 
 def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
@@ -150,7 +215,7 @@ def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
         config.dataset, "test", batch_size=eval_batch, shuffle=False, limit=config.test_limit,
         **options,
     )  # fmt: skip
-    return _Data(train=train, val=val, test=test, generator=generator)
+    return _Data(train=train, val=val, test=test, generator=generator, example=x[:2])
 
 
 def _epoch_seed(config: TrainConfig, epoch: int) -> int:
@@ -162,6 +227,12 @@ class _NonFiniteLoss(Exception):
         self.value = value
 
 
+#: Maps a probe's captured layer names and representations to (AT-LR reps, LSP embedding).
+Split = Callable[
+    [list[str], list[torch.Tensor]], tuple[list[torch.Tensor] | None, torch.Tensor | None]
+]
+
+
 def training_step(
     model: nn.Module,
     objective: Any,
@@ -170,29 +241,52 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
+    *,
+    lsp: Any = None,
+    sparsity: Any = None,
+    split: Split | None = None,
 ) -> tuple[float, float, torch.Tensor | None]:
-    """One optimizer step of ``objective`` (+ the layer-wise regularizer): (loss, LR term, logits).
+    """One optimizer step of ``objective`` + regularizers: (loss, regularizer terms, logits).
 
-    The regularizer reads the representations the objective captured on its own forwards; an
-    objective without a clean forward (FGSM, fast, PGD, APGD) costs one extra clean forward, and no
-    extra adversarial forward is ever run. ``logits`` are those accuracy is reported on
-    (adversarial when the objective has them). Raises _NonFiniteLoss before any update.
+    The regularizers add to the objective's loss: the layer-wise one (AT-LR) and LSP read the
+    representations the objective captured on its own forwards — an objective without a clean
+    forward (FGSM, fast, PGD, APGD) costs one extra clean forward, and no extra adversarial
+    forward is ever run —; the sparsity penalty (RSR) reads the weights. With one probe serving
+    both AT-LR and LSP, ``split`` maps its capture to (AT-LR representations, LSP embedding).
+    ``logits`` are those accuracy is reported on (adversarial when the objective has them).
+    Raises _NonFiniteLoss before any update.
     """
     output = objective(model, x, y, probe)
     loss = output.loss
     reg_value = 0.0
-    if regularizer is not None:
-        if probe is None or output.adv_reps is None:
-            raise ConfigError(
-                "the layer-wise regularizer needs a probe and an adversarial objective"
-            )
+    if regularizer is not None or lsp is not None:
+        if probe is None:
+            raise ConfigError("the layer-wise and LSP regularizers need a probe")
         clean_reps = output.clean_reps
         if clean_reps is None:
             model(x)
             clean_reps = probe.take()
-        reg = regularizer(clean_reps, output.adv_reps)
-        loss = loss + reg
-        reg_value = reg.detach().item()
+        names = [layer.name for layer in probe.layers]
+
+        def cut(reps: list[torch.Tensor]) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+            return split(names, reps) if split is not None else (reps, None)
+
+        lr_clean, z_clean = cut(clean_reps)
+        lr_adv, z_adv = cut(output.adv_reps) if output.adv_reps is not None else (None, None)
+        if regularizer is not None:
+            if lr_adv is None:
+                raise ConfigError("the layer-wise regularizer needs an adversarial objective")
+            term = regularizer(lr_clean, lr_adv)
+            loss = loss + term
+            reg_value += term.detach().item()
+        if lsp is not None:
+            term = lsp(x, z_clean, output.x_adv, z_adv)
+            loss = loss + term
+            reg_value += term.detach().item()
+    if sparsity is not None:
+        term = sparsity(model)
+        loss = loss + term
+        reg_value += term.detach().item()
     value = loss.item()
     if not math.isfinite(value):
         raise _NonFiniteLoss(value)
@@ -201,6 +295,44 @@ def training_step(
     optimizer.step()
     logits = output.adv_logits if output.adv_logits is not None else output.clean_logits
     return value, reg_value, logits
+
+
+def _captured_names(model: nn.Module, layers: Any, example: torch.Tensor) -> list[str]:
+    """The names (forward order) a probe on ``layers`` captures: labels and globs resolved."""
+    with LayerProbe(model, layers) as probe, eval_mode(model), torch.no_grad():
+        model(example)
+        probe.take()
+        return [layer.name for layer in probe.layers]
+
+
+def _probe_plan(
+    model: nn.Module, regularizer: Any, lsp: Any, example: torch.Tensor
+) -> tuple[list[str] | None, Split | None]:
+    """The layers of the one training probe, and the ``split`` of its captures (or None).
+
+    AT-LR alone keeps its own layer spec (labels such as ``L2`` included); with LSP the probe
+    captures the union, by module name, and ``split`` hands each regularizer its own.
+    """
+    if lsp is None:
+        return (list(regularizer.layers) if regularizer is not None else None), None
+    lsp_name = lsp.probe_layers(model, example)[0]
+    [lsp_name] = _captured_names(model, [lsp_name], example)
+    lr_names = (
+        _captured_names(model, list(regularizer.layers), example) if regularizer is not None else []
+    )
+    union = list(dict.fromkeys([*lr_names, lsp_name]))
+    if any("#" in name for name in union):
+        raise ConfigError(
+            "LSP together with AT-LR needs layers called once per forward; pick other layers"
+        )
+
+    def split(
+        names: list[str], reps: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor] | None, torch.Tensor]:
+        lr = [reps[names.index(n)] for n in lr_names] if regularizer is not None else None
+        return lr, reps[names.index(lsp_name)]
+
+    return union, split
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,10 +364,15 @@ def train(
         raise ConfigError("resume needs the run directory")
     seed_everything(config.seed)
     dev = resolve_device(device)
-    model = models.build(config.model, **config.model_kwargs).to(dev)
+    model = _build_model(config).to(dev)
     data = _load_data(config, data_dir)
     objective = build_objective(config.method, **_objective_params(config))
     optimizer = _optimizer(config, model)
+    if masked_layers(model):
+        # Pruned weights stay exactly zero: re-applied after every step (momentum/Adam state
+        # would otherwise move them), see lsakit.defenses.sparsity.
+        enforce_masks_after_steps(optimizer, model)
+    lsp, sparsity = _companion_regularizers(config)
     steps_per_epoch = len(data.train)
     total_iterations = max(config.epochs * steps_per_epoch, 1)
     # Stepped once per iteration: the cyclic schedule of fast AT needs iteration resolution.
@@ -297,9 +434,10 @@ def train(
             started = time.perf_counter()
             sums = {"loss": 0.0, "reg": 0.0, "correct": 0.0, "seen": 0.0}
             model.train()
+            probe_layers, split = _probe_plan(model, regularizer, lsp, data.example.to(dev))
             probe_ctx = (
-                LayerProbe(model, regularizer.layers, detach=False)
-                if regularizer is not None
+                LayerProbe(model, probe_layers, detach=False)
+                if probe_layers is not None
                 else contextlib.nullcontext()
             )
             with probe_ctx as probe:
@@ -307,8 +445,9 @@ def train(
                     x, y = xb.to(dev), yb.to(dev)
                     try:
                         loss, reg_value, logits = training_step(
-                            model, objective, regularizer, probe, optimizer, x, y
-                        )
+                            model, objective, regularizer, probe, optimizer, x, y,
+                            lsp=lsp, sparsity=sparsity, split=split,
+                        )  # fmt: skip
                     except _NonFiniteLoss as e:
                         kept = f"; the last good checkpoint is in {out}" if out else ""
                         raise TrainingError(
@@ -328,6 +467,8 @@ def train(
                     )  # fmt: skip
             bar.remove_task(task)
             record = _evaluate_epoch(config, model, data, epoch, sums, started, optimizer)
+            if masked_layers(model):
+                record["sparsity"] = sparsity_report(model)["sparsity"]  # counted from weights
             metrics.append(record)
             score = (
                 record["val_robust"] if record["val_robust"] is not None else record["val_clean"]
