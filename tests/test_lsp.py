@@ -516,3 +516,12 @@ def test_functions_reject_bad_tensors() -> None:
         embedding_knn_overlap(tiny_mlp(), None, x + 2.0, 2)
     with pytest.raises(ConfigError, match="batch_size"):
         embedding_knn_overlap(tiny_mlp(), None, x, 2, batch_size=0)
+
+
+def test_the_regularizer_copes_with_a_small_last_batch() -> None:
+    reg = LocalStructureRegularizer(weight=1.0, k=10)
+    x = torch.rand(4, 6)
+    z = torch.rand(4, 3, requires_grad=True)
+    assert torch.allclose(reg(x, z), lsp_kl_loss(x, z, k=3))
+    one = reg(x[:1], z[:1])
+    assert float(one.detach()) == 0.0 and one.requires_grad

@@ -319,7 +319,9 @@ def test_normalize_follows_dtype_and_rejects_bad_constants_and_shapes() -> None:
 
 
 def test_names_lists_the_paper_models_first() -> None:
-    assert models.names() == ["model_a", "model_b", "vgg19", "wrn", "preact_resnet18"]
+    assert models.names() == [
+        "model_a", "model_b", "vgg19", "wrn", "preact_resnet18", "genotype_net"
+    ]  # fmt: skip
 
 
 def test_info_describes_defaults() -> None:

@@ -630,6 +630,102 @@ def _run_suite(
     out.print(f"wrote {result.save(out_dir / f'{tag}.json')}")
 
 
+# -- search (RACL) ------------------------------------------------------------------------------
+@app.command("search")
+def search_command(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Image data set.")] = "mnist",
+    cells: Annotated[int | None, typer.Option(help="Cells of the supernet.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Intermediate nodes per cell.")] = None,
+    channels: Annotated[int | None, typer.Option(help="Channels of the first cell.")] = None,
+    reductions: Annotated[
+        str | None, typer.Option(help="Indices of reduction cells, comma-separated (e.g. 1,2).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Search epochs.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Training images used (half weights, half architecture).")
+    ] = None,
+    lipschitz: Annotated[
+        bool, typer.Option("--lipschitz/--no-lipschitz", help="The Lipschitz constraint.")
+    ] = True,
+    lam_bar_factor: Annotated[
+        float | None, typer.Option(help="λ̄_F = exp(initial μ_F) × this factor.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Search seed.")] = 0,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """RACL: differentiable architecture search with a Lipschitz constraint (Dong et al. 2020).
+
+    Prints μ_F, σ_F, the constraint g and the dual variable u every epoch; writes genotype.json
+    (train it with `lsakit train -m genotype_net` and model_kwargs genotype=…), search.json and
+    cell.png. --no-lipschitz is the same search without the constraint.
+    """
+    from lsakit.nas.study import search_for_study
+    from lsakit.train import resolve_device
+
+    settings: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "cells": cells, "nodes": nodes, "channels": channels, "epochs": epochs,
+            "limit": limit, "lam_bar_factor": lam_bar_factor,
+            "reductions": [int(r) for r in _split(reductions) or []] if reductions else None,
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    settings["lipschitz"] = lipschitz
+    root = out_dir or Path("runs") / f"search-{dataset}-{'racl' if lipschitz else 'plain'}"
+
+    def show(record: Any) -> None:
+        if record.kind == "epoch":
+            accuracy = "" if record.val_accuracy is None else f", val acc {record.val_accuracy:.3f}"
+            out.print(
+                f"epoch {record.epoch}: train loss {record.train_loss:.4f}, μ_F {record.mu_f:.3f}, "
+                f"σ_F {record.sigma_f:.3f}, g {record.g:+.3f}, u {record.u:.3f}{accuracy}"
+            )
+
+    out.print(f"searching on {dataset} ({'with' if lipschitz else 'without'} the constraint)")
+    metrics = search_for_study(
+        dataset, settings, seed, root / "genotype.json", data_dir=data_dir,
+        device=resolve_device(device), progress=show,
+    )  # fmt: skip
+    out.print(
+        f"μ_F {metrics['mu_F']:.3f}, σ_F {metrics['sigma_F']:.3f} (ln λ̄_F "
+        f"{metrics['mu_F target (ln λ̄_F)']:.3f}); wrote {root / 'genotype.json'}, "
+        f"{root / 'search.json'}, {root / 'cell.png'}"
+    )
+
+
+# -- study -------------------------------------------------------------------------------------
+@app.command("study")
+def study_command(
+    name: Annotated[str, typer.Argument(help="lsp, rsr or racl (or a study YAML file).")],
+    profile: Annotated[str, typer.Option(help="quick, full or smoke.")] = "quick",
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds (default: the profile's).")
+    ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Run a companion-method study (LSP, RSR/PNI, RACL): every row trained with the one trainer,
+    evaluated alike, then results.json, report.md and accuracy.png. Finished runs are reused."""
+    from lsakit.experiments.studies import load_study, run_study
+
+    config = load_study(name)
+    seed_list = None
+    if seeds is not None:
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+    root = out_dir or Path("runs") / f"study-{config.study}-{profile}"
+    out.print(f"study {config.study} ({profile}) → {root}")
+    run_study(config, profile, root, seeds=seed_list, data_dir=data_dir, device=device,
+              log=out.print)  # fmt: skip
+    out.print(f"wrote {root / 'results.json'}, {root / 'report.md'}, {root / 'accuracy.png'}")
+
+
 # -- reproduce ---------------------------------------------------------------------------------
 @app.command("reproduce")
 def reproduce_command(

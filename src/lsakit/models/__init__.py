@@ -38,6 +38,7 @@ from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 from lsakit.models.preact_resnet import PreActResNet, preact_resnet18
 from lsakit.models.vgg import VGG, vgg19
 from lsakit.models.wrn import WideResNet, wrn
+from lsakit.nas.genotype import genotype_network
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -112,6 +113,12 @@ _REGISTRY: dict[str, _Entry] = {
         "PreAct ResNet-18 (He et al. 2016) as in Wong et al. 2020 / Rice et al. 2020, "
         "CIFAR-10 normalization inside",
         _CIFAR_SHAPE,
+    ),
+    "genotype_net": _Entry(
+        genotype_network,
+        "DARTS-style network built from a cell genotype (RACL, Dong et al. 2020; default: the "
+        "published RACL cell; genotype= a name, JSON or a genotype file from `lsakit search`)",
+        (1, 28, 28),
     ),
 }
 

@@ -1,0 +1,463 @@
+"""Studies of the companion methods (LSP, RSR/PNI, RACL): declarative rows, one runner, a report.
+
+A study is a YAML file (``experiments/studies/<name>.yaml``) naming a data set and model, the
+training settings shared by every row, the rows (each a set of :class:`~lsakit.train.TrainConfig`
+overrides, optionally "prune the model of row R to sparsity s and fine-tune", or "train the cell
+found by an architecture search"), the evaluation, and profiles (``quick``, ``full``). Every row
+trains with the one trainer (:func:`lsakit.train.train`) — there is no second training loop — and
+is evaluated the same way:
+
+* clean accuracy and robust accuracy under each attack spec (samples misclassified clean count as
+  errors, AutoAttack's convention), on the first ``test_limit`` test images;
+* for stochastic models (noise injection): every number is the mean ± std over ``repeats``
+  evaluations with the noise on (the spec: stochastic defences are evaluated with the noise on,
+  over repeated runs), plus the ``eot_attacks`` (gradients averaged over noise draws), plus clean
+  and the first attack with the noise switched off, for comparison;
+* the mechanism metrics the study asks for: the k-NN overlap between input space and the
+  penultimate layer (LSP), the sparsity counted from the saved weights (RSR), the Lipschitz
+  quantities of a searched cell (RACL).
+
+A finished (row, seed) leaves ``run.json`` and is reused when asked again, so an interrupted study
+continues. Outputs: ``results.json``, ``report.md`` (table of mean ± std over seeds, the notes and
+the documented choices) and ``accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch import nn
+
+from lsakit import __version__, perturb
+from lsakit import data as datasets
+from lsakit._io import atomic_write_text
+from lsakit._results import JsonResult
+from lsakit.checkpoint import load_checkpoint
+from lsakit.errors import ConfigError
+from lsakit.evaluate import robust_accuracy
+from lsakit.train import train, validate_config
+
+RUN_FILE = "run.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PruneStep(_Strict):
+    """Prune the model of row ``source`` to ``sparsity`` and fine-tune it for ``epochs``."""
+
+    source: str
+    sparsity: float = Field(gt=0, lt=1)
+    scope: str = Field("global", pattern="^(global|per_layer)$")
+    epochs: int = Field(1, ge=1)
+
+
+class StudyRow(_Strict):
+    """One row of the study's table."""
+
+    name: str
+    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig overrides
+    prune: PruneStep | None = None
+    #: RACL: the search settings whose derived cell this row trains (see lsakit.nas)
+    search: dict[str, Any] | None = None
+
+
+class Evaluation(_Strict):
+    attacks: list[str] = Field(min_length=1)  # perturbation specs, e.g. "pgd=0.3,steps=20"
+    eot_attacks: list[str] = Field(default_factory=list)  # for stochastic models only
+    repeats: int = Field(1, ge=1)  # evaluations of a stochastic model (mean ± std)
+    knn_k: int | None = Field(None, ge=1)  # k-NN overlap of the penultimate layer
+    knn_samples: int = Field(500, ge=2)
+
+
+class StudyProfile(_Strict):
+    seeds: list[int] = Field(min_length=1)
+    train: dict[str, Any] = Field(default_factory=dict)
+    test_limit: int | None = Field(None, ge=1)
+    search: dict[str, Any] = Field(default_factory=dict)
+    notes: str = ""
+    expected_runtime: str = ""
+
+
+class StudyConfig(_Strict):
+    study: str
+    description: str
+    dataset: str
+    model: str
+    train: dict[str, Any]
+    rows: list[StudyRow] = Field(min_length=1)
+    evaluation: Evaluation
+    choices: list[str] = Field(default_factory=list)  # documented choices, for the report
+    targets: list[str] = Field(default_factory=list)  # what the issue asks, for the report
+    profiles: dict[str, StudyProfile]
+
+    @model_validator(mode="after")
+    def _rows_consistent(self) -> StudyConfig:
+        names = [r.name for r in self.rows]
+        if len(set(names)) != len(names):
+            raise ValueError(f"row names repeat: {names}")
+        for i, row in enumerate(self.rows):
+            if row.prune is not None and row.prune.source not in names[:i]:
+                raise ValueError(f"row {row.name} prunes {row.prune.source}, not an earlier row")
+        return self
+
+
+def study_names() -> list[str]:
+    """The studies shipped with lsakit."""
+    folder = resources.files("lsakit.experiments") / "studies"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_study(name_or_path: str) -> StudyConfig:
+    """A shipped study by name, or a study YAML file by path; ConfigError names the problem."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    elif name_or_path in study_names():
+        file = resources.files("lsakit.experiments") / "studies" / f"{name_or_path}.yaml"
+        text, source = file.read_text(encoding="utf-8"), f"study {name_or_path}"
+    else:
+        raise ConfigError(
+            f"unknown study {name_or_path!r}; choose one of {', '.join(study_names())} or give "
+            "a YAML file"
+        )
+    try:
+        return StudyConfig.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"{source} is not valid YAML: {first}") from None
+    except ValidationError as e:
+        error = e.errors()[0]
+        where = ".".join(str(x) for x in error["loc"]) or "top level"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{source} is not a valid study ({where}: {message})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+class StudyRun(_Strict):
+    """One (row, seed): its metrics (fractions; ``±`` entries are stds over repeats)."""
+
+    row: str
+    seed: int
+    metrics: dict[str, float]
+    seconds: float
+    checkpoint: str
+
+
+class StudyResult(JsonResult):
+    kind: ClassVar[str] = "a study result"
+    rewrite: ClassVar[str] = "re-run `lsakit study …` to rewrite it"
+
+    format: int = 1
+    lsakit_version: str = __version__
+    study: str
+    profile: str
+    runs: list[StudyRun]
+    #: row → metric → (mean, std) over seeds
+    summary: dict[str, dict[str, tuple[float, float]]]
+
+
+# --------------------------------------------------------------------------------------------
+# The runner
+# --------------------------------------------------------------------------------------------
+
+
+def run_study(
+    config: StudyConfig,
+    profile: str,
+    out_dir: str | Path,
+    *,
+    seeds: list[int] | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> StudyResult:
+    """Train and evaluate every row for every seed (reusing finished runs); write the report."""
+    if profile not in config.profiles:
+        raise ConfigError(
+            f"study {config.study} has no profile {profile!r}; choose one of "
+            f"{', '.join(config.profiles)}"
+        )
+    chosen = config.profiles[profile]
+    out = Path(out_dir)
+    runs: list[StudyRun] = []
+    for seed in seeds or chosen.seeds:
+        checkpoints: dict[str, str] = {}
+        for row in config.rows:
+            run_dir = out / "runs" / row.name / f"seed-{seed}"
+            values = _train_values(config, chosen, row, seed, checkpoints, run_dir)
+            cached = _cached(run_dir, values)
+            if cached is not None:
+                run = cached
+            else:
+                if log is not None:
+                    log(f"{row.name} (seed {seed}) → {run_dir}")
+                run = _run_row(config, chosen, row, seed, values, run_dir, data_dir, device)
+            runs.append(run)
+            checkpoints[row.name] = run.checkpoint
+            if log is not None:
+                shown = ", ".join(
+                    f"{k} {100 * v:.2f}" if _percent(k) else f"{k} {v:.3f}"
+                    for k, v in run.metrics.items()
+                    if not k.endswith("±")
+                )
+                log(f"  {row.name} seed {seed}: {shown}")
+    result = StudyResult(
+        study=config.study, profile=profile, runs=runs, summary=_summary(config, runs)
+    )
+    result.save(out / "results.json")
+    write_study_report(config, result, out)
+    return result
+
+
+def _train_values(
+    config: StudyConfig,
+    profile: StudyProfile,
+    row: StudyRow,
+    seed: int,
+    checkpoints: dict[str, str],
+    run_dir: Path,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "model": config.model, "dataset": config.dataset, **config.train, **profile.train,
+        **row.train, "seed": seed,
+    }  # fmt: skip
+    if profile.test_limit is not None:
+        values["test_limit"] = profile.test_limit
+    if row.prune is not None:
+        values.update(
+            init_checkpoint=checkpoints[row.prune.source], prune_sparsity=row.prune.sparsity,
+            prune_scope=row.prune.scope, epochs=row.prune.epochs,
+        )  # fmt: skip
+    if row.search is not None:
+        values["model"] = "genotype_net"
+        values["model_kwargs"] = {
+            **values.get("model_kwargs", {}),
+            "genotype": str(run_dir / "genotype.json"),
+        }
+    return values
+
+
+def _cached(run_dir: Path, values: dict[str, Any]) -> StudyRun | None:
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("train") != json.loads(json.dumps(values)):
+        return None  # different settings: run again
+    return StudyRun.model_validate(saved["run"])
+
+
+def _run_row(
+    config: StudyConfig,
+    profile: StudyProfile,
+    row: StudyRow,
+    seed: int,
+    values: dict[str, Any],
+    run_dir: Path,
+    data_dir: str | Path | None,
+    device: str,
+) -> StudyRun:
+    started = time.perf_counter()
+    search_metrics: dict[str, float] = {}
+    if row.search is not None:
+        from lsakit.nas.study import search_for_study
+        from lsakit.train import resolve_device
+
+        search_metrics = search_for_study(
+            config.dataset, {**row.search, **profile.search}, seed, run_dir / "genotype.json",
+            data_dir=data_dir, device=resolve_device(device),
+        )  # fmt: skip
+    train_config = validate_config(values, source=f"row {row.name}")
+    result = train(train_config, run_dir, device=device, data_dir=data_dir)
+    checkpoint = result.best_checkpoint or result.checkpoint
+    assert checkpoint is not None
+    model, _ = load_checkpoint(checkpoint)
+    metrics = {
+        **search_metrics,
+        **evaluate_row(model, config, profile, seed, data_dir=data_dir, run_dir=run_dir),
+    }
+    run = StudyRun(
+        row=row.name, seed=seed, metrics=metrics, seconds=time.perf_counter() - started,
+        checkpoint=str(checkpoint),
+    )  # fmt: skip
+    atomic_write_text(
+        run_dir / RUN_FILE,
+        json.dumps({"train": json.loads(json.dumps(values)), "run": run.model_dump()}, indent=2),
+    )
+    return run
+
+
+def evaluate_row(
+    model: nn.Module,
+    config: StudyConfig,
+    profile: StudyProfile,
+    seed: int,
+    *,
+    data_dir: str | Path | None = None,
+    run_dir: Path | None = None,
+) -> dict[str, float]:
+    """The study's metrics of one trained model (fractions in [0, 1]; ``name±`` = std)."""
+    from lsakit.defenses.noise import noise_disabled, noise_layers
+    from lsakit.defenses.sparsity import masked_layers, sparsity_report
+
+    x, y = datasets.load_tensors(
+        config.dataset, "test", limit=profile.test_limit, data_dir=data_dir
+    )
+    batches = [(x[i : i + 500], y[i : i + 500]) for i in range(0, len(y), 500)]
+    stochastic = bool(noise_layers(model))
+    repeats = config.evaluation.repeats if stochastic else 1
+    metrics: dict[str, float] = {}
+
+    def measure(name: str, score: Callable[[], float]) -> None:
+        values = []
+        for r in range(repeats):
+            torch.manual_seed(seed * 1000 + r)
+            values.append(score())
+        mean = sum(values) / len(values)
+        metrics[name] = mean
+        if repeats > 1:
+            metrics[f"{name}±"] = math.sqrt(
+                sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+            )
+
+    measure("clean", lambda: robust_accuracy(model, batches, lambda a, b: a))
+    specs = list(config.evaluation.attacks)
+    if stochastic:
+        specs += config.evaluation.eot_attacks
+    for spec in specs:
+        attack = perturb.from_spec(spec, model)
+        measure(spec, lambda attack=attack: robust_accuracy(model, batches, attack))  # type: ignore[misc]
+    if stochastic:
+        first = config.evaluation.attacks[-1]
+        with noise_disabled(model):
+            metrics["clean (noise off)"] = robust_accuracy(model, batches, lambda a, b: a)
+            attack = perturb.from_spec(first, model)
+            metrics[f"{first} (noise off)"] = robust_accuracy(model, batches, attack)
+    if config.evaluation.knn_k is not None:
+        from lsakit.train.lsp import embedding_knn_overlap
+
+        n = config.evaluation.knn_samples
+        metrics["knn_overlap"] = embedding_knn_overlap(model, None, x[:n], config.evaluation.knn_k)
+    if masked_layers(model):
+        metrics["sparsity"] = float(sparsity_report(model)["sparsity"])
+    from lsakit.nas.genotype import GenotypeNetwork, measured_log_lipschitz
+
+    if isinstance(model, GenotypeNetwork):  # RACL: the power-iteration bound of the trained net
+        metrics["ln λ_F (power iteration)"] = float(measured_log_lipschitz(model, x.shape[1:]))
+    return metrics
+
+
+def _summary(
+    config: StudyConfig, runs: list[StudyRun]
+) -> dict[str, dict[str, tuple[float, float]]]:
+    summary: dict[str, dict[str, tuple[float, float]]] = {}
+    for row in config.rows:
+        mine = [r for r in runs if r.row == row.name]
+        keys = [k for k in mine[0].metrics if not k.endswith("±")] if mine else []
+        summary[row.name] = {}
+        for key in keys:
+            values = [r.metrics[key] for r in mine if key in r.metrics]
+            mean = sum(values) / len(values)
+            std = (
+                math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                if len(values) > 1
+                else mine[0].metrics.get(f"{key}±", 0.0)
+            )
+            summary[row.name][key] = (mean, std)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+
+def _percent(key: str) -> bool:
+    return key not in ("sparsity", "knn_overlap") and not key.startswith(("mu_F", "sigma_F", "ln "))
+
+
+def write_study_report(config: StudyConfig, result: StudyResult, out_dir: str | Path) -> Path:
+    """``report.md`` (table, targets, notes, choices) and ``accuracy.png`` in ``out_dir``."""
+    out = Path(out_dir)
+    keys: list[str] = []
+    for row_metrics in result.summary.values():
+        for key in row_metrics:
+            if key not in keys:
+                keys.append(key)
+    seeds = sorted({r.seed for r in result.runs})
+    lines = [
+        f"# {config.study}: {config.description}",
+        "",
+        f"Profile `{result.profile}`, seeds {seeds}, {config.model} on {config.dataset}. "
+        "Accuracies in % (mean ± std over seeds; for stochastic models, over repeated "
+        "evaluations when one seed), sparsity and k-NN overlap as fractions.",
+        "",
+        "| row | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for row, row_metrics in result.summary.items():
+        cells = []
+        for key in keys:
+            if key not in row_metrics:
+                cells.append("—")
+                continue
+            mean, std = row_metrics[key]
+            scale = 100 if _percent(key) else 1
+            digits = 2 if _percent(key) else 3
+            cells.append(f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if config.targets:
+        lines += ["", "## What is checked", "", *[f"- {t}" for t in config.targets]]
+    notes = config.profiles[result.profile].notes
+    if notes:
+        lines += ["", "## This profile", "", notes]
+    if config.choices:
+        lines += ["", "## Documented choices", "", *[f"- {c}" for c in config.choices]]
+    lines += ["", "![accuracy](accuracy.png)", ""]
+    path = atomic_write_text(out / "report.md", "\n".join(lines))
+    _plot(result, out / "accuracy.png")
+    return path
+
+
+def _plot(result: StudyResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(result.summary)
+    keys = [k for k in next(iter(result.summary.values())) if _percent(k) and "noise off" not in k]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows) * max(1, len(keys)) / 2), 4))
+    width = 0.8 / max(1, len(keys))
+    for i, key in enumerate(keys):
+        means = [100 * result.summary[r].get(key, (0.0, 0.0))[0] for r in rows]
+        stds = [100 * result.summary[r].get(key, (0.0, 0.0))[1] for r in rows]
+        positions = [j + i * width for j in range(len(rows))]
+        ax.bar(positions, means, width, yerr=stds, label=key, capsize=2)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], rows, rotation=20, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
