@@ -10,20 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli as run
 from lsakit.analysis import LSAResult
 from lsakit.checkpoint import read_meta
 from lsakit.cli import main
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

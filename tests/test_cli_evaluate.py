@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli as run
 from lsakit import data
 from lsakit.checkpoint import load_checkpoint
 from lsakit.cli import main
 from lsakit.suite import SuiteResult, run_suite
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

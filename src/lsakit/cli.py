@@ -291,6 +291,16 @@ def prune_command(
     )
 
 
+def _seed_list(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` → [0, 1, 2]; None when not given."""
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
+
+
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
@@ -713,12 +723,7 @@ def study_command(
     from lsakit.experiments.studies import load_study, run_study
 
     config = load_study(name)
-    seed_list = None
-    if seeds is not None:
-        try:
-            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ConfigError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+    seed_list = _seed_list(seeds)
     root = out_dir or Path("runs") / f"study-{config.study}-{profile}"
     out.print(f"study {config.study} ({profile}) → {root}")
     run_study(config, profile, root, seeds=seed_list, data_dir=data_dir, device=device,
@@ -758,12 +763,7 @@ def reproduce_command(
     if quick and profile not in (None, "quick"):
         raise ConfigError("--quick and --profile disagree; give one of them")
     chosen = "quick" if quick else (profile or "full")
-    seed_list = None
-    if seeds is not None:
-        try:
-            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ConfigError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+    seed_list = _seed_list(seeds)
     root = out_dir or Path("runs") / f"reproduce-{experiment}-{chosen}"
     for name in SUITES[experiment]:
         target = root if len(SUITES[experiment]) == 1 else root / name
