@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from lsakit import __version__
+from lsakit import __version__, distributed
 from lsakit._checks import check_inputs, check_labels, check_positive_int
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
@@ -207,13 +207,30 @@ class RunningStats:
         n_b = mask.sum(dim=1)
         mean_b = (v * mask).sum(dim=1) / n_b.clamp(min=1)
         m2_b = ((v - mean_b[:, None]).pow(2) * mask).sum(dim=1)
+        self._merge_moments(n_b, mean_b, m2_b)
+        self.undefined = self.undefined + (1 - mask).sum(dim=1)
+
+    def _merge_moments(self, n_b: torch.Tensor, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
+        """Chan et al.'s pairwise update with another set's (count, mean, M2) per layer."""
         n = self.count + n_b
         delta = mean_b - self.mean
         safe_n = n.clamp(min=1)
         self.mean = self.mean + delta * n_b / safe_n
         self.m2 = self.m2 + m2_b + delta.pow(2) * self.count * n_b / safe_n
         self.count = n
-        self.undefined = self.undefined + (1 - mask).sum(dim=1)
+
+    def state(self) -> list[list[float]]:
+        """(count, mean, M2, undefined) per layer as plain floats, e.g. to send to other ranks."""
+        return [t.tolist() for t in (self.count, self.mean, self.m2, self.undefined)]
+
+    def combine(self, state: list[list[float]]) -> None:
+        """Merge another :class:`RunningStats`' :meth:`state` (e.g. another rank's), exactly as
+        batches are merged: merging shards gives the statistics of their union."""
+        count, mean, m2, undefined = (
+            torch.tensor(v, dtype=torch.float64, device=self.device) for v in state
+        )
+        self._merge_moments(count, mean, m2)
+        self.undefined = self.undefined + undefined
 
     def layer_stats(self) -> list[tuple[float | None, float | None, int, int]]:
         """(mean, population std, count, undefined) per layer; None where nothing was defined."""
@@ -287,19 +304,21 @@ def analyze(
     if max_batches is not None:
         check_positive_int(max_batches, "max_batches")
     device = model_device(model)
+    # Under torchrun each rank takes every world-th batch; the sums are merged after the loop.
+    distributed.init(device)
+    distributed.diverge_global_seed()
+    ranks = distributed.world_size()
     names = list(perturbations)
     stats: dict[str, RunningStats] = {}
     correct = dict.fromkeys(["", *names], 0)
     n_samples = 0
     layer_infos: list[LayerInfo] = []
     with (
-        progress_bar(data, max_batches, progress, "LSA") as advance,
+        progress_bar(data, max_batches, progress and distributed.is_main_process(), "LSA") as step,
         eval_mode(model),
         LayerProbe(model, layers) as probe,
     ):
-        for batch_index, (x_batch, y_batch) in enumerate(data):
-            if max_batches is not None and batch_index >= max_batches:
-                break
+        for x_batch, y_batch in distributed.shard_batches(data, max_batches):
             x = check_inputs(x_batch).to(device)
             with torch.no_grad():
                 logits = select_logits(model(x), output)
@@ -327,7 +346,10 @@ def analyze(
                 )
                 correct[name] += int((logits_pert.argmax(dim=1) == y).sum())
             n_samples += x.shape[0]
-            advance()
+            for _ in range(ranks):  # the other ranks' batches advance at about the same pace
+                step()
+    if distributed.is_distributed():
+        layer_infos, stats, n_samples = _merge_ranks(layer_infos, stats, correct, n_samples, device)
     if n_samples == 0:
         raise InputError("the data yielded no batch; check the data set, split and limit")
 
@@ -361,6 +383,38 @@ def analyze(
         perturbations=results,
         meta=dict(meta or {}),
     )
+
+
+def _merge_ranks(
+    layer_infos: list[LayerInfo],
+    stats: dict[str, RunningStats],
+    correct: dict[str, int],
+    n_samples: int,
+    device: torch.device,
+) -> tuple[list[LayerInfo], dict[str, RunningStats], int]:
+    """Every rank's statistics merged in rank order (Chan's update; counts summed).
+
+    ``correct`` is updated in place. A rank that got no batch contributes nothing.
+    """
+    mine = (
+        [info.model_dump() for info in layer_infos],
+        {name: s.state() for name, s in stats.items()},
+        dict(correct),
+        n_samples,
+    )
+    gathered = distributed.all_gather_objects(mine)
+    infos = next((g[0] for g in gathered if g[0]), [])
+    merged: dict[str, RunningStats] = {}
+    for name in list(correct):
+        correct[name] = 0
+    total = 0
+    for _, states, counts, n in gathered:
+        for name, state in states.items():
+            merged.setdefault(name, RunningStats(len(infos), device)).combine(state)
+        for name, count in counts.items():
+            correct[name] += count
+        total += n
+    return [LayerInfo(**info) for info in infos], merged, total
 
 
 def _check_perturbed(name: str, x: torch.Tensor, x_pert: object) -> None:

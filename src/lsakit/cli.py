@@ -185,7 +185,9 @@ def train_command(
     accuracy), metrics.jsonl and state.pt (for --resume) into the run directory.
     """
     from lsakit.presets import preset
-    from lsakit.train import load_config, load_run_config, train
+    from lsakit.train import load_config, load_run_config, resolve_device, train
+
+    _main_rank(resolve_device(device))
 
     overrides: dict[str, Any] = {
         "dataset": dataset, "model": model, "method": method, "eps": eps, "alpha": alpha,
@@ -291,6 +293,16 @@ def prune_command(
     )
 
 
+def _main_rank(dev: Any) -> bool:
+    """Under torchrun: join the process group; only rank 0 prints and writes. True on rank 0."""
+    from lsakit import distributed
+
+    distributed.init(dev)
+    main_rank = distributed.is_main_process()
+    out.quiet = not main_rank
+    return main_rank
+
+
 def _seed_list(text: str | None) -> list[int] | None:
     """``--seeds 0,1,2`` → [0, 1, 2]; None when not given."""
     if text is None:
@@ -366,6 +378,7 @@ def analyze_command(
     recipe = preset(dataset)
     run_dir = out_dir or Path("runs") / f"analyze-{dataset}"
     dev = resolve_device(device)
+    main_rank = _main_rank(dev)
     specs = list(perturb_specs or recipe.perturbations)
     parsed = [perturb.parse_spec(s) for s in specs]  # fail on a bad spec before any training
     names = [name for name, _, _ in parsed]
@@ -431,6 +444,8 @@ def analyze_command(
         f"MVL ({source}, η = {eta_value:g}): "
         + (", ".join(str(layer) for layer in mvl) if mvl else "none above the cut-off")
     )
+    if not main_rank:
+        return
     json_path = result.model_copy(
         update={
             "meta": {
@@ -514,8 +529,16 @@ def evaluate_command(
     from lsakit.train import resolve_device
 
     dev = resolve_device(device)
+    main_rank = _main_rank(dev)
     if suite is not None:
+        from lsakit import distributed
         from lsakit.suite import suite_attacks
+
+        if distributed.is_distributed():
+            raise ConfigError(
+                "the attack suite runs in one process (its state file has one writer); launch "
+                "`lsakit evaluate --suite` without torchrun"
+            )
 
         suite_attacks(suite)  # an unknown name fails before anything is loaded
         if attack_specs or fgsm_eps is not None:
@@ -581,8 +604,9 @@ def evaluate_command(
     for attack_name, entry in result.attacks.items():
         table.add_row(attack_name, f"{entry.params.get('eps', 0):g}", f"{100 * entry.accuracy:.2f}")
     out.print(table)
-    target = (out_dir or checkpoint.parent) / "evaluation.json"
-    out.print(f"wrote {result.save(target)}")
+    if main_rank:
+        target = (out_dir or checkpoint.parent) / "evaluation.json"
+        out.print(f"wrote {result.save(target)}")
 
 
 def _run_suite(

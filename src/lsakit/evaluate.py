@@ -20,6 +20,7 @@ model in eval mode (each submodule's own mode restored afterwards) on the model'
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
@@ -28,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from lsakit import __version__
+from lsakit import __version__, distributed
 from lsakit._checks import check_inputs, check_labels, check_nonnegative, check_positive_int
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
@@ -219,12 +220,14 @@ def _check_eps_grid(eps: Sequence[float]) -> list[float]:
 def _batches(
     data: Iterable[tuple[Tensor, Tensor]], device: torch.device, max_batches: int | None
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Validated ``(x, y)`` batches on ``device`` (labels' range is checked on the first logits)."""
+    """Validated ``(x, y)`` batches on ``device`` (labels' range is checked on the first logits).
+
+    Under torchrun, this rank's share of them (every world-th batch, see
+    :func:`lsakit.distributed.shard_batches`); ``index`` counts this rank's batches.
+    """
     if max_batches is not None:
         check_positive_int(max_batches, "max_batches")
-    for index, batch in enumerate(data):
-        if max_batches is not None and index >= max_batches:
-            break
+    for index, batch in enumerate(distributed.shard_batches(data, max_batches)):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise InputError(
                 f"batch {index} is a {type(batch).__name__}; data must yield (x, y) pairs"
@@ -286,6 +289,35 @@ def _attack_params(attack: AttackFn) -> dict[str, Any]:
     return dict(params_fn()) if callable(params_fn) else {}
 
 
+@contextlib.contextmanager
+def _sharded_progress(
+    model: nn.Module,
+    data: Iterable[tuple[Tensor, Tensor]],
+    max_batches: int | None,
+    progress: bool,
+    description: str,
+) -> Iterator[Callable[[], None]]:
+    """Join the torchrun process group if launched so (a no-op otherwise), give ranks > 0 their
+    own random stream (noise, random starts), and a progress bar on the main process only."""
+    distributed.init(model_device(model))
+    distributed.diverge_global_seed()
+    ranks = distributed.world_size()
+    with progress_bar(
+        data, max_batches, progress and distributed.is_main_process(), description
+    ) as (advance):
+
+        def step() -> None:
+            for _ in range(ranks):  # the other ranks' batches advance at about the same pace
+                advance()
+
+        yield step
+
+
+def _sum_ranks(counts: Sequence[int]) -> list[int]:
+    """Counts summed over the torchrun ranks (themselves for a single process)."""
+    return [round(c) for c in distributed.all_reduce_sum(counts)]
+
+
 def _no_data() -> InputError:
     return InputError("the data yielded no batch; check the data set, split and limit")
 
@@ -320,12 +352,16 @@ def fgsm_sweep(
     device = model_device(model)
     correct = [0] * len(grid)
     n = 0
-    with progress_bar(data, max_batches, progress, "FGSM sweep") as advance, eval_mode(model):
+    with (
+        _sharded_progress(model, data, max_batches, progress, "FGSM sweep") as advance,
+        eval_mode(model),
+    ):
         for x, y in _batches(data, device, max_batches):
             for i, mask in enumerate(_sweep_batch(model, x, y, grid, output)):
                 correct[i] += int(mask.sum())
             n += x.shape[0]
             advance()
+    *correct, n = _sum_ranks([*correct, n])
     if n == 0:
         raise _no_data()
     return {e: c / n for e, c in zip(grid, correct, strict=True)}
@@ -355,12 +391,16 @@ def robust_accuracy(
         raise InputError(f"attack must be callable as attack(x, y), got {type(attack).__name__}")
     device = model_device(model)
     robust = n = 0
-    with progress_bar(data, max_batches, progress, "attack") as advance, eval_mode(model):
+    with (
+        _sharded_progress(model, data, max_batches, progress, "attack") as advance,
+        eval_mode(model),
+    ):
         for x, y in _batches(data, device, max_batches):
             clean = _correct(model, x, y, output)
             robust += _attack_batch(model, x, y, clean, attack, "attack", only_correct, output)
             n += x.shape[0]
             advance()
+    robust, n = _sum_ranks([robust, n])
     if n == 0:
         raise _no_data()
     return robust / n
@@ -411,7 +451,10 @@ def evaluate(
     sweep_correct = [0] * len(grid)
     attack_correct = dict.fromkeys(attacks, 0)
     clean_correct = n = 0
-    with progress_bar(data, max_batches, progress, "evaluate") as advance, eval_mode(model):
+    with (
+        _sharded_progress(model, data, max_batches, progress, "evaluate") as advance,
+        eval_mode(model),
+    ):
         for x, y in _batches(data, device, max_batches):
             masks = _sweep_batch(model, x, y, grid, output)
             for i, mask in enumerate(masks):
@@ -425,6 +468,11 @@ def evaluate(
                 )
             n += x.shape[0]
             advance()
+    names = list(attack_correct)
+    summed = _sum_ranks([*sweep_correct, *attack_correct.values(), clean_correct, n])
+    sweep_correct = summed[: len(grid)]
+    attack_correct = dict(zip(names, summed[len(grid) : len(grid) + len(names)], strict=True))
+    clean_correct, n = summed[-2], summed[-1]
     if n == 0:
         raise _no_data()
     sweep = [SweepPoint(eps=e, accuracy=c / n) for e, c in zip(grid, sweep_correct, strict=True)]

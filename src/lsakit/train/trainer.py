@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lsakit import data as datasets
-from lsakit import models
+from lsakit import distributed, models
 from lsakit._io import atomic_write, atomic_write_text
 from lsakit._torch import eval_mode, model_device, seed_everything
 from lsakit.checkpoint import save_checkpoint
@@ -76,9 +76,13 @@ class TrainResult:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the named device (checked)."""
+    """``auto`` → CUDA when available, else CPU; otherwise the named device (checked).
+
+    Under torchrun, ``auto`` and ``cuda`` mean this rank's GPU, ``cuda:LOCAL_RANK``.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.local_device(dev)
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -87,19 +91,24 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ConfigError(
             f"device {device!r} asked for but CUDA is not available; use --device cpu"
         )
-    return dev
+    return distributed.local_device(dev)
 
 
 def accuracy(model: nn.Module, loader: DataLoader[Any] | list[Any]) -> float:
-    """Clean top-1 accuracy over a loader (model in eval mode, restored afterwards)."""
+    """Clean top-1 accuracy over a loader (model in eval mode, restored afterwards).
+
+    Under torchrun every rank takes its share of the batches and the counts are summed.
+    """
     device = model_device(model)
+    distributed.init(device)
     correct = total = 0
     with torch.no_grad(), eval_mode(model):
-        for x, y in loader:
+        for x, y in distributed.shard_batches(loader):
             pred = model(x.to(device)).argmax(dim=1)
             correct += int((pred == y.to(device)).sum())
             total += len(y)
-    return correct / max(total, 1)
+    summed_correct, summed_total = distributed.all_reduce_sum([correct, total])
+    return summed_correct / max(summed_total, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +198,8 @@ class _Data:
     generator: torch.Generator
     #: two training inputs, for resolving probe layers with a dry forward
     example: torch.Tensor
+    #: under torchrun: this rank's share of each epoch's order (``set_epoch`` every epoch)
+    sampler: distributed.ShuffleShardSampler | None = None
 
 
 def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
@@ -199,12 +210,26 @@ def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
     if len(y) - n_val < 1:
         raise ConfigError(f"val_fraction {config.val_fraction} leaves no training samples")
     generator = torch.Generator().manual_seed(config.seed)
-    train = DataLoader(
-        TensorDataset(x[: len(y) - n_val], y[: len(y) - n_val]),
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=generator,
-    )
+    train_set = TensorDataset(x[: len(y) - n_val], y[: len(y) - n_val])
+    sampler = None
+    if distributed.is_distributed():
+        # batch_size stays the global batch: the ranks' shares of step k together are exactly
+        # the single process's batch k (same order, see ShuffleShardSampler), and DDP's mean of
+        # the ranks' mean gradients is the gradient of the global batch's mean loss.
+        world = distributed.world_size()
+        sampler = distributed.ShuffleShardSampler(
+            train_set, num_replicas=world, rank=distributed.rank(), seed=_epoch_seed(config, 0)
+        )
+        train = DataLoader(
+            train_set,
+            batch_size=distributed.per_rank_batch_size(config.batch_size, world),
+            sampler=sampler,
+            generator=generator,
+        )
+    else:
+        train = DataLoader(
+            train_set, batch_size=config.batch_size, shuffle=True, generator=generator
+        )
     eval_batch = max(config.batch_size, 256)
     val = (
         DataLoader(TensorDataset(x[len(y) - n_val :], y[len(y) - n_val :]), batch_size=eval_batch)
@@ -215,7 +240,9 @@ def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
         config.dataset, "test", batch_size=eval_batch, shuffle=False, limit=config.test_limit,
         **options,
     )  # fmt: skip
-    return _Data(train=train, val=val, test=test, generator=generator, example=x[:2])
+    return _Data(
+        train=train, val=val, test=test, generator=generator, example=x[:2], sampler=sampler
+    )
 
 
 def _epoch_seed(config: TrainConfig, epoch: int) -> int:
@@ -254,7 +281,9 @@ def training_step(
     forward is ever run —; the sparsity penalty (RSR) reads the weights. With one probe serving
     both AT-LR and LSP, ``split`` maps its capture to (AT-LR representations, LSP embedding).
     ``logits`` are those accuracy is reported on (adversarial when the objective has them).
-    Raises _NonFiniteLoss before any update.
+    Raises _NonFiniteLoss before any update (on every rank when any rank's loss is not finite).
+    ``model`` may be a DistributedDataParallel wrapper: its training forwards synchronize the
+    gradients, and the probe must sit on the wrapped module.
     """
     output = objective(model, x, y, probe)
     loss = output.loss
@@ -284,11 +313,16 @@ def training_step(
             loss = loss + term
             reg_value += term.detach().item()
     if sparsity is not None:
-        term = sparsity(model)
+        term = sparsity(distributed.unwrap(model))
         loss = loss + term
         reg_value += term.detach().item()
     value = loss.item()
-    if not math.isfinite(value):
+    # Under torchrun every rank must take the same branch, or the others wait in backward.
+    if (
+        distributed.any_rank(not math.isfinite(value))
+        if distributed.is_distributed()
+        else (not math.isfinite(value))
+    ):
         raise _NonFiniteLoss(value)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -362,8 +396,12 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ConfigError("resume needs the run directory")
-    seed_everything(config.seed)
+    seed_everything(config.seed)  # the same on every rank: the initial weights agree
     dev = resolve_device(device)
+    distributed.init(dev)
+    main = distributed.is_main_process()
+    if not main:
+        log, progress = None, False
     model = _build_model(config).to(dev)
     data = _load_data(config, data_dir)
     objective = build_objective(config.method, **_objective_params(config))
@@ -398,7 +436,7 @@ def train(
             best_score, bad_epochs = float(state["best_score"]), int(state["bad_epochs"])
             start_epoch = int(state["epoch"])
             lr_layers = list(state["lr_layers"]) if state["lr_layers"] is not None else lr_layers
-        else:
+        elif main:
             atomic_write_text(out / CONFIG_NAME, dump_config(config))
 
     regularizer = (
@@ -411,6 +449,10 @@ def train(
         lr_layers = regularizer.layers
 
     best_path = out / BEST_NAME if out is not None else None
+    # Under torchrun the objective trains through DDP (its backward averages the gradients);
+    # probes, attacks, validation and checkpoints use the bare module. `net` is that module.
+    net = model
+    model = distributed.wrap(net)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -426,17 +468,20 @@ def train(
                 and regularizer is None
                 and epoch == config.mvl_epoch + 1
             ):
-                regularizer = _mvl_regularizer(config, model, data, log)
+                regularizer = _mvl_regularizer(config, net, data, log)
                 lr_layers = regularizer.layers
-            torch.manual_seed(_epoch_seed(config, epoch))
+            # Random starts and dropout differ between ranks; the data order is shared.
+            torch.manual_seed(distributed.rank_seed(_epoch_seed(config, epoch)))
             data.generator.manual_seed(_epoch_seed(config, epoch))
+            if data.sampler is not None:
+                data.sampler.set_epoch(epoch)
             task = bar.add_task("train", total=steps_per_epoch, epoch=epoch, loss=0.0, acc=0.0)
             started = time.perf_counter()
             sums = {"loss": 0.0, "reg": 0.0, "correct": 0.0, "seen": 0.0}
             model.train()
-            probe_layers, split = _probe_plan(model, regularizer, lsp, data.example.to(dev))
+            probe_layers, split = _probe_plan(net, regularizer, lsp, data.example.to(dev))
             probe_ctx = (
-                LayerProbe(model, probe_layers, detach=False)
+                LayerProbe(net, probe_layers, detach=False)
                 if probe_layers is not None
                 else contextlib.nullcontext()
             )
@@ -466,9 +511,11 @@ def train(
                         acc=sums["correct"] / sums["seen"],
                     )  # fmt: skip
             bar.remove_task(task)
-            record = _evaluate_epoch(config, model, data, epoch, sums, started, optimizer)
-            if masked_layers(model):
-                record["sparsity"] = sparsity_report(model)["sparsity"]  # counted from weights
+            if distributed.is_distributed():  # sums of every rank's samples, not mean of means
+                sums = dict(zip(sums, distributed.all_reduce_sum(list(sums.values())), strict=True))
+            record = _evaluate_epoch(config, net, data, epoch, sums, started, optimizer)
+            if masked_layers(net):
+                record["sparsity"] = sparsity_report(net)["sparsity"]  # counted from weights
             metrics.append(record)
             score = (
                 record["val_robust"] if record["val_robust"] is not None else record["val_clean"]
@@ -480,23 +527,24 @@ def train(
                 bad_epochs += 1
             if log is not None:
                 log(_describe(record, config))
-            if out is not None:
+            if out is not None and main:
                 extra = {"dataset": config.dataset, "epoch": epoch, "metrics": record,
                          "config": config.model_dump(), "lr_layers": lr_layers}  # fmt: skip
-                save_checkpoint(out / CHECKPOINT_NAME, model, model_name=config.model,
+                save_checkpoint(out / CHECKPOINT_NAME, net, model_name=config.model,
                                 model_kwargs=dict(config.model_kwargs), extra=extra)  # fmt: skip
                 if improved and best_path is not None:
-                    save_checkpoint(best_path, model, model_name=config.model,
+                    save_checkpoint(best_path, net, model_name=config.model,
                                     model_kwargs=dict(config.model_kwargs), extra=extra)  # fmt: skip
                 atomic_write_text(
                     out / METRICS_NAME, "".join(json.dumps(m) + "\n" for m in metrics)
                 )
                 _save_state(out, {
-                    "format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(),
+                    "format": STATE_FORMAT, "epoch": epoch, "model": net.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "metrics": metrics, "best_score": best_score, "bad_epochs": bad_epochs,
                     "lr_layers": lr_layers,
                 })  # fmt: skip
+            distributed.barrier()  # the others wait until rank 0 has written the epoch's files
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
             if config.early_stopping is not None and bad_epochs >= config.early_stopping:
@@ -504,7 +552,7 @@ def train(
                     log(f"early stopping: no better validation accuracy for {bad_epochs} epochs")
                 break
     return TrainResult(
-        model=model,
+        model=net,
         metrics=metrics,
         checkpoint=out / CHECKPOINT_NAME if out is not None else None,
         best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
@@ -540,7 +588,7 @@ def _evaluate_epoch(
         from lsakit.perturb import PGD
 
         attack = PGD(model, eps=config.eps, alpha=config.eps / 4, steps=config.val_steps,
-                     seed=_epoch_seed(config, epoch))  # fmt: skip
+                     seed=distributed.rank_seed(_epoch_seed(config, epoch)))  # fmt: skip
         val_robust = robust_accuracy(model, data.val, attack)
     seen = max(sums["seen"], 1.0)
     return {
