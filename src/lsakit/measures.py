@@ -105,6 +105,17 @@ def measure_rows(
     """
     fn = check_measure(measure)
     check_reduction(reduction)
+    for name, rep in (("clean", clean), ("perturbed", perturbed)):
+        # Cheap type checks only (no reduction, no device sync): this runs every training step.
+        if not isinstance(rep, torch.Tensor):
+            raise InputError(
+                f"the {name} representation must be a torch.Tensor, got {type(rep).__name__}"
+            )
+        if not rep.is_floating_point():
+            raise InputError(
+                f"the {name} representation has dtype {rep.dtype}; measures compare floating "
+                f"point representations (convert with .float())"
+            )
     if clean.shape != perturbed.shape:
         raise InputError(
             f"clean and perturbed representations differ in shape: {tuple(clean.shape)} vs "
@@ -128,6 +139,13 @@ def compare(
     """
     values, defined = measure_rows(measure, clean, perturbed, reduction)
     if not bool(defined.all()):
+        # Checked only here, on the failure path: NaN/inf rows are undefined too, but "all zero"
+        # would misname their cause.
+        if not (bool(torch.isfinite(clean).all()) and bool(torch.isfinite(perturbed).all())):
+            raise InputError(
+                f"{measure} is undefined: the representations contain NaN or inf values; check "
+                f"the model and its inputs"
+            )
         bad = int((~defined).sum())
         what = (
             "the batch's clean representation is"

@@ -119,6 +119,11 @@ def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
             names = ", ".join(t.__name__ for t in types)
             raise ConfigError(f"the model has no module of type {names}; pick another layers= type")
         return _Selection(chosen, frozenset())
+    if not isinstance(layers, (str, list, tuple, set, frozenset)):
+        raise ConfigError(
+            f"layers= must be None, a module type, a name, glob or L<k> label, or a list of them; "
+            f"got {type(layers).__name__} {layers!r}"
+        )
     specs = [layers] if isinstance(layers, str) else list(layers)
     if not specs:
         raise ConfigError("layers= is empty; pass None for the default activation layers")

@@ -68,11 +68,12 @@ _LABEL = re.compile(r"^L(\d+)$")
 
 
 def _check_gamma(value: object, where: str) -> float:
+    where = f" {where}" if where else ""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"gamma {where} must be a number ≥ 0, got {value!r}")
+        raise ConfigError(f"gamma{where} must be a number ≥ 0, got {value!r}")
     v = float(value)
     if not math.isfinite(v) or v < 0:
-        raise ConfigError(f"gamma {where} must be a finite number ≥ 0, got {value!r}")
+        raise ConfigError(f"gamma{where} must be a finite number ≥ 0, got {value!r}")
     return v
 
 
