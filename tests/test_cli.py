@@ -195,3 +195,19 @@ def test_mnist_end_to_end_on_real_data(
     assert result.clean_accuracy is not None and result.clean_accuracy > 0.8
     gauss, pgd = result.perturbation("gaussian").means(), result.perturbation("pgd").means()
     assert all(p is not None and g is not None and p > g for p, g in zip(pgd, gauss, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--limit", "0"], "--limit must be ≥ 1"),
+        (["--batch-size", "0"], "--batch-size must be ≥ 1"),
+        (["--split", "valid"], "--split must be train or test"),
+    ],
+)
+def test_analyze_checks_its_options_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code, _, err = run(["analyze", "--out", str(tmp_path / "out"), *extra], capsys)
+    assert code == 2 and message in err
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written

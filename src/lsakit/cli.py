@@ -387,6 +387,13 @@ def analyze_command(
     for name, strength, params in parsed:
         # Build each against a stand-in model once, so a bad name or value fails before training.
         perturb.build(name, model=nn.Identity(), strength=strength, **params)
+    # The analysis's own options, too, are checked before a model is trained for it.
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be ≥ 1, got {limit}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be ≥ 1, got {batch_size}")
+    if split not in ("train", "test"):
+        raise ConfigError(f"--split must be train or test, got {split!r}")
     if checkpoint is not None:
         net, meta = load_checkpoint(checkpoint, map_location=dev)
         if model is not None and model != meta.model:

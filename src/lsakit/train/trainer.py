@@ -494,7 +494,11 @@ def train(
                             lsp=lsp, sparsity=sparsity, split=split,
                         )  # fmt: skip
                     except _NonFiniteLoss as e:
-                        kept = f"; the last good checkpoint is in {out}" if out else ""
+                        kept = (
+                            f"; the last good checkpoint is in {out}"
+                            if out is not None and (out / CHECKPOINT_NAME).exists()
+                            else ""
+                        )
                         raise TrainingError(
                             f"the loss became {e.value} at epoch {epoch}, step {step}{kept}; "
                             f"lower the learning rate or check the data"
@@ -525,8 +529,6 @@ def train(
                 best_score, bad_epochs = float(score), 0
             else:
                 bad_epochs += 1
-            if log is not None:
-                log(_describe(record, config))
             if out is not None and main:
                 extra = {"dataset": config.dataset, "epoch": epoch, "metrics": record,
                          "config": config.model_dump(), "lr_layers": lr_layers}  # fmt: skip
@@ -545,6 +547,8 @@ def train(
                     "lr_layers": lr_layers,
                 })  # fmt: skip
             distributed.barrier()  # the others wait until rank 0 has written the epoch's files
+            if log is not None:  # after the files: a run that printed "epoch k" can resume from k
+                log(_describe(record, config))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
             if config.early_stopping is not None and bad_epochs >= config.early_stopping:
