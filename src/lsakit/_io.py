@@ -21,9 +21,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 & ~umask).
-        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
+        # mkstemp creates the file 0600 (and a writer may replace it with its own file); give it
+        # the mode a plain open() would (0666 & ~umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
