@@ -10,6 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 DEMO_DIR ?= runs/demo
+BENCH_ARGS ?=
 
 .PHONY: install demo test lint typecheck bench clean
 
@@ -35,10 +36,10 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/pytest -q -n 2
 
+# Every benchmark in benchmarks/ in one run, one table of ratios (~3 min on 2 CPU cores).
+# BENCH_ARGS=--quick for a ~1 min check.
 bench: install
-	$(BIN)/python benchmarks/bench_analysis.py
-	$(BIN)/python benchmarks/bench_train.py
-	$(BIN)/python benchmarks/bench_attacks.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_all.py --threads 1 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

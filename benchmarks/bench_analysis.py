@@ -95,6 +95,33 @@ def measure_memory(n_samples: int, batch_size: int) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def measure_overhead(batch_count: int, batch_size: int, repeats: int) -> dict[str, float]:
+    """(a): best-of-``repeats`` seconds of the bare forwards and of ``analyze``, and their ratio."""
+    torch.manual_seed(0)
+    model = models.build("model_b").eval()
+    data = list(batches(batch_count * batch_size, batch_size))
+    time_bare(model, data[:2])  # warm-up
+    time_analysis(model, data[:2])
+    bare, lsa = [], []
+    for _ in range(repeats):  # interleaved, best of N: robust to a noisy shared machine
+        bare.append(time_bare(model, data))
+        lsa.append(time_analysis(model, data))
+    return {"bare_s": min(bare), "analyze_s": min(lsa), "ratio": min(lsa) / min(bare)}
+
+
+def measure_memory_growth(batch_size: int = 250) -> dict[str, float]:
+    """(b): peak RSS of an analysis over 1k and 10k samples, fresh processes."""
+    small = measure_memory(1_000, batch_size)
+    large = measure_memory(10_000, batch_size)
+    return {
+        "peak_1k_mib": small["peak_mib"],
+        "peak_10k_mib": large["peak_mib"],
+        "growth": large["peak_mib"] / small["peak_mib"] - 1,
+        "extra_1k_mib": small["peak_mib"] - small["before_mib"],
+        "extra_10k_mib": large["peak_mib"] - large["before_mib"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20)
@@ -106,32 +133,21 @@ def main() -> None:
         memory_child(args.memory_child, args.batch_size)
         return
 
-    torch.manual_seed(0)
-    model = models.build("model_b").eval()
-    data = list(batches(args.batches * args.batch_size, args.batch_size))
-    time_bare(model, data[:2])  # warm-up
-    time_analysis(model, data[:2])
-    bare, lsa = [], []
-    for _ in range(args.repeats):  # interleaved, best of N: robust to a noisy shared machine
-        bare.append(time_bare(model, data))
-        lsa.append(time_analysis(model, data))
-    ratio = min(lsa) / min(bare)
+    a = measure_overhead(args.batches, args.batch_size, args.repeats)
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"(a) model_b, {args.batches} batches of {args.batch_size}, Gaussian noise")
-    print(f"    bare clean+perturbed forwards: {min(bare):.3f} s   analyze: {min(lsa):.3f} s")
-    print(f"    ratio analyze / bare forwards = {ratio:.3f}   (target ≤ 1.2)")
-
-    small = measure_memory(1_000, 250)
-    large = measure_memory(10_000, 250)
-    growth = large["peak_mib"] / small["peak_mib"] - 1
-    print("(b) peak RSS during an analysis, fresh process each (model_b, batches of 250)")
-    print(f"    1k samples: {small['peak_mib']:.1f} MiB   10k samples: {large['peak_mib']:.1f} MiB")
-    print(f"    10k vs 1k: {growth:+.1%}   (target within ±10%)")
-    extra_small = small["peak_mib"] - small["before_mib"]
-    extra_large = large["peak_mib"] - large["before_mib"]
     print(
-        f"    peak above the process's own baseline (imports + model): 1k {extra_small:.1f} MiB, "
-        f"10k {extra_large:.1f} MiB"
+        f"    bare clean+perturbed forwards: {a['bare_s']:.3f} s   analyze: {a['analyze_s']:.3f} s"
+    )
+    print(f"    ratio analyze / bare forwards = {a['ratio']:.3f}   (target ≤ 1.2)")
+
+    b = measure_memory_growth()
+    print("(b) peak RSS during an analysis, fresh process each (model_b, batches of 250)")
+    print(f"    1k samples: {b['peak_1k_mib']:.1f} MiB   10k samples: {b['peak_10k_mib']:.1f} MiB")
+    print(f"    10k vs 1k: {b['growth']:+.1%}   (target within ±10%)")
+    print(
+        f"    peak above the process's own baseline (imports + model): 1k {b['extra_1k_mib']:.1f} "
+        f"MiB, 10k {b['extra_10k_mib']:.1f} MiB"
     )
 
 

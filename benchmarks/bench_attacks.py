@@ -38,30 +38,22 @@ def hand_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> 
     return x_adv
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+ATTACKS = ("FGSM", "PGD-10", "APGD-100")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--checkpoint", default=None, help="an adversarially trained MNIST model")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument(
-        "--suite-examples",
-        type=int,
-        default=0,
-        help="with --checkpoint: also time the standard suite on this many test images against "
-        "running each of its attacks on every clean-correct image",
-    )
-    args = parser.parse_args()
+def random_setup(batch_size: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """Untrained model B and a batch of random MNIST-shaped inputs (seeded)."""
+    torch.manual_seed(0)
+    model = models.build("model_b").eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (batch_size,), generator=g)
+    return model, x, y
 
+
+def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of lsakit's and ART's FGSM, PGD-10 and APGD-100 (each pair
+    interleaved), their ratios ART / lsakit, and lsakit's PGD-10 / the hand-written loop."""
     from art.attacks.evasion import (
         AutoProjectedGradientDescent,
         FastGradientMethod,
@@ -69,28 +61,12 @@ def main() -> None:
     )
     from art.estimators.classification import PyTorchClassifier
 
-    torch.manual_seed(0)
-    if args.checkpoint:
-        # A trained model on real test images: attacks then do their real work (with random
-        # weights and labels most samples start misclassified and APGD skips them).
-        from lsakit import data
-        from lsakit.checkpoint import load_checkpoint
-
-        model, _ = load_checkpoint(args.checkpoint)
-        x, y = data.load_tensors("mnist", "test", limit=args.batch_size, data_dir=args.data_dir)
-        source = f"{args.checkpoint} on {args.batch_size} MNIST test images"
-    else:
-        model = models.build("model_b").eval()
-        g = torch.Generator().manual_seed(0)
-        x = torch.rand(args.batch_size, 1, 28, 28, generator=g)
-        y = torch.randint(0, 10, (args.batch_size,), generator=g)
-        source = f"untrained model_b on {args.batch_size} random MNIST-shaped inputs"
     xn, yn = x.numpy(), y.numpy()
     classifier = PyTorchClassifier(
-        model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
-        clip_values=(0.0, 1.0), device_type="cpu",
+        model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+        nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu",
     )  # fmt: skip
-    b = args.batch_size
+    b = x.shape[0]
     runs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
         "FGSM": (
             lambda: FGSM(model, eps=EPS)(x, y),
@@ -110,19 +86,75 @@ def main() -> None:
             ).generate(xn, y=yn),
         ),
     }  # fmt: skip
-    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    print(f"{source}, ε = {EPS}")
+    result: dict[str, float] = {}
     for name, (ours, theirs) in runs.items():
         ours()
         theirs()  # warm-up
-        t_ours, t_theirs = best_time(ours, args.repeats), best_time(theirs, args.repeats)
-        print(
-            f"  {name:9s} lsakit {t_ours:.3f} s   ART {t_theirs:.3f} s   ART/lsakit = {t_theirs / t_ours:.2f}"
-        )
-    hand = best_time(lambda: hand_pgd(model, x, y, 10), args.repeats)
-    ours_pgd = best_time(lambda: PGD(model, eps=EPS, alpha=ALPHA, steps=10)(x, y), args.repeats)
-    print(f"  PGD-10 lsakit / hand-written loop = {ours_pgd / hand:.3f}   (target ≤ 1.05)")
+        t = interleaved({"lsakit": ours, "art": theirs}, repeats)
+        result[f"{name}_lsakit"], result[f"{name}_art"] = t["lsakit"], t["art"]
+        result[f"{name}_ratio"] = t["art"] / t["lsakit"]
+    t = interleaved(
+        {
+            "hand": lambda: hand_pgd(model, x, y, 10),
+            "lsakit": lambda: PGD(model, eps=EPS, alpha=ALPHA, steps=10)(x, y),
+        },
+        repeats,
+    )
+    result["pgd_vs_hand"] = t["lsakit"] / t["hand"]
+    return result
 
+
+def interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of each run, alternating the order every round."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checkpoint", default=None, help="an adversarially trained MNIST model")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--suite-examples",
+        type=int,
+        default=0,
+        help="with --checkpoint: also time the standard suite on this many test images against "
+        "running each of its attacks on every clean-correct image",
+    )
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    if args.checkpoint:
+        # A trained model on real test images: attacks then do their real work (with random
+        # weights and labels most samples start misclassified and APGD skips them).
+        from lsakit import data
+        from lsakit.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(args.checkpoint)
+        x, y = data.load_tensors("mnist", "test", limit=args.batch_size, data_dir=args.data_dir)
+        source = f"{args.checkpoint} on {args.batch_size} MNIST test images"
+    else:
+        model, x, y = random_setup(args.batch_size)
+        source = f"untrained model_b on {args.batch_size} random MNIST-shaped inputs"
+    r = measure(model, x, y, args.repeats)
+    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(f"{source}, ε = {EPS}")
+    for name in ATTACKS:
+        print(
+            f"  {name:9s} lsakit {r[name + '_lsakit']:.3f} s   ART {r[name + '_art']:.3f} s   "
+            f"ART/lsakit = {r[name + '_ratio']:.2f}"
+        )
+    print(f"  PGD-10 lsakit / hand-written loop = {r['pgd_vs_hand']:.3f}   (target ≤ 1.05)")
+
+    b = args.batch_size
     if args.checkpoint:
         from lsakit import data
         from lsakit.checkpoint import load_checkpoint

@@ -90,6 +90,35 @@ def timings(repeats: int, runs: dict[str, Callable[[], float]]) -> dict[str, lis
     return times
 
 
+def measure(model_name: str, batch_count: int, batch_size: int, repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of each variant, the two ratios, and their medians of rounds."""
+    info = models.info(model_name)
+    batches = make_batches(info.input_shape, batch_count, batch_size, info.num_classes)
+    torch.manual_seed(0)
+    model = models.build(model_name)
+    lsakit_epoch(model, batches[:1], False)  # warm-up
+    hand_written_epoch(model, batches[:1])
+    times = timings(
+        repeats,
+        {
+            "at_pgd": lambda: lsakit_epoch(model, batches, regularized=False),
+            "at_lr_pgd": lambda: lsakit_epoch(model, batches, regularized=True),
+            "hand": lambda: hand_written_epoch(model, batches),
+        },
+    )
+    best = {name: min(values) for name, values in times.items()}
+    rounds_lr = [a / b for a, b in zip(times["at_lr_pgd"], times["at_pgd"], strict=True)]
+    rounds_hand = [a / b for a, b in zip(times["hand"], times["at_pgd"], strict=True)]
+    return {
+        **best,
+        "samples": float(batch_count * batch_size),
+        "ratio_lr": best["at_lr_pgd"] / best["at_pgd"],
+        "ratio_lr_median": statistics.median(rounds_lr),
+        "ratio_hand": best["hand"] / best["at_pgd"],
+        "ratio_hand_median": statistics.median(rounds_hand),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default="model_b")
@@ -98,38 +127,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    info = models.info(args.model)
-    batches = make_batches(info.input_shape, args.batches, args.batch_size, info.num_classes)
-    torch.manual_seed(0)
-    model = models.build(args.model)
-    lsakit_epoch(model, batches[:1], False)  # warm-up
-    hand_written_epoch(model, batches[:1])
-    times = timings(
-        args.repeats,
-        {
-            "at_pgd": lambda: lsakit_epoch(model, batches, regularized=False),
-            "at_lr_pgd": lambda: lsakit_epoch(model, batches, regularized=True),
-            "hand": lambda: hand_written_epoch(model, batches),
-        },
-    )
-    best = {name: min(values) for name, values in times.items()}
-    n = args.batches * args.batch_size
+    r = measure(args.model, args.batches, args.batch_size, args.repeats)
+    n = r["samples"]
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"{args.model}, {args.batches} batches of {args.batch_size}, PGD-{STEPS} ε={EPS}")
-    print(f"  AT-PGD (lsakit):      {best['at_pgd']:.3f} s  ({n / best['at_pgd']:.0f} samples/s)")
-    print(f"  AT-LR-L0 PGD:         {best['at_lr_pgd']:.3f} s")
-    print(f"  hand-written PGD-AT:  {best['hand']:.3f} s  ({n / best['hand']:.0f} samples/s)")
-    ratio_lr = best["at_lr_pgd"] / best["at_pgd"]
-    ratio_hand = best["hand"] / best["at_pgd"]
-    rounds_lr = [a / b for a, b in zip(times["at_lr_pgd"], times["at_pgd"], strict=True)]
-    rounds_hand = [a / b for a, b in zip(times["hand"], times["at_pgd"], strict=True)]
+    print(f"  AT-PGD (lsakit):      {r['at_pgd']:.3f} s  ({n / r['at_pgd']:.0f} samples/s)")
+    print(f"  AT-LR-L0 PGD:         {r['at_lr_pgd']:.3f} s")
+    print(f"  hand-written PGD-AT:  {r['hand']:.3f} s  ({n / r['hand']:.0f} samples/s)")
     print(
-        f"(a) AT-LR step / AT-PGD step = {ratio_lr:.3f} best-of-{args.repeats}, "
-        f"{statistics.median(rounds_lr):.3f} median of rounds   (target ≤ 1.12)"
+        f"(a) AT-LR step / AT-PGD step = {r['ratio_lr']:.3f} best-of-{args.repeats}, "
+        f"{r['ratio_lr_median']:.3f} median of rounds   (target ≤ 1.12)"
     )
     print(
-        f"(b) lsakit samples/s ÷ hand-written = {ratio_hand:.3f} best-of-{args.repeats}, "
-        f"{statistics.median(rounds_hand):.3f} median of rounds   (target ≥ 0.95)"
+        f"(b) lsakit samples/s ÷ hand-written = {r['ratio_hand']:.3f} best-of-{args.repeats}, "
+        f"{r['ratio_hand_median']:.3f} median of rounds   (target ≥ 0.95)"
     )
 
 

@@ -282,7 +282,7 @@ BAD_EVALUATE = st.sampled_from([
 BAD_ANALYZE = st.sampled_from([
     ["-p", "gaussian=-1"], ["-p", "salt=1.5"], ["-p", "pgd=0.1,alpha=-2"], ["-p", "nope"],
     ["--measure", "euclid"], ["--reduction", "mean"], ["--layers", "nolayer"],
-    ["--eta", "-0.5"], ["--eta", "nan"], ["--limit", "0"], ["--split", "validation"],
+    ["--eta", "inf"], ["--eta", "nan"], ["--limit", "0"], ["--split", "validation"],
     ["--mvl-from", "square"], ["-p", "fgsm=0.1", "-p", "fgsm=0.2"], ["--batch-size", "0"],
     ["--checkpoint", "/nonexistent.safetensors"], ["--model", "model_b"],
 ])  # fmt: skip

@@ -73,6 +73,13 @@ DataDirOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the preset's).")]
+AmpOpt = Annotated[
+    str,
+    typer.Option(
+        help="Mixed precision of the attacks' forwards: off, bf16 or fp16 (GPU; clean forwards "
+        "stay in full precision)."
+    ),
+]
 
 
 # -- listing commands ------------------------------------------------------------------------------
@@ -174,6 +181,20 @@ def train_command(
     limit: Annotated[
         int | None, typer.Option(help="Use only the first N training samples.")
     ] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option(help="Mixed precision of training and its attacks: off, bf16 or fp16 (GPU)."),
+    ] = None,
+    channels_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last", help="Channels-last layout for image batches."
+        ),
+    ] = None,
+    compile_model: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the model (needs a compiler)."),
+    ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -200,6 +221,7 @@ def train_command(
         "regularizer": _split(regularizer), "lsp_weight": lsp_weight, "lsp_variant": lsp_variant,
         "lsp_layer": lsp_layer, "lsp_on": lsp_on, "lsp_k": lsp_k, "lasso_weight": lasso_weight,
         "group_lasso_weight": group_lasso_weight, "noise_injection": noise_injection,
+        "amp": amp, "channels_last": channels_last, "compile": compile_model,
     }  # fmt: skip
     if resume is not None:
         given = [k for k, v in overrides.items() if v is not None]
@@ -362,12 +384,13 @@ def analyze_command(
     limit: Annotated[int | None, typer.Option(help="Analyse only the first N samples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size for the analysis.")] = 256,
     seed: SeedOpt = None,
+    amp: AmpOpt = "off",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Layer Sustainability Analysis: per-layer measures under noise and attacks, and the MVL list."""
-    from lsakit import data, perturb
+    from lsakit import data, perturb, speed
     from lsakit._torch import seed_everything
     from lsakit.analysis import analyze
     from lsakit.checkpoint import load_checkpoint
@@ -394,6 +417,7 @@ def analyze_command(
         raise ConfigError(f"--batch-size must be ≥ 1, got {batch_size}")
     if split not in ("train", "test"):
         raise ConfigError(f"--split must be train or test, got {split!r}")
+    speed.check_amp(amp)
     if checkpoint is not None:
         net, meta = load_checkpoint(checkpoint, map_location=dev)
         if model is not None and model != meta.model:
@@ -426,23 +450,25 @@ def analyze_command(
         dataset, split, batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir
     )
     layer_spec = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
-    result = analyze(
-        net,
-        loader,
-        perturbations,
-        layers=layer_spec,
-        measure=measure,
-        reduction=reduction,
-        progress=True,
-        meta={
-            "model": model_name,
-            "model_kwargs": model_kwargs,
-            "dataset": dataset,
-            "split": split,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "perturbations": specs,
-        },
-    )
+    with speed.attack_precision(amp):
+        result = analyze(
+            net,
+            loader,
+            perturbations,
+            layers=layer_spec,
+            measure=measure,
+            reduction=reduction,
+            progress=True,
+            meta={
+                "model": model_name,
+                "model_kwargs": model_kwargs,
+                "dataset": dataset,
+                "split": split,
+                "checkpoint": str(checkpoint) if checkpoint else None,
+                "perturbations": specs,
+                **({"amp": amp} if amp != "off" else {}),
+            },
+        )
     eta_value = recipe.eta if eta is None else eta
     source = mvl_from or _default_mvl_source(result.names(), recipe.mvl_perturbation, perturbations)
     mvl = result.most_vulnerable_layers(eta_value, source)
@@ -520,6 +546,7 @@ def evaluate_command(
         bool, typer.Option(help="Run the gradient-masking checks after the suite.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the suite's random starts.")] = 0,
+    amp: AmpOpt = "off",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -529,7 +556,7 @@ def evaluate_command(
     With --suite, the attack suite instead: robust accuracy after each attack and combined
     (per-sample worst case), resumable, followed by the gradient-masking checks.
     """
-    from lsakit import data, perturb
+    from lsakit import data, perturb, speed
     from lsakit.checkpoint import load_checkpoint
     from lsakit.evaluate import evaluate, paper_eps
     from lsakit.presets import preset
@@ -537,6 +564,10 @@ def evaluate_command(
 
     dev = resolve_device(device)
     main_rank = _main_rank(dev)
+    speed.check_amp(amp)
+    if suite is not None and amp != "off":
+        # The suite's state file does not record the precision: a resumed run could mix two.
+        raise ConfigError("--amp applies to -a attacks, not to --suite; drop --amp")
     if suite is not None:
         from lsakit import distributed
         from lsakit.suite import suite_attacks
@@ -596,10 +627,12 @@ def evaluate_command(
     loader = data.load(
         dataset_name, "test", batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir
     )
-    result = evaluate(
-        model, loader, fgsm_eps=grid, attacks=attacks, progress=True,
-        meta={"checkpoint": str(checkpoint), "dataset": dataset_name, "model": meta.model},
-    )  # fmt: skip
+    with speed.attack_precision(amp):
+        result = evaluate(
+            model, loader, fgsm_eps=grid, attacks=attacks, progress=True,
+            meta={"checkpoint": str(checkpoint), "dataset": dataset_name, "model": meta.model,
+                  **({"amp": amp} if amp != "off" else {})},
+        )  # fmt: skip
     table = Table(title=f"{meta.model} on {dataset_name} ({result.n_samples} test samples)")
     table.add_column("attack")
     table.add_column("ε", justify="right")

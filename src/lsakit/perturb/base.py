@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lsakit import speed
 from lsakit._checks import INPUT_HIGH, INPUT_LOW, check_inputs, check_labels, check_nonnegative
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._torch import eval_mode, model_device
@@ -230,7 +231,11 @@ class Attack(Perturbation):
         """Hook for attacks whose loss needs a minimum number of classes (APGD-DLR)."""
 
     def _logits(self, x: Tensor) -> Tensor:
-        logits = select_logits(self.model(x), self.output)
+        # Mixed precision (lsakit.speed): only the forward is autocast; the logits, and so the
+        # loss and its input gradient, come back in the input's precision.
+        with speed.attack_autocast(x.device):
+            raw = self.model(x)
+        logits = speed.full_precision(select_logits(raw, self.output), x)
         y = getattr(self, "_labels_to_check", None)
         if y is not None:
             self._labels_to_check = None

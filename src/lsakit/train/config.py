@@ -6,6 +6,7 @@ The CLI, the YAML config files, the presets and the experiment runner all build 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lsakit.analysis import DEFAULT_ETA
 from lsakit.errors import ConfigError
+from lsakit.speed import Amp
 from lsakit.train.lsp import (
     DEFAULT_BANDWIDTH,
     DEFAULT_PERPLEXITY,
@@ -36,7 +38,7 @@ Schedule = Literal["constant", "multistep", "cosine", "cyclic"]
 class TrainConfig(BaseModel):
     """A training run: model, data, objective, regularizer, optimization, validation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # what is trained, on what
     model: str = Field(description="model name in the registry (lsakit models)")
@@ -110,6 +112,13 @@ class TrainConfig(BaseModel):
     lr_decay: float = Field(0.1, gt=0, le=1)
     seed: int = Field(0, ge=0)
 
+    # speed (lsakit.speed): all off by default; on CPU they only pay in special cases
+    amp: Amp = Field(
+        "off", description="mixed precision of training forwards and attacks: off, bf16, fp16"
+    )
+    channels_last: bool = Field(False, description="channels-last layout for image batches")
+    compile: bool = Field(False, description="torch.compile the training model")
+
     # validation, best checkpoint, early stopping
     val_steps: int = Field(10, ge=1, description="PGD steps of the per-epoch robust validation")
     early_stopping: int | None = Field(
@@ -141,8 +150,8 @@ class TrainConfig(BaseModel):
         if self.prune_sparsity is not None and self.init_checkpoint is None:
             raise ValueError("prune_sparsity needs init_checkpoint (the trained model to prune)")
         gammas = self.gamma if isinstance(self.gamma, list) else [self.gamma]
-        if any(g < 0 for g in gammas):
-            raise ValueError("gamma must be ≥ 0")
+        if any(not math.isfinite(g) or g < 0 for g in gammas):
+            raise ValueError("gamma must be finite and ≥ 0")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError("milestones are fractions of the epochs, each in (0, 1)")
         return self

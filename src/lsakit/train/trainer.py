@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lsakit import data as datasets
-from lsakit import distributed, models
+from lsakit import distributed, models, speed
 from lsakit._io import atomic_write, atomic_write_text
 from lsakit._torch import eval_mode, model_device, seed_everything
 from lsakit.checkpoint import save_checkpoint
@@ -49,6 +49,7 @@ from lsakit.defenses.sparsity import (
 )
 from lsakit.errors import CheckpointError, ConfigError, LsakitError
 from lsakit.probe import LayerProbe
+from lsakit.speed import Amp
 from lsakit.train.config import TrainConfig, dump_config, load_config
 from lsakit.train.lsp import LocalStructureRegularizer
 
@@ -272,6 +273,8 @@ def training_step(
     lsp: Any = None,
     sparsity: Any = None,
     split: Split | None = None,
+    amp: Amp = "off",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, float, torch.Tensor | None]:
     """One optimizer step of ``objective`` + regularizers: (loss, regularizer terms, logits).
 
@@ -283,9 +286,49 @@ def training_step(
     ``logits`` are those accuracy is reported on (adversarial when the objective has them).
     Raises _NonFiniteLoss before any update (on every rank when any rank's loss is not finite).
     ``model`` may be a DistributedDataParallel wrapper: its training forwards synchronize the
-    gradients, and the probe must sit on the wrapped module.
+    gradients, and the probe must sit on the wrapped module. ``amp`` autocasts the forwards (the
+    loss is summed in float32); ``scaler`` (fp16) scales the loss for the backward pass.
     """
+    with speed.autocast(amp, x.device):
+        loss, reg_value, output = _losses(
+            model, objective, regularizer, probe, x, y, lsp=lsp, sparsity=sparsity, split=split
+        )
+    value = loss.item()
+    # Under torchrun every rank must take the same branch, or the others wait in backward.
+    if (
+        distributed.any_rank(not math.isfinite(value))
+        if distributed.is_distributed()
+        else (not math.isfinite(value))
+    ):
+        raise _NonFiniteLoss(value)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        torch.autograd.backward(loss)
+        optimizer.step()
+    else:  # fp16: steps whose scaled gradients overflow are skipped and the scale lowered
+        torch.autograd.backward(scaler.scale(loss))
+        scaler.step(optimizer)
+        scaler.update()
+    logits = output.adv_logits if output.adv_logits is not None else output.clean_logits
+    return value, reg_value, logits
+
+
+def _losses(
+    model: nn.Module,
+    objective: Any,
+    regularizer: Any,
+    probe: LayerProbe | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lsp: Any,
+    sparsity: Any,
+    split: Split | None,
+) -> tuple[torch.Tensor, float, Any]:
+    """The forward half of :func:`training_step`: (total loss in float32, regularizer terms,
+    the objective's output)."""
     output = objective(model, x, y, probe)
+    loss = output.loss.float()
     loss = output.loss
     reg_value = 0.0
     if regularizer is not None or lsp is not None:
@@ -313,22 +356,10 @@ def training_step(
             loss = loss + term
             reg_value += term.detach().item()
     if sparsity is not None:
-        term = sparsity(distributed.unwrap(model))
+        term = sparsity(distributed.unwrap(speed.uncompiled(model)))
         loss = loss + term
         reg_value += term.detach().item()
-    value = loss.item()
-    # Under torchrun every rank must take the same branch, or the others wait in backward.
-    if (
-        distributed.any_rank(not math.isfinite(value))
-        if distributed.is_distributed()
-        else (not math.isfinite(value))
-    ):
-        raise _NonFiniteLoss(value)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    logits = output.adv_logits if output.adv_logits is not None else output.clean_logits
-    return value, reg_value, logits
+    return loss, reg_value, output
 
 
 def _captured_names(model: nn.Module, layers: Any, example: torch.Tensor) -> list[str]:
@@ -403,6 +434,9 @@ def train(
     if not main:
         log, progress = None, False
     model = _build_model(config).to(dev)
+    if config.channels_last:
+        model = speed.channels_last_model(model)
+    scaler = speed.grad_scaler(config.amp, dev)
     data = _load_data(config, data_dir)
     objective = build_objective(config.method, **_objective_params(config))
     optimizer = _optimizer(config, model)
@@ -436,6 +470,8 @@ def train(
             best_score, bad_epochs = float(state["best_score"]), int(state["bad_epochs"])
             start_epoch = int(state["epoch"])
             lr_layers = list(state["lr_layers"]) if state["lr_layers"] is not None else lr_layers
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
         elif main:
             atomic_write_text(out / CONFIG_NAME, dump_config(config))
 
@@ -453,6 +489,8 @@ def train(
     # probes, attacks, validation and checkpoints use the bare module. `net` is that module.
     net = model
     model = distributed.wrap(net)
+    if config.compile:
+        model = speed.compiled(model)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -487,11 +525,12 @@ def train(
             )
             with probe_ctx as probe:
                 for step, (xb, yb) in enumerate(data.train, start=1):
-                    x, y = xb.to(dev), yb.to(dev)
+                    x = speed.to_channels_last(xb.to(dev), config.channels_last)
+                    y = yb.to(dev)
                     try:
                         loss, reg_value, logits = training_step(
                             model, objective, regularizer, probe, optimizer, x, y,
-                            lsp=lsp, sparsity=sparsity, split=split,
+                            lsp=lsp, sparsity=sparsity, split=split, amp=config.amp, scaler=scaler,
                         )  # fmt: skip
                     except _NonFiniteLoss as e:
                         kept = (
@@ -545,6 +584,7 @@ def train(
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "metrics": metrics, "best_score": best_score, "bad_epochs": bad_epochs,
                     "lr_layers": lr_layers,
+                    "scaler": scaler.state_dict() if scaler is not None else None,
                 })  # fmt: skip
             distributed.barrier()  # the others wait until rank 0 has written the epoch's files
             if log is not None:  # after the files: a run that printed "epoch k" can resume from k
@@ -593,7 +633,8 @@ def _evaluate_epoch(
 
         attack = PGD(model, eps=config.eps, alpha=config.eps / 4, steps=config.val_steps,
                      seed=distributed.rank_seed(_epoch_seed(config, epoch)))  # fmt: skip
-        val_robust = robust_accuracy(model, data.val, attack)
+        with speed.attack_precision(config.amp):
+            val_robust = robust_accuracy(model, data.val, attack)
     seen = max(sums["seen"], 1.0)
     return {
         "epoch": epoch,
