@@ -70,3 +70,19 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         code = int(e.code or 0)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+class Interrupted(Exception):
+    """Raised from ``on_epoch_end`` to cut a training run short, as a crash would."""
+
+
+def train_one_epoch_then_stop(config: object, run_dir: object) -> None:
+    """Train ``config`` into ``run_dir`` and interrupt it after epoch 1 (for resume tests)."""
+    from lsakit.train import train
+
+    def stop_after_first(epoch: int, record: dict[str, object]) -> None:
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(config, run_dir, on_epoch_end=stop_after_first)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from helpers import run_cli, tiny_cnn
+from helpers import run_cli, tiny_cnn, train_one_epoch_then_stop
 from lsakit import speed
 from lsakit.errors import ConfigError
 from lsakit.perturb import FGSM, PGD
@@ -120,16 +120,7 @@ def test_mixed_precision_training_stays_close_and_learns(amp: str) -> None:
 def test_amp_is_recorded_and_survives_resume(tmp_path: Path) -> None:
     config = AT.model_copy(update={"amp": "fp16", "epochs": 2})
     whole = train(config, tmp_path / "whole")
-
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_first(epoch: int, record: dict[str, object]) -> None:
-        if epoch == 1:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        train(config, tmp_path / "cut", on_epoch_end=stop_after_first)
+    train_one_epoch_then_stop(config, tmp_path / "cut")
     state = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
     assert state["scaler"]["scale"] > 0  # the fp16 loss scale is part of the resume point
     saved = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())

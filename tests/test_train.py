@@ -7,6 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from helpers import train_one_epoch_then_stop
 from lsakit import perturb
 from lsakit.checkpoint import load_checkpoint
 from lsakit.data import info as data_info
@@ -114,16 +115,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
 ) -> None:
     config = AT.model_copy(update={"lr_layers": lr_layers, "schedule": "cyclic"})
     whole = train(config, tmp_path / "whole")
-
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_first(epoch: int, record: dict[str, object]) -> None:
-        if epoch == 1:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        train(config, tmp_path / "cut", on_epoch_end=stop_after_first)
+    train_one_epoch_then_stop(config, tmp_path / "cut")
     resumed = train(config, tmp_path / "cut", resume=True)
     for name, value in _weights(whole.model).items():
         assert torch.equal(value, _weights(resumed.model)[name]), name
