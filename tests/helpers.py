@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 def tiny_mlp(seed: int = 0) -> nn.Sequential:
@@ -86,3 +89,39 @@ def train_one_epoch_then_stop(config: object, run_dir: object) -> None:
 
     with pytest.raises(Interrupted):
         train(config, run_dir, on_epoch_end=stop_after_first)  # type: ignore[arg-type]
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """Clean top-1 accuracy of ``model`` on one batch."""
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def unit_scaled(features: Any) -> Tensor:
+    """A NumPy feature matrix mapped per column onto [0, 1]."""
+    x = torch.tensor(features, dtype=torch.float32)
+    return (x - x.min(0).values) / (x.max(0).values - x.min(0).values)
+
+
+def train_mlp(x: Tensor, y: Tensor, classes: int, steps: int = 500) -> nn.Module:
+    """A 2-64-64-C ReLU MLP trained full-batch with Adam (lr 2e-2), in eval mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, classes)
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+def trained_moons(steps: int = 500) -> tuple[nn.Module, Tensor, Tensor]:
+    """The MLP above on 300 make_moons points (noise 0.1) scaled to [0, 1]: ≈100 % clean."""
+    from sklearn.datasets import make_moons
+
+    features, labels = make_moons(n_samples=300, noise=0.1, random_state=0)
+    x, y = unit_scaled(features), torch.tensor(labels)
+    return train_mlp(x, y, 2, steps), x, y

@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.datasets import make_moons
 from torch import Tensor, nn
 
-from helpers import attack_batch, attack_net, modes
+from helpers import accuracy, attack_batch, attack_net, modes, trained_moons
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb import (
     APGD,
@@ -365,26 +364,7 @@ def test_apgd_leaves_clean_mistakes_unchanged() -> None:
 @pytest.fixture(scope="module")
 def moons() -> tuple[nn.Module, Tensor, Tensor]:
     """A 2-64-64-2 MLP trained with Adam on make_moons scaled to [0, 1] (100 % clean)."""
-    torch.manual_seed(0)
-    features, labels = make_moons(n_samples=300, noise=0.1, random_state=0)
-    x = torch.tensor(features, dtype=torch.float32)
-    x = (x - x.min(0).values) / (x.max(0).values - x.min(0).values)
-    y = torch.tensor(labels)
-    model = nn.Sequential(
-        nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
-    for _ in range(500):
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return model.eval(), x, y
-
-
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
+    return trained_moons()
 
 
 def test_stronger_attacks_lower_accuracy_on_a_trained_model(

@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import make_blobs, make_moons
 from torch import Tensor, nn
 
-from helpers import attack_batch, attack_net, modes
+from helpers import accuracy, attack_batch, attack_net, modes, train_mlp, unit_scaled
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb import apgd_targeted
 from lsakit.perturb.apgd_targeted import APGDT, target_classes, targeted_dlr_loss
@@ -44,36 +43,12 @@ def batch(seed: int = 0, n: int = 6) -> tuple[Tensor, Tensor]:
     return attack_batch(seed, n, side=4, classes=5)
 
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
-
-
-def train(x: Tensor, y: Tensor, classes: int) -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, classes)
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
-    for _ in range(300):
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return model.eval()
-
-
-def unit_scaled(features: Any) -> Tensor:
-    x = torch.tensor(features, dtype=torch.float32)
-    return (x - x.min(0).values) / (x.max(0).values - x.min(0).values)
-
-
 @pytest.fixture(scope="module")
 def blobs() -> tuple[nn.Module, Tensor, Tensor]:
     """A 2-64-64-4 MLP trained on four slightly overlapping Gaussian blobs scaled to [0, 1]."""
     features, labels = make_blobs(n_samples=300, centers=4, cluster_std=1.0, random_state=0)
     x, y = unit_scaled(features), torch.tensor(labels)
-    return train(x, y, 4), x, y
+    return train_mlp(x, y, 4, steps=300), x, y
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +56,7 @@ def moons() -> tuple[nn.Module, Tensor, Tensor]:
     """A 2-64-64-2 MLP trained on make_moons scaled to [0, 1]."""
     features, labels = make_moons(n_samples=300, noise=0.1, random_state=0)
     x, y = unit_scaled(features), torch.tensor(labels)
-    return train(x, y, 2), x, y
+    return train_mlp(x, y, 2, steps=300), x, y
 
 
 # --------------------------------------------------------------------------------------------

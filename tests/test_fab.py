@@ -16,7 +16,7 @@ from scipy.optimize import linprog
 from sklearn.datasets import make_blobs
 from torch import Tensor, nn
 
-from helpers import attack_batch, attack_net, modes, tiny_cnn, tiny_mlp
+from helpers import accuracy, attack_batch, attack_net, modes, tiny_cnn, tiny_mlp
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb import FABT, PGD, build, from_spec, parse_spec, projection_linf
 from lsakit.perturb.apgd_targeted import target_classes
@@ -37,11 +37,6 @@ def fab(model: nn.Module, eps: float, **kwargs: Any) -> FABT:
     """A small budget for the property tests."""
     settings_ = {"steps": 5, "n_target_classes": 3, "seed": 0, **kwargs}
     return FABT(model, eps=eps, **settings_)
-
-
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
 
 
 def clean_correct_labels(model: nn.Module, x: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ larger bound. C does not depend on the architecture parameters, so it shifts μ_
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -75,7 +76,7 @@ def check_input_shape(input_shape: Sequence[int], in_channels: int) -> tuple[int
     return shape[0], shape[1], shape[2]
 
 
-class Cell(nn.Module):
+class Cell(nn.Module, ABC):
     """What every cell has: the two pre-processing ops and its place in the network."""
 
     def __init__(
@@ -99,9 +100,9 @@ class Cell(nn.Module):
         self.preprocess1: LipschitzOp = relu_conv_bn(prev_channels, channels, 1, affine=affine)
 
     @property
+    @abstractmethod
     def multiplier(self) -> int:
         """Output channels / C: the number of concatenated nodes."""
-        raise NotImplementedError
 
     def preprocess_lipschitz(
         self,

@@ -506,19 +506,10 @@ class APGDObjective(_AdversarialCE):
         return {"eps": self.eps, "steps": self.steps, "seed": self.seed, **self._base_params()}
 
 
-class TradesObjective(Objective):
-    """AT-TRADES (Zhang et al. 2019, Eq. 5): CE(f(x), y) + β·KL(p(x) ‖ p(x̂)), KL batch-mean.
+class _CleanAndAdversarial(Objective):
+    """A loss of f(x) and f(x̂) with a β trade-off (TRADES, MART): x̂ from :meth:`make_attack`,
+    then one clean and one adversarial training forward; subclasses give :meth:`pair_loss`."""
 
-    x̂ comes from :class:`TradesAttack` (eval mode); then the clean and the adversarial training
-    forwards run in train mode, and the gradient flows through both, as in the official code.
-
-    Args:
-        eps: ε ≥ 0, default 0.3. alpha: step, default 0.01. steps: default 40 (MNIST recipe;
-            CIFAR-10: ε 0.031, α 0.007, 10 steps). beta: β ≥ 0, default 6.
-        seed: seed of the 0.001·N(0, 1) start. output: where the logits are.
-    """
-
-    name: ClassVar[str] = "trades"
     needs_clean_forward: ClassVar[bool] = True
 
     def __init__(
@@ -538,15 +529,13 @@ class TradesObjective(Objective):
         self.beta = check_nonnegative(beta, "beta")
         self.seed = seed
 
+    @abstractmethod
     def make_attack(self, model: nn.Module) -> Attack:
-        return TradesAttack(
-            model,
-            eps=self.eps,
-            alpha=self.alpha,
-            steps=self.steps,
-            seed=self.seed,
-            output=self.output,
-        )
+        """The attack generating x̂ on ``model``."""
+
+    @abstractmethod
+    def pair_loss(self, logits: Tensor, adv_logits: Tensor, y: Tensor) -> Tensor:
+        """The scalar loss from the clean and the adversarial logits."""
 
     def compute(
         self, model: nn.Module, x: Tensor, y: Tensor, probe: LayerProbe | None
@@ -554,9 +543,8 @@ class TradesObjective(Objective):
         x_adv = self._generate(self._attack_for(model, self.make_attack), x, y, probe)
         logits, clean_reps = self._forward(model, x, y, probe)
         adv_logits, adv_reps = self._forward(model, x_adv, y, probe)
-        kl = _kl_per_sample(F.log_softmax(logits, dim=1), adv_logits).mean()
         return ObjectiveOutput(
-            loss=F.cross_entropy(logits, y) + self.beta * kl,
+            loss=self.pair_loss(logits, adv_logits, y),
             clean_logits=logits,
             adv_logits=adv_logits,
             x_adv=x_adv,
@@ -573,6 +561,35 @@ class TradesObjective(Objective):
             "seed": self.seed,
             **self._base_params(),
         }
+
+
+class TradesObjective(_CleanAndAdversarial):
+    """AT-TRADES (Zhang et al. 2019, Eq. 5): CE(f(x), y) + β·KL(p(x) ‖ p(x̂)), KL batch-mean.
+
+    x̂ comes from :class:`TradesAttack` (eval mode); then the clean and the adversarial training
+    forwards run in train mode, and the gradient flows through both, as in the official code.
+
+    Args:
+        eps: ε ≥ 0, default 0.3. alpha: step, default 0.01. steps: default 40 (MNIST recipe;
+            CIFAR-10: ε 0.031, α 0.007, 10 steps). beta: β ≥ 0, default 6.
+        seed: seed of the 0.001·N(0, 1) start. output: where the logits are.
+    """
+
+    name: ClassVar[str] = "trades"
+
+    def make_attack(self, model: nn.Module) -> Attack:
+        return TradesAttack(
+            model,
+            eps=self.eps,
+            alpha=self.alpha,
+            steps=self.steps,
+            seed=self.seed,
+            output=self.output,
+        )
+
+    def pair_loss(self, logits: Tensor, adv_logits: Tensor, y: Tensor) -> Tensor:
+        kl = _kl_per_sample(F.log_softmax(logits, dim=1), adv_logits).mean()
+        return F.cross_entropy(logits, y) + self.beta * kl
 
 
 def mart_terms(logits: Tensor, adv_logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -600,7 +617,7 @@ def mart_terms(logits: Tensor, adv_logits: Tensor, y: Tensor) -> tuple[Tensor, T
     return boosted_ce, weighted_kl
 
 
-class MARTObjective(Objective):
+class MARTObjective(_CleanAndAdversarial):
     """AT-MART (Wang et al. 2020, Eq. 9): BCE(f(x̂), y) + β·(1/N) Σ KL(p(x) ‖ p(x̂))·(1 − p_y(x)).
 
     x̂ from :class:`~lsakit.perturb.PGD` on CE with a uniform random start (the official code starts
@@ -614,24 +631,6 @@ class MARTObjective(Objective):
     """
 
     name: ClassVar[str] = "mart"
-    needs_clean_forward: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        *,
-        eps: float = DEFAULT_EPS,
-        alpha: float = DEFAULT_ALPHA,
-        steps: int = DEFAULT_STEPS,
-        beta: float = DEFAULT_BETA,
-        seed: int | None = None,
-        output: OutputSelector = None,
-    ) -> None:
-        super().__init__(output=output)
-        self.eps = check_nonnegative(eps, "eps")
-        self.alpha = check_nonnegative(alpha, "alpha")
-        self.steps = check_positive_int(steps, "steps")
-        self.beta = check_nonnegative(beta, "beta")
-        self.seed = seed
 
     def make_attack(self, model: nn.Module) -> Attack:
         return PGD(
@@ -644,33 +643,11 @@ class MARTObjective(Objective):
             output=self.output,
         )
 
-    def compute(
-        self, model: nn.Module, x: Tensor, y: Tensor, probe: LayerProbe | None
-    ) -> ObjectiveOutput:
-        x_adv = self._generate(self._attack_for(model, self.make_attack), x, y, probe)
-        logits, clean_reps = self._forward(model, x, y, probe)
-        adv_logits, adv_reps = self._forward(model, x_adv, y, probe)
+    def pair_loss(self, logits: Tensor, adv_logits: Tensor, y: Tensor) -> Tensor:
         if logits.shape[1] < 2:
             raise InputError("MART needs a model with at least 2 classes")
         boosted_ce, weighted_kl = mart_terms(logits, adv_logits, y)
-        return ObjectiveOutput(
-            loss=boosted_ce + self.beta * weighted_kl,
-            clean_logits=logits,
-            adv_logits=adv_logits,
-            x_adv=x_adv,
-            clean_reps=clean_reps,
-            adv_reps=adv_reps,
-        )
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "eps": self.eps,
-            "alpha": self.alpha,
-            "steps": self.steps,
-            "beta": self.beta,
-            "seed": self.seed,
-            **self._base_params(),
-        }
+        return boosted_ce + self.beta * weighted_kl
 
 
 # --------------------------------------------------------------------------------------------
