@@ -211,3 +211,20 @@ def test_analyze_checks_its_options_before_training(
     code, _, err = run(["analyze", "--out", str(tmp_path / "out"), *extra], capsys)
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+
+
+def test_train_refuses_a_directory_holding_a_run_unless_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--dataset", "moons", "--epochs", "1", "--out", str(tmp_path)]
+    assert run(args, capsys)[0] == 0
+    model = (tmp_path / "model.safetensors").read_bytes()
+    code, _, err = run([*args, "--seed", "3"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "already holds a training run" in err and "--overwrite" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "model.safetensors").read_bytes() == model
+    code, _, err = run([*args, "--seed", "3", "--overwrite"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "model.safetensors").read_bytes() != model
+    assert read_meta(tmp_path / "model.safetensors").extra["config"]["seed"] == 3

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -109,11 +110,13 @@ def _without_time(records: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
-@pytest.mark.parametrize("lr_layers", [None, ["L2"]])
+@pytest.mark.parametrize(("lr_layers", "eps_warmup"), [(None, 0.0), (["L2"], 0.0), (None, 1.5)])
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(
-    tmp_path: Path, lr_layers: list[str] | None
+    tmp_path: Path, lr_layers: list[str] | None, eps_warmup: float
 ) -> None:
-    config = AT.model_copy(update={"lr_layers": lr_layers, "schedule": "cyclic"})
+    config = AT.model_copy(
+        update={"lr_layers": lr_layers, "schedule": "cyclic", "eps_warmup": eps_warmup}
+    )
     whole = train(config, tmp_path / "whole")
     train_one_epoch_then_stop(config, tmp_path / "cut")
     resumed = train(config, tmp_path / "cut", resume=True)
@@ -139,14 +142,45 @@ def test_early_stopping_stops(tmp_path: Path) -> None:
     assert len(result.metrics) < 8  # a learning rate of 1e-9 cannot keep improving
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lsakit.train import TrainingError
+    from lsakit.train import trainer as trainer_module
 
+    built: list[torch.nn.Module] = []
+    original = trainer_module._build_model
+
+    def build(config: Any) -> torch.nn.Module:
+        built.append(original(config))
+        return built[-1]
+
+    def poison(epoch: int, record: dict[str, Any]) -> None:  # after epoch 1's files are written
+        with torch.no_grad():
+            next(built[0].parameters()).fill_(float("nan"))
+
+    monkeypatch.setattr(trainer_module, "_build_model", build)
+    with pytest.raises(TrainingError, match=r"became nan at epoch 2, step 1; the last good"):
+        train(SMALL.model_copy(update={"epochs": 2}), tmp_path, on_epoch_end=poison)
+    epoch_one = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in epoch_one] == [1]
+    saved, _ = load_checkpoint(tmp_path / "model.safetensors")
+    assert all(torch.isfinite(p).all() for p in saved.parameters())
+
+
+def test_a_run_directory_holding_a_run_is_refused_or_replaced(tmp_path: Path) -> None:
     train(SMALL.model_copy(update={"epochs": 1}), tmp_path)
-    before = (tmp_path / "model.safetensors").read_bytes()
-    with pytest.raises(TrainingError, match=r"epoch 1, step \d+"):
-        train(SMALL.model_copy(update={"epochs": 1, "lr": 1e30, "optimizer": "sgd"}), tmp_path)
-    assert (tmp_path / "model.safetensors").read_bytes() == before
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ConfigError, match=r"already holds a training run .*--resume .*--overwrite"):
+        train(SMALL.model_copy(update={"epochs": 1, "seed": 1}), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # untouched
+    # overwrite: the old run's files go first, so a new run that fails leaves no mix of two runs
+    with pytest.raises(ConfigError, match="no training samples"):
+        train(SMALL.model_copy(update={"val_fraction": 0.9999}), tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    result = train(SMALL.model_copy(update={"epochs": 1, "seed": 1}), tmp_path, overwrite=True)
+    assert result.metrics[0]["epoch"] == 1
+    assert (tmp_path / "model.safetensors").read_bytes() != before["model.safetensors"]
 
 
 def test_regularizer_reduces_the_regularized_layers_relative_error() -> None:
@@ -226,3 +260,39 @@ def test_the_shipped_anchor_config_is_valid() -> None:
         100,
         0.005,
     )
+
+
+def test_eps_warmup_raises_eps_and_alpha_linearly_then_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lsakit.train import objectives
+
+    built: list[dict[str, Any]] = []
+    original = objectives.build_objective
+
+    def record(name: str, **params: Any) -> Any:
+        built.append(params)
+        return original(name, **params)
+
+    monkeypatch.setattr(objectives, "build_objective", record)
+    config = SMALL.model_copy(
+        update={"method": "pgd", "eps": 0.1, "alpha": 0.02, "steps": 2, "epochs": 3,
+                "eps_warmup": 2.0, "val_steps": 1}
+    )  # fmt: skip
+    n = len(load_tensors("moons", "train", n_samples=300)[1])
+    steps_per_epoch = -(-(n - round(n * config.val_fraction)) // config.batch_size)
+    warmup = 2 * steps_per_epoch
+    assert warmup >= 4
+    result = train(config, tmp_path)
+    assert len(built) == 1 + warmup  # the full-ε objective up front, then one per warm-up step
+    ramp = [k / warmup for k in range(1, warmup + 1)]
+    assert [p["eps"] for p in built[1:]] == pytest.approx([0.1 * r for r in ramp])
+    assert [p["alpha"] for p in built[1:]] == pytest.approx([0.02 * r for r in ramp])
+    assert [m["train_eps"] for m in result.metrics] == pytest.approx([0.05, 0.1, 0.1])
+    # without warm-up: one objective, the whole ε throughout
+    built.clear()
+    plain = train(config.model_copy(update={"eps_warmup": 0.0}), None)
+    assert [p["eps"] for p in built] == [0.1]
+    assert [m["train_eps"] for m in plain.metrics] == [0.1, 0.1, 0.1]
+    with pytest.raises(ConfigError, match="eps_warmup needs an adversarial method"):
+        SMALL.with_overrides(eps_warmup=1.0)

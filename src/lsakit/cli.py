@@ -123,10 +123,17 @@ def train_command(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this directory from its last epoch.")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Delete a previous run in --out and start over.")
+    ] = False,
     method: Annotated[
         str | None, typer.Option(help="standard, fgsm, fast, pgd, trades, mart, apgd or pni.")
     ] = None,
     eps: Annotated[float | None, typer.Option(help="Attack budget ε (input units).")] = None,
+    eps_warmup: Annotated[
+        float | None,
+        typer.Option(help="Epochs over which ε (and --alpha) rise linearly from 0 (default 0)."),
+    ] = None,
     alpha: Annotated[float | None, typer.Option(help="Attack step size.")] = None,
     steps: Annotated[int | None, typer.Option(help="Attack steps.")] = None,
     beta: Annotated[float | None, typer.Option(help="TRADES / MART β.")] = None,
@@ -212,7 +219,7 @@ def train_command(
 
     overrides: dict[str, Any] = {
         "dataset": dataset, "model": model, "method": method, "eps": eps, "alpha": alpha,
-        "steps": steps, "beta": beta, "grad_through": grad_through, "eta": eta,
+        "eps_warmup": eps_warmup, "steps": steps, "beta": beta, "grad_through": grad_through, "eta": eta,
         "mvl_checkpoint": mvl_checkpoint, "epochs": epochs, "batch_size": batch_size,
         "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
         "early_stopping": early_stopping, "seed": seed, "limit": limit,
@@ -250,7 +257,7 @@ def train_command(
     )
     result = train(
         config, run_dir, device=device, data_dir=data_dir, progress=True, log=out.print,
-        resume=resume is not None,
+        resume=resume is not None, overwrite=overwrite,
     )  # fmt: skip
     out.print(f"last checkpoint: {result.checkpoint}; best: {result.best_checkpoint}")
 
@@ -278,6 +285,9 @@ def prune_command(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output (default: RUN_DIR/pruned-SPARSITY).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Delete a previous pruning run in the output and start over.")
+    ] = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -304,7 +314,10 @@ def prune_command(
     )  # fmt: skip
     target = out_dir or run_dir / f"pruned-{sparsity:g}"
     out.print(f"pruning {source} to {sparsity:.0%} ({scope}), fine-tuning → {target}")
-    result = train(pruned, target, device=device, data_dir=data_dir, progress=True, log=out.print)
+    result = train(
+        pruned, target, device=device, data_dir=data_dir, progress=True, log=out.print,
+        overwrite=overwrite,
+    )  # fmt: skip
     saved = result.best_checkpoint or result.checkpoint
     assert saved is not None
     model, _ = load_checkpoint(saved)
@@ -437,7 +450,10 @@ def analyze_command(
             f"no --checkpoint: training [bold]{config.model}[/] normally on {dataset} first "
             f"({config.epochs} epochs) → {run_dir / CHECKPOINT_NAME}"
         )
-        trained = train(config, run_dir, device=device, data_dir=data_dir, progress=True)
+        # The model analyze trains for itself is one of its own outputs: a rerun replaces it.
+        trained = train(
+            config, run_dir, device=device, data_dir=data_dir, progress=True, overwrite=True
+        )
         out.print(f"clean test accuracy: {trained.metrics[-1]['test_accuracy']:.4f}")
         net, model_name, model_kwargs = trained.model, config.model, dict(config.model_kwargs)
 

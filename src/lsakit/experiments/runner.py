@@ -95,7 +95,8 @@ def _run(task: _Task) -> dict[str, Any]:
             return dict(previous["result"])
     started = time.perf_counter()
     config = validate_config(task.config)
-    result = train(config, run_dir, device=task.device, data_dir=task.data_dir)
+    # Not cached (or cached with other settings): this run replaces whatever is in run_dir.
+    result = train(config, run_dir, device=task.device, data_dir=task.data_dir, overwrite=True)
     model = result.model.eval()  # the last epoch's weights, as written to model.safetensors
     test = datasets.load(
         config.dataset, "test", batch_size=256, shuffle=False, limit=task.test_limit,

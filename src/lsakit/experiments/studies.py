@@ -288,7 +288,8 @@ def _run_row(
             data_dir=data_dir, device=resolve_device(device),
         )  # fmt: skip
     train_config = validate_config(values, source=f"row {row.name}")
-    result = train(train_config, run_dir, device=device, data_dir=data_dir)
+    # Not cached (or cached with other settings): this run replaces whatever is in run_dir.
+    result = train(train_config, run_dir, device=device, data_dir=data_dir, overwrite=True)
     checkpoint = result.best_checkpoint or result.checkpoint
     assert checkpoint is not None
     model, _ = load_checkpoint(checkpoint)

@@ -59,6 +59,11 @@ class TrainConfig(BaseModel):
     alpha: float | None = Field(None, gt=0, description="attack step (default: the method's)")
     steps: int = Field(10, ge=1, description="attack steps (pgd, trades, mart, apgd)")
     beta: float = Field(6.0, ge=0, description="TRADES / MART trade-off β")
+    eps_warmup: float = Field(
+        0.0,
+        ge=0,
+        description="epochs over which the training ε (and a given α) rise linearly from 0",
+    )
 
     # layer-wise regularizer (AT-LR)
     lr_layers: list[str] | None = Field(
@@ -129,6 +134,8 @@ class TrainConfig(BaseModel):
     def _consistent(self) -> TrainConfig:
         if self.method != "standard" and self.eps <= 0:
             raise ValueError(f"method {self.method} needs eps > 0 (the attack budget)")
+        if self.eps_warmup > 0 and self.method == "standard":
+            raise ValueError("eps_warmup needs an adversarial method (standard has no ε)")
         if self.lr_layers is not None:
             if not self.lr_layers:
                 raise ValueError("lr_layers is empty; give layer labels, module names or mvl")

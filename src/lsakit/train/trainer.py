@@ -115,16 +115,20 @@ def accuracy(model: nn.Module, loader: DataLoader[Any] | list[Any]) -> float:
 # --------------------------------------------------------------------------------------------
 # Pieces of a run
 # --------------------------------------------------------------------------------------------
-def _objective_params(config: TrainConfig) -> dict[str, Any]:
-    """The objective's keyword arguments from the config (each method takes what it uses)."""
+def _objective_params(config: TrainConfig, scale: float = 1.0) -> dict[str, Any]:
+    """The objective's keyword arguments from the config (each method takes what it uses).
+
+    ``scale`` ∈ (0, 1] multiplies ε and a configured α (ε warm-up); a method's own default α is
+    either relative to ε already (fast: 1.25 ε) or an absolute step that PGD's projection caps.
+    """
     params: dict[str, Any] = {}
     if config.method == "standard":
         return params
-    params["eps"] = config.eps
+    params["eps"] = config.eps * scale
     if config.method in ("pgd", "trades", "mart", "apgd", "pni"):
         params["steps"] = config.steps
     if config.alpha is not None and config.method in ("fast", "pgd", "trades", "mart", "pni"):
-        params["alpha"] = config.alpha
+        params["alpha"] = config.alpha * scale
     if config.method in ("trades", "mart"):
         params["beta"] = config.beta
     return params
@@ -246,6 +250,17 @@ def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
     )
 
 
+def _eps_scale(config: TrainConfig, iteration: int, steps_per_epoch: int) -> float:
+    """The ε warm-up factor at training ``iteration`` (1-based, counted over all epochs).
+
+    Linear from 1/W to 1 over the first W = eps_warmup × steps_per_epoch iterations, then 1 (a
+    common remedy when PGD-AT from scratch at the full ε does not start learning, e.g. small
+    networks on MNIST at ε 0.3; the published recipes of this toolkit use none).
+    """
+    warmup = config.eps_warmup * steps_per_epoch
+    return 1.0 if warmup <= 0 else min(1.0, iteration / warmup)
+
+
 def _epoch_seed(config: TrainConfig, epoch: int) -> int:
     return (config.seed * 1_000_003 + epoch) % (2**63)
 
@@ -329,7 +344,6 @@ def _losses(
     the objective's output)."""
     output = objective(model, x, y, probe)
     loss = output.loss.float()
-    loss = output.loss
     reg_value = 0.0
     if regularizer is not None or lsp is not None:
         if probe is None:
@@ -412,6 +426,7 @@ def train(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``config.dataset`` with ``config.method`` (+ AT-LR if configured).
@@ -419,7 +434,9 @@ def train(
     After every epoch: validation (clean and PGD-``val_steps`` robust accuracy on the held-out
     tail of the training split), clean test accuracy, a ``metrics.jsonl`` line, the last and best
     checkpoints and the resume state, each written atomically. With ``resume=True`` the run in
-    ``out_dir`` continues from its last completed epoch. A NaN/inf loss raises TrainingError.
+    ``out_dir`` continues from its last completed epoch. A directory that already holds a run is
+    refused unless ``overwrite=True``, which first deletes that run's files (so a new run that
+    fails early never leaves a mix of two runs). A NaN/inf loss raises TrainingError.
     """
     from lsakit.train.objectives import build_objective
     from lsakit.train.regularizers import LayerwiseRegularizer
@@ -427,12 +444,17 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ConfigError("resume needs the run directory")
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other; choose one")
     seed_everything(config.seed)  # the same on every rank: the initial weights agree
     dev = resolve_device(device)
     distributed.init(dev)
     main = distributed.is_main_process()
     if not main:
         log, progress = None, False
+    if out is not None and not resume:
+        _claim_run_dir(out, overwrite=overwrite)  # every rank checks before rank 0 writes
+        distributed.barrier()
     model = _build_model(config).to(dev)
     if config.channels_last:
         model = speed.channels_last_model(model)
@@ -446,6 +468,7 @@ def train(
         enforce_masks_after_steps(optimizer, model)
     lsp, sparsity = _companion_regularizers(config)
     steps_per_epoch = len(data.train)
+    eps_scale = 1.0 if config.eps_warmup <= 0 else 0.0  # 0: not built at its warm-up scale yet
     total_iterations = max(config.epochs * steps_per_epoch, 1)
     # Stepped once per iteration: the cyclic schedule of fast AT needs iteration resolution.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -527,6 +550,14 @@ def train(
                 for step, (xb, yb) in enumerate(data.train, start=1):
                     x = speed.to_channels_last(xb.to(dev), config.channels_last)
                     y = yb.to(dev)
+                    scale = _eps_scale(
+                        config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch
+                    )
+                    if scale != eps_scale:  # ε warm-up: the objective at this step's ε
+                        eps_scale = scale
+                        objective = build_objective(
+                            config.method, **_objective_params(config, scale)
+                        )
                     try:
                         loss, reg_value, logits = training_step(
                             model, objective, regularizer, probe, optimizer, x, y,
@@ -557,6 +588,7 @@ def train(
             if distributed.is_distributed():  # sums of every rank's samples, not mean of means
                 sums = dict(zip(sums, distributed.all_reduce_sum(list(sums.values())), strict=True))
             record = _evaluate_epoch(config, net, data, epoch, sums, started, optimizer)
+            record["train_eps"] = config.eps * eps_scale  # ε of the epoch's last step
             if masked_layers(net):
                 record["sparsity"] = sparsity_report(net)["sparsity"]  # counted from weights
             metrics.append(record)
@@ -694,6 +726,26 @@ def _mvl_regularizer(
     if log is not None:
         log(f"MVL (η = {config.eta:g}) to regularize: {', '.join(regularizer.layers)}")
     return regularizer
+
+
+#: The files a training run writes into its directory.
+RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, STATE_NAME)
+
+
+def _claim_run_dir(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` ready for a new run: refuse one that holds a run, or delete that run's files."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{out} already holds a training run ({', '.join(found)}); continue it with "
+            f"--resume {out}, start it over with --overwrite, or choose another --out"
+        )
+    if distributed.is_main_process():
+        # The state first: a crash part-way leaves no resumable half of the old run.
+        for name in (STATE_NAME, *[n for n in RUN_FILES if n != STATE_NAME]):
+            (out / name).unlink(missing_ok=True)
 
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:
