@@ -18,6 +18,7 @@ from lsakit import models
 from lsakit.errors import ConfigError, InputError
 from lsakit.probe import LayerProbe
 from lsakit.train.lsp import (
+    DEFAULT_WEIGHT,
     LocalStructureRegularizer,
     embedding_affinities,
     embedding_knn_overlap,
@@ -525,3 +526,94 @@ def test_the_regularizer_copes_with_a_small_last_batch() -> None:
     assert torch.allclose(reg(x, z), lsp_kl_loss(x, z, k=3))
     one = reg(x[:1], z[:1])
     assert float(one.detach()) == 0.0 and one.requires_grad
+
+
+# --------------------------------------------------------------------------------------------
+# The regularizer's input validation (issue 6)
+# --------------------------------------------------------------------------------------------
+def _good() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x = torch.rand(5, 3, dtype=torch.float64)
+    z = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    return x, z, (x + 0.01).clamp(0, 1), torch.randn(5, 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("argument", "bad", "message"),
+    [
+        ("x", [[0.0, 1.0]] * 5, r"^x must be a torch\.Tensor, got list$"),
+        ("z", None, r"^z must be a torch\.Tensor, got NoneType$"),
+        ("x", torch.ones(5, 3, dtype=torch.int64), r"^x has dtype torch\.int64; .*x\.float\(\)"),
+        ("z", torch.ones(5, 2, dtype=torch.bool), r"^z has dtype torch\.bool; .*z\.float\(\)"),
+        ("x", torch.tensor(0.5), r"^x has shape \(\); expected a batch \(N, \.\.\.\)"),
+        ("z", torch.rand(5), r"^z has shape \(5,\); expected a batch \(N, \.\.\.\)"),
+        ("x", torch.rand(0, 3), r"^x is an empty batch \(shape \(0, 3\)\); pass at least one"),
+        ("z", torch.rand(0, 2), r"^z is an empty batch"),
+        ("x", torch.full((5, 3), math.nan), r"^x contains NaN or inf values; clean the data"),
+        ("x", torch.tensor([[0.0], [1], [2], [math.inf], [4]]), r"^x contains NaN or inf"),
+        ("z", torch.tensor([[0.0], [1], [-math.inf], [3], [4]]), r"^z contains NaN or inf .*λ$"),
+        ("x", torch.rand(4, 3), r"^x has 4 points but z has 5; z must be the embedding of x"),
+        ("z", torch.rand(6, 2), r"^x has 5 points but z has 6"),
+    ],
+)
+@pytest.mark.parametrize("on", ["clean", "clean+adv"])
+def test_regularizer_rejects_bad_x_and_z(argument: str, bad: Any, message: str, on: str) -> None:
+    x, z, x_adv, z_adv = _good()
+    args = {"x": x, "z": z, "x_adv": x_adv, "z_adv": z_adv, argument: bad}
+    for variant, k in (("kl", None), ("laplacian", 2)):
+        reg = LocalStructureRegularizer(variant=variant, k=k, on=on)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match=message) as caught:
+            reg(**args)
+        assert "\n" not in str(caught.value)
+        assert reg.last_loss is None
+
+
+@pytest.mark.parametrize(
+    ("argument", "bad", "message"),
+    [
+        ("x_adv", [[0.0]] * 5, r"^x_adv must be a torch\.Tensor, got list$"),
+        ("z_adv", torch.ones(5, 2, dtype=torch.int32), r"^z_adv has dtype torch\.int32"),
+        ("x_adv", torch.rand(0, 3), r"^x_adv is an empty batch"),
+        ("z_adv", torch.rand(2), r"^z_adv has shape \(2,\); expected a batch"),
+        ("x_adv", torch.full((5, 3), math.inf), r"^x_adv contains NaN or inf .*the attack"),
+        ("z_adv", torch.full((5, 2), math.nan), r"^z_adv contains NaN or inf"),
+        ("x_adv", torch.rand(5, 4), r"^x has shape \(5, 3\) but x_adv has \(5, 4\)"),
+        ("z_adv", torch.rand(4, 2), r"^z has shape \(5, 2\) but z_adv has \(4, 2\)"),
+        ("z_adv", torch.rand(5, 2, device="meta"), r"^z_adv is on meta but z on cpu"),
+    ],
+)
+def test_regularizer_rejects_bad_adversarial_arguments(
+    argument: str, bad: Any, message: str
+) -> None:
+    x, z, x_adv, z_adv = _good()
+    args = {"x": x, "z": z, "x_adv": x_adv, "z_adv": z_adv, argument: bad}
+    reg = LocalStructureRegularizer(on="clean+adv")
+    with pytest.raises(InputError, match=message):
+        reg(**args)
+    # on="clean" ignores the adversarial pair, bad or not
+    assert val(LocalStructureRegularizer()(**args)) == val(lsp_kl_loss(x, z)) * DEFAULT_WEIGHT
+
+
+def test_validation_changes_no_value_and_no_gradient() -> None:
+    x, z, x_adv, z_adv = _good()
+    z_adv.requires_grad_(True)
+    for reg in (
+        LocalStructureRegularizer(weight=0.7, k=2, bandwidth="perplexity", perplexity=1.5),
+        LocalStructureRegularizer(weight=1.3, variant="laplacian", k=2),
+        LocalStructureRegularizer(weight=0.7, on="clean+adv", k=3),
+    ):
+        value = reg(x, z, x_adv, z_adv)
+        (grad,) = torch.autograd.grad(value, z)
+        if reg.on == "clean":
+            expected = reg.loss(x, z) * reg.weight
+        else:
+            expected = reg.loss(torch.cat([x, x_adv]), torch.cat([z, z_adv])) * reg.weight
+        (expected_grad,) = torch.autograd.grad(expected, z)
+        assert val(value) == val(expected) and val(value) > 0  # bit for bit
+        assert torch.equal(grad, expected_grad)
+    # Any value range is accepted (LSP also runs on raw features such as moons coordinates) and
+    # one point is a valid (last, partial) batch.
+    reg = LocalStructureRegularizer(weight=2.0)
+    far = torch.tensor([[-3.0, 40.0], [2.5, -7.0], [0.0, 0.0]])
+    assert val(reg(far, far)) == val(lsp_kl_loss(far, far)) * 2.0
+    one = reg(torch.tensor([[-5.0, 9.0]]), z[:1])
+    assert val(one) == 0.0 and one.requires_grad

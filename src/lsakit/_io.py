@@ -14,10 +14,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
 
     On any error (including KeyboardInterrupt) the temporary file is removed and an existing file
     at ``path`` is left untouched. Parent directories are created.
+
+    The temporary is ``.{name}.tmp-XXXXXXXX`` in ``path``'s directory. A writer killed before the
+    rename (SIGKILL, power loss) cannot remove it, so each successful call also deletes the
+    leftovers of earlier calls for the same ``path`` (:func:`_remove_stale_temps`). Hence
+    concurrent writers of one ``path`` are not supported: one could delete the other's
+    temporary mid-write and make it fail. Writers of different paths do not interfere.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -32,8 +38,34 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    _remove_stale_temps(target, keep=tmp)
     _fsync_dir(target.parent)
     return target
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-"
+
+
+def _remove_stale_temps(target: Path, keep: Path) -> None:
+    """Delete ``.{target.name}.tmp-*`` files beside ``target`` other than ``keep``: temporaries of
+    killed writers of ``target``. Best effort: a file that vanishes or cannot be deleted, or a
+    directory that cannot be listed, is skipped (the write itself has already succeeded)."""
+    prefix = _temp_prefix(target)
+    stale: list[str] = []
+    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+        stale = [
+            entry.path
+            for entry in entries
+            if entry.name.startswith(prefix)
+            # mkstemp's random part has no dot: ".a.tmp-x.tmp-1234" is a temporary of "a.tmp-x"
+            and "." not in entry.name[len(prefix) :]
+            and entry.name != keep.name
+            and entry.is_file(follow_symlinks=False)
+        ]
+    for stale_path in stale:
+        with contextlib.suppress(OSError):  # gone already (a race) or not ours to delete
+            os.unlink(stale_path)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

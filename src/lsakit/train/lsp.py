@@ -156,6 +156,38 @@ def _check_same_batch(x: Tensor, z: Tensor, x_name: str = "x", z_name: str = "z"
         )
 
 
+def _check_batch(t: object, name: str, *, finite_fix: str) -> Tensor:
+    """A batch (N, …) of N ≥ 1 finite floating points, for the regularizer's call.
+
+    N = 1 is allowed there (a last partial batch contributes 0); the loss functions need N ≥ 2.
+    Any value range is accepted (unlike check_inputs' [0, 1]): LSP also runs on raw features
+    such as moons coordinates.
+    """
+    if not isinstance(t, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise InputError(
+            f"{name} has dtype {t.dtype}; convert it to floating point ({name}.float())"
+        )
+    if t.dim() < 2:
+        raise InputError(
+            f"{name} has shape {tuple(t.shape)}; expected a batch (N, ...) with one point per row"
+        )
+    if t.shape[0] == 0:
+        raise InputError(
+            f"{name} is an empty batch (shape {tuple(t.shape)}); pass at least one sample"
+        )
+    # One reduction per tensor, on the detached values: the check is no part of the loss.
+    if not bool(torch.isfinite(t.detach()).all()):
+        raise InputError(f"{name} contains NaN or inf values; {finite_fix}")
+    return t
+
+
+_DATA_FIX = "clean the data first"
+_ATTACK_FIX = "check the attack that produced it"
+_EMBEDDING_FIX = "the embedding diverged: check the model's inputs, the learning rate and λ"
+
+
 def _check_k_fits(k: int | None, n: int) -> None:
     if k is not None and k > n - 1:
         raise InputError(
@@ -639,9 +671,19 @@ class LocalStructureRegularizer:
         """λ·L: a differentiable scalar. ``x_adv``/``z_adv`` are used only with ``on="clean+adv"``.
 
         Args:
-            x: the clean batch (N, …); z: its embedding (N, …) with gradient.
-            x_adv: the adversarial batch (N, …); z_adv: its embedding.
+            x: the clean batch (N, …), N ≥ 1, floating point, finite, any value range; moved to
+                z's device if it is elsewhere.
+            z: its embedding (N, …) with gradient, floating point, finite.
+            x_adv: the adversarial batch, x's shape; z_adv: its embedding, z's shape and device.
+
+        Raises:
+            InputError: a missing, non-tensor, non-floating, unbatched, empty or non-finite
+                argument, or batches whose sizes or shapes disagree (the message names it).
         """
+        x = _check_batch(x, "x", finite_fix=_DATA_FIX)
+        z = _check_batch(z, "z", finite_fix=_EMBEDDING_FIX)
+        _check_same_batch(x, z)
+        x = x.to(z.device)
         if self.on == "clean+adv":
             if x_adv is None or z_adv is None:
                 missing = "x_adv" if x_adv is None else "z_adv"
@@ -649,15 +691,20 @@ class LocalStructureRegularizer:
                     f"on='clean+adv' needs the adversarial batch and its embedding; {missing} is "
                     f"missing (use on='clean' without adversarial training)"
                 )
+            if isinstance(z_adv, Tensor) and z_adv.device != z.device:
+                raise InputError(
+                    f"z_adv is on {z_adv.device} but z on {z.device}; take both embeddings from "
+                    f"the same model"
+                )
+            x_adv = _check_batch(x_adv, "x_adv", finite_fix=_ATTACK_FIX)
+            z_adv = _check_batch(z_adv, "z_adv", finite_fix=_EMBEDDING_FIX)
             for name, clean, adv in (("x", x, x_adv), ("z", z, z_adv)):
-                if not isinstance(clean, Tensor) or not isinstance(adv, Tensor):
-                    raise InputError(f"{name} and {name}_adv must be torch.Tensors")
                 if clean.shape != adv.shape:
                     raise InputError(
                         f"{name} has shape {tuple(clean.shape)} but {name}_adv has "
                         f"{tuple(adv.shape)}; the adversarial batch must match the clean one"
                     )
-            x = torch.cat([x, x_adv.to(x.device)])
+            x = torch.cat([x, x_adv.to(z.device)])
             z = torch.cat([z, z_adv])
         value = self.loss(x, z)
         self.last_loss = value.detach()
