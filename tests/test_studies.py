@@ -56,6 +56,11 @@ def test_a_study_trains_every_row_evaluates_and_reports(
     assert by_row["pni-pruned"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| pni-pruned |" in report and "a documented choice" in report
+    # One seed: a deterministic row has no spread to show; a noisy one has its repeats' std.
+    assert result.summary["plain"]["clean"][1] is None
+    assert result.summary["pni"]["clean"][1] == pytest.approx(by_row["pni"]["clean±"])
+    lines = {line.split(" | ")[0]: line for line in report.splitlines() if line.startswith("| ")}
+    assert "±" not in lines["| plain"] and lines["| pni"].count("±") >= 2
     assert (tmp_path / "out" / "accuracy.png").stat().st_size > 1000
     assert StudyResult.load(tmp_path / "out" / "results.json") == result
 

@@ -54,10 +54,13 @@ class _Strict(BaseModel):
 
 
 class PruneStep(_Strict):
-    """Prune the model of row ``source`` to ``sparsity`` and fine-tune it for ``epochs``."""
+    """Prune the model of row ``source`` to ``sparsity`` and fine-tune it for ``epochs``.
+
+    Sparsity 0 fine-tunes without pruning: the dense baseline with the pruned rows' budget.
+    """
 
     source: str
-    sparsity: float = Field(gt=0, lt=1)
+    sparsity: float = Field(ge=0, lt=1)
     scope: str = Field("global", pattern="^(global|per_layer)$")
     epochs: int = Field(1, ge=1)
 
@@ -170,7 +173,8 @@ class StudyResult(JsonResult):
     profile: str
     runs: list[StudyRun]
     #: row → metric → (mean, std) over seeds
-    summary: dict[str, dict[str, tuple[float, float]]]
+    #: row → metric → (mean, std); std None where nothing varied (one seed, deterministic model)
+    summary: dict[str, dict[str, tuple[float, float | None]]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,8 +374,8 @@ def evaluate_row(
 
 def _summary(
     config: StudyConfig, runs: list[StudyRun]
-) -> dict[str, dict[str, tuple[float, float]]]:
-    summary: dict[str, dict[str, tuple[float, float]]] = {}
+) -> dict[str, dict[str, tuple[float, float | None]]]:
+    summary: dict[str, dict[str, tuple[float, float | None]]] = {}
     for row in config.rows:
         mine = [r for r in runs if r.row == row.name]
         keys = [k for k in mine[0].metrics if not k.endswith("±")] if mine else []
@@ -382,7 +386,7 @@ def _summary(
             std = (
                 math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
                 if len(values) > 1
-                else mine[0].metrics.get(f"{key}±", 0.0)
+                else mine[0].metrics.get(f"{key}±")  # a stochastic model's repeats, else none
             )
             summary[row.name][key] = (mean, std)
     return summary
@@ -411,7 +415,8 @@ def write_study_report(config: StudyConfig, result: StudyResult, out_dir: str | 
         "",
         f"Profile `{result.profile}`, seeds {seeds}, {config.model} on {config.dataset}. "
         "Accuracies in % (mean ± std over seeds; for stochastic models, over repeated "
-        "evaluations when one seed), sparsity and k-NN overlap as fractions.",
+        "evaluations when one seed; no ± where nothing varied), sparsity and k-NN overlap as "
+        "fractions.",
         "",
         "| row | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),
@@ -425,7 +430,10 @@ def write_study_report(config: StudyConfig, result: StudyResult, out_dir: str | 
             mean, std = row_metrics[key]
             scale = 100 if _percent(key) else 1
             digits = 2 if _percent(key) else 3
-            cells.append(f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}")
+            cells.append(
+                f"{scale * mean:.{digits}f}"
+                + (f" ± {scale * std:.{digits}f}" if std is not None else "")
+            )
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     if config.targets:
         lines += ["", "## What is checked", "", *[f"- {t}" for t in config.targets]]
@@ -452,7 +460,7 @@ def _plot(result: StudyResult, path: Path) -> None:
     width = 0.8 / max(1, len(keys))
     for i, key in enumerate(keys):
         means = [100 * result.summary[r].get(key, (0.0, 0.0))[0] for r in rows]
-        stds = [100 * result.summary[r].get(key, (0.0, 0.0))[1] for r in rows]
+        stds = [100 * (result.summary[r].get(key, (0.0, None))[1] or 0.0) for r in rows]
         positions = [j + i * width for j in range(len(rows))]
         ax.bar(positions, means, width, yerr=stds, label=key, capsize=2)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], rows, rotation=20, ha="right")
