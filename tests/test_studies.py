@@ -129,3 +129,25 @@ def test_the_search_command_prints_the_constraint_and_writes_the_genotype(
     out = capsys.readouterr().out
     assert "μ_F" in out and "σ_F" in out and " g " in out and " u " in out
     load_genotype(str(tmp_path / "genotype.json"))  # a valid genotype
+    assert "--model-arg genotype=" in out
+    # ... which `lsakit train` builds and trains through --model-arg (values read as YAML)
+    with pytest.raises(SystemExit) as done:
+        main(["train", "-d", "mnist", "-m", "genotype_net", "--model-arg",
+              f"genotype={tmp_path / 'genotype.json'}", "--model-arg", "cells=1",
+              "--model-arg", "channels=4", "--epochs", "1", "--limit", "64",
+              "--out", str(tmp_path / "run"), "--data-dir", str(SHARED_DATA)])  # fmt: skip
+    assert done.value.code in (0, None)
+    from lsakit.checkpoint import read_meta
+
+    kwargs = read_meta(tmp_path / "run" / "model.safetensors").model_kwargs
+    assert kwargs["cells"] == 1 and kwargs["channels"] == 4
+    # the checkpoint holds the genotype itself, not the path: it still loads once the file is gone
+    assert load_genotype(kwargs["genotype"]) == load_genotype(str(tmp_path / "genotype.json"))
+    (tmp_path / "genotype.json").unlink()
+    from lsakit.checkpoint import load_checkpoint
+
+    load_checkpoint(tmp_path / "run" / "model.safetensors")
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--model-arg", "cells"])
+    assert done.value.code == 2
+    assert "--model-arg takes KEY=VALUE" in capsys.readouterr().err

@@ -64,7 +64,8 @@ class CheckpointMeta:
         format_version: metadata layout version (:data:`FORMAT_VERSION`).
         model: registry name for :func:`lsakit.models.build`.
         model_kwargs: complete keyword arguments of the build (defaults filled in at save time,
-            so a later change of defaults does not change what the checkpoint rebuilds).
+            so a later change of defaults does not change what the checkpoint rebuilds), made
+            self-contained (a genotype file is stored as its JSON text).
         extra: every other field the caller saved (data set, epoch, metrics, arguments, …).
     """
 
@@ -114,7 +115,7 @@ def save_checkpoint(
         CheckpointError: the file or its directory cannot be written (permissions, disk full).
     """
     target = Path(path)
-    full_kwargs = models.resolve_kwargs(model_name, model_kwargs)
+    full_kwargs = models.portable_kwargs(model_name, model_kwargs)
     fields = dict(extra or {})
     transforms = _transforms_for_saving(model, fields)
     metadata = {METADATA_KEY: _encode_meta(model_name, full_kwargs, fields)}

@@ -117,6 +117,14 @@ def train_command(
         str | None, typer.Option("--dataset", "-d", help="Data set (default: moons).")
     ] = None,
     model: ModelOpt = None,
+    model_args: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-arg",
+            help="Model constructor argument KEY=VALUE (repeatable; VALUE read as YAML), e.g. "
+            "genotype=runs/search/genotype.json for genotype_net.",
+        ),
+    ] = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", help="YAML file with any training option.")
     ] = None,
@@ -231,7 +239,9 @@ def train_command(
         "amp": amp, "channels_last": channels_last, "compile": compile_model,
     }  # fmt: skip
     if resume is not None:
-        given = [k for k, v in overrides.items() if v is not None]
+        given = [k for k, v in overrides.items() if v is not None] + (
+            ["model_arg"] if model_args else []
+        )
         if given or config_file is not None:
             raise ConfigError(
                 f"--resume continues a run with its own config.yaml; drop "
@@ -248,6 +258,10 @@ def train_command(
             if (method or "standard") != "standard" and eps is None:
                 overrides["eps"] = base.train_eps
             config = defaults.with_overrides(**overrides)
+        if model_args:
+            config = config.with_overrides(
+                model_kwargs={**config.model_kwargs, **_model_args(model_args)}
+            )
         run_dir = out_dir or Path("runs") / f"train-{config.dataset}-{config.model}-{config.method}"
     out.print(
         f"{'resuming' if resume else 'training'} [bold]{config.model}[/] on "
@@ -350,6 +364,22 @@ def _seed_list(text: str | None) -> list[int] | None:
 
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _model_args(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of --model-arg; each VALUE read as YAML (numbers, lists, strings)."""
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-arg takes KEY=VALUE, got {item!r}")
+        try:
+            parsed[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--model-arg {key.strip()}: cannot read {text!r}") from None
+    return parsed
 
 
 def _gammas(text: str | None) -> float | list[float] | None:
@@ -748,7 +778,8 @@ def search_command(
     """RACL: differentiable architecture search with a Lipschitz constraint (Dong et al. 2020).
 
     Prints μ_F, σ_F, the constraint g and the dual variable u every epoch; writes genotype.json
-    (train it with `lsakit train -m genotype_net` and model_kwargs genotype=…), search.json and
+    (train it with `lsakit train -m genotype_net --model-arg genotype=OUT/genotype.json`),
+    search.json and
     cell.png. --no-lipschitz is the same search without the constraint.
     """
     from lsakit.nas.study import search_for_study
@@ -783,6 +814,10 @@ def search_command(
         f"μ_F {metrics['mu_F']:.3f}, σ_F {metrics['sigma_F']:.3f} (ln λ̄_F "
         f"{metrics['mu_F target (ln λ̄_F)']:.3f}); wrote {root / 'genotype.json'}, "
         f"{root / 'search.json'}, {root / 'cell.png'}"
+    )
+    out.print(
+        f"train the cell: lsakit train -d {dataset} -m genotype_net --model-arg "
+        f"genotype={root / 'genotype.json'} --method pgd --eps …"
     )
 
 

@@ -38,7 +38,7 @@ from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 from lsakit.models.preact_resnet import PreActResNet, preact_resnet18
 from lsakit.models.vgg import VGG, vgg19
 from lsakit.models.wrn import WideResNet, wrn
-from lsakit.nas.genotype import genotype_network
+from lsakit.nas.genotype import genotype_network, portable_genotype_kwargs
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -81,6 +81,8 @@ class _Entry:
     builder: Callable[..., nn.Module]
     description: str
     input_shape: tuple[int, ...]
+    #: complete kwargs → self-contained ones (no references to files) for checkpoints
+    portable: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 _CIFAR_SHAPE = (3, 32, 32)
@@ -119,6 +121,7 @@ _REGISTRY: dict[str, _Entry] = {
         "DARTS-style network built from a cell genotype (RACL, Dong et al. 2020; default: the "
         "published RACL cell; genotype= a name, JSON or a genotype file from `lsakit search`)",
         (1, 28, 28),
+        portable_genotype_kwargs,
     ),
 }
 
@@ -177,6 +180,14 @@ def resolve_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
                 f"model {name!r} has no argument {key!r}; {hint}accepted: {', '.join(defaults)}"
             )
     return {**defaults, **kwargs}
+
+
+def portable_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`resolve_kwargs`, made self-contained for a checkpoint: an argument that points to a
+    file (the genotype of ``genotype_net``) is replaced by the file's content."""
+    full = resolve_kwargs(name, kwargs)
+    portable = _entry(name).portable
+    return portable(full) if portable is not None else full
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:

@@ -499,6 +499,15 @@ def load_genotype(spec: str | Genotype) -> Genotype:
     return Genotype.from_dict(data)
 
 
+def portable_genotype_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with a genotype file replaced by its JSON text: a checkpoint must not depend on a
+    file that may move (a known name stays a name; JSON text is normalised)."""
+    spec = kwargs.get("genotype")
+    if isinstance(spec, str) and spec not in NAMED_GENOTYPES:
+        return {**kwargs, "genotype": json.dumps(load_genotype(spec).to_dict())}
+    return kwargs
+
+
 def genotype_network(
     *,
     genotype: str = "racl_published",
@@ -727,5 +736,6 @@ __all__ = [
     "measured_lipschitz",
     "measured_log_lipschitz",
     "plot_cell",
+    "portable_genotype_kwargs",
     "select_cell",
 ]
