@@ -22,7 +22,7 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The directory holding the real MNIST (``<dir>/mnist``); skip with the reason when absent."""
     path = Path(os.environ.get("LSAKIT_TEST_DATA", SHARED_DATA))

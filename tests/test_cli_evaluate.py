@@ -15,18 +15,16 @@ from lsakit.suite import SuiteResult, run_suite
 
 
 @pytest.fixture(scope="module")
-def mnist_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def mnist_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> tuple[Path, Path]:
     """Model B trained normally for one epoch on 4000 real MNIST images (through the CLI)."""
-    from conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("real MNIST not found")
     run_dir = tmp_path_factory.mktemp("mnist")
     with pytest.raises(SystemExit) as done:
         main(["train", "-d", "mnist", "--epochs", "1", "--limit", "4000", "--batch-size", "50",
-              "--out", str(run_dir), "--data-dir", str(SHARED_DATA)])  # fmt: skip
+              "--out", str(run_dir), "--data-dir", str(shared_data)])  # fmt: skip
     assert done.value.code in (0, None)
-    return run_dir / "model.safetensors", SHARED_DATA
+    return run_dir / "model.safetensors", shared_data
 
 
 def test_paper_protocol(mnist_checkpoint: tuple[Path, Path], capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -42,22 +42,20 @@ class Noisy(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def mnist_model_b(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Tensor, Tensor]:
+def mnist_model_b(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> tuple[nn.Module, Tensor, Tensor]:
     """Model B after one epoch of normal training on 2000 real MNIST images, and 128 test images."""
-    from conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("real MNIST not found")
     torch.manual_seed(0)
     model = models.build("model_b")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x_train, y_train = data.load_tensors("mnist", "train", limit=2000, data_dir=SHARED_DATA)
+    x_train, y_train = data.load_tensors("mnist", "train", limit=2000, data_dir=shared_data)
     for start in range(0, 2000, 50):
         loss = F.cross_entropy(model(x_train[start : start + 50]), y_train[start : start + 50])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    x, y = data.load_tensors("mnist", "test", limit=128, data_dir=SHARED_DATA)
+    x, y = data.load_tensors("mnist", "test", limit=128, data_dir=shared_data)
     return model.eval(), x, y
 
 

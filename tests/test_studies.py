@@ -87,12 +87,8 @@ def test_shipped_studies_load_and_bad_ones_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_search_row_trains_the_derived_cell_and_reports_its_lipschitz_bound(
-    tmp_path: Path,
+    tmp_path: Path, shared_data: Path
 ) -> None:
-    from conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("real MNIST not found")
     values = {
         "study": "tiny-racl", "description": "pipeline", "dataset": "mnist",
         "model": "genotype_net",
@@ -105,7 +101,7 @@ def test_a_search_row_trains_the_derived_cell_and_reports_its_lipschitz_bound(
                                           "channels": 4, "batch_size": 32}}},
     }  # fmt: skip
     result = run_study(load_study(str(write(tmp_path, values))), "quick", tmp_path / "out",
-                       data_dir=SHARED_DATA)  # fmt: skip
+                       data_dir=shared_data)  # fmt: skip
     metrics = result.runs[0].metrics
     assert {"mu_F", "sigma_F", "ln λ_F (power iteration)", "clean"} <= set(metrics)
     run_dir = tmp_path / "out" / "runs" / "searched" / "seed-0"
@@ -114,17 +110,14 @@ def test_a_search_row_trains_the_derived_cell_and_reports_its_lipschitz_bound(
 
 
 def test_the_search_command_prints_the_constraint_and_writes_the_genotype(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_data: Path
 ) -> None:
-    from conftest import SHARED_DATA
     from lsakit.cli import main
     from lsakit.nas.genotype import load_genotype
 
-    if not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("real MNIST not found")
     with pytest.raises(SystemExit) as done:
         main(["search", "--cells", "1", "--nodes", "2", "--channels", "4", "--epochs", "2",
-              "--limit", "64", "--out", str(tmp_path), "--data-dir", str(SHARED_DATA)])  # fmt: skip
+              "--limit", "64", "--out", str(tmp_path), "--data-dir", str(shared_data)])  # fmt: skip
     assert done.value.code in (0, None)
     out = capsys.readouterr().out
     assert "μ_F" in out and "σ_F" in out and " g " in out and " u " in out
@@ -135,7 +128,7 @@ def test_the_search_command_prints_the_constraint_and_writes_the_genotype(
         main(["train", "-d", "mnist", "-m", "genotype_net", "--model-arg",
               f"genotype={tmp_path / 'genotype.json'}", "--model-arg", "cells=1",
               "--model-arg", "channels=4", "--epochs", "1", "--limit", "64",
-              "--out", str(tmp_path / "run"), "--data-dir", str(SHARED_DATA)])  # fmt: skip
+              "--out", str(tmp_path / "run"), "--data-dir", str(shared_data)])  # fmt: skip
     assert done.value.code in (0, None)
     from lsakit.checkpoint import read_meta
 

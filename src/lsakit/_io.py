@@ -15,7 +15,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     On any error (including KeyboardInterrupt) the temporary file is removed and an existing file
     at ``path`` is left untouched. Parent directories are created.
 
-    The temporary is ``.{name}.tmp-XXXXXXXX`` in ``path``'s directory. A writer killed before the
+    The temporary is ``.{name}.tmp-`` plus mkstemp's random suffix, in ``path``'s directory. A writer killed before the
     rename (SIGKILL, power loss) cannot remove it, so each successful call also deletes the
     leftovers of earlier calls for the same ``path`` (:func:`_remove_stale_temps`). Hence
     concurrent writers of one ``path`` are not supported: one could delete the other's

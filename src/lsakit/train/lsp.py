@@ -128,7 +128,15 @@ def _check_perplexity(perplexity: object) -> float:
 
 
 def _points(t: object, name: str, *, finite: bool = False) -> Tensor:
-    """A batch (N, …) of N ≥ 2 floating points, flattened to (N, D)."""
+    """A batch (N, …) of N ≥ 2 floating points (the loss functions), flattened to (N, D)."""
+    return _batch(t, name, min_points=2, finite_fix=_DATA_FIX if finite else None).flatten(1)
+
+
+def _batch(t: object, name: str, *, min_points: int, finite_fix: str | None) -> Tensor:
+    """A floating-point batch (N, …) with N ≥ ``min_points``, finite when ``finite_fix`` names
+    the fix for NaN/inf (the regularizer's call allows N = 1: a last partial batch contributes 0;
+    the loss functions need N ≥ 2). Any value range is accepted (unlike check_inputs' [0, 1]): LSP also runs
+    on raw features such as moons coordinates."""
     if not isinstance(t, Tensor):
         raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
@@ -139,13 +147,17 @@ def _points(t: object, name: str, *, finite: bool = False) -> Tensor:
         raise InputError(
             f"{name} has shape {tuple(t.shape)}; expected a batch (N, ...) with one point per row"
         )
-    if t.shape[0] < 2:
+    if t.shape[0] < min_points:
         raise InputError(
-            f"{name} has {t.shape[0]} point(s); local structure needs a batch of at least 2"
+            f"{name} is an empty batch (shape {tuple(t.shape)}); pass at least one sample"
+            if min_points == 1
+            else f"{name} has {t.shape[0]} point(s); local structure needs a batch of at least "
+            f"{min_points}"
         )
-    if finite and not bool(torch.isfinite(t).all()):
-        raise InputError(f"{name} contains NaN or inf values; clean the data first")
-    return t.flatten(1)
+    # One reduction per tensor, on the detached values: the check is no part of the loss.
+    if finite_fix is not None and not bool(torch.isfinite(t.detach()).all()):
+        raise InputError(f"{name} contains NaN or inf values; {finite_fix}")
+    return t
 
 
 def _check_same_batch(x: Tensor, z: Tensor, x_name: str = "x", z_name: str = "z") -> None:
@@ -154,33 +166,6 @@ def _check_same_batch(x: Tensor, z: Tensor, x_name: str = "x", z_name: str = "z"
             f"{x_name} has {x.shape[0]} points but {z_name} has {z.shape[0]}; "
             f"{z_name} must be the embedding of {x_name}, row for row"
         )
-
-
-def _check_batch(t: object, name: str, *, finite_fix: str) -> Tensor:
-    """A batch (N, …) of N ≥ 1 finite floating points, for the regularizer's call.
-
-    N = 1 is allowed there (a last partial batch contributes 0); the loss functions need N ≥ 2.
-    Any value range is accepted (unlike check_inputs' [0, 1]): LSP also runs on raw features
-    such as moons coordinates.
-    """
-    if not isinstance(t, Tensor):
-        raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise InputError(
-            f"{name} has dtype {t.dtype}; convert it to floating point ({name}.float())"
-        )
-    if t.dim() < 2:
-        raise InputError(
-            f"{name} has shape {tuple(t.shape)}; expected a batch (N, ...) with one point per row"
-        )
-    if t.shape[0] == 0:
-        raise InputError(
-            f"{name} is an empty batch (shape {tuple(t.shape)}); pass at least one sample"
-        )
-    # One reduction per tensor, on the detached values: the check is no part of the loss.
-    if not bool(torch.isfinite(t.detach()).all()):
-        raise InputError(f"{name} contains NaN or inf values; {finite_fix}")
-    return t
 
 
 _DATA_FIX = "clean the data first"
@@ -680,8 +665,8 @@ class LocalStructureRegularizer:
             InputError: a missing, non-tensor, non-floating, unbatched, empty or non-finite
                 argument, or batches whose sizes or shapes disagree (the message names it).
         """
-        x = _check_batch(x, "x", finite_fix=_DATA_FIX)
-        z = _check_batch(z, "z", finite_fix=_EMBEDDING_FIX)
+        x = _batch(x, "x", min_points=1, finite_fix=_DATA_FIX)
+        z = _batch(z, "z", min_points=1, finite_fix=_EMBEDDING_FIX)
         _check_same_batch(x, z)
         x = x.to(z.device)
         if self.on == "clean+adv":
@@ -696,8 +681,8 @@ class LocalStructureRegularizer:
                     f"z_adv is on {z_adv.device} but z on {z.device}; take both embeddings from "
                     f"the same model"
                 )
-            x_adv = _check_batch(x_adv, "x_adv", finite_fix=_ATTACK_FIX)
-            z_adv = _check_batch(z_adv, "z_adv", finite_fix=_EMBEDDING_FIX)
+            x_adv = _batch(x_adv, "x_adv", min_points=1, finite_fix=_ATTACK_FIX)
+            z_adv = _batch(z_adv, "z_adv", min_points=1, finite_fix=_EMBEDDING_FIX)
             for name, clean, adv in (("x", x, x_adv), ("z", z, z_adv)):
                 if clean.shape != adv.shape:
                     raise InputError(

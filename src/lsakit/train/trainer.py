@@ -468,7 +468,7 @@ def train(
         enforce_masks_after_steps(optimizer, model)
     lsp, sparsity = _companion_regularizers(config)
     steps_per_epoch = len(data.train)
-    eps_scale = 1.0 if config.eps_warmup <= 0 else 0.0  # 0: not built at its warm-up scale yet
+    eps_scale = 1.0  # the ε scale the objective was built with
     total_iterations = max(config.epochs * steps_per_epoch, 1)
     # Stepped once per iteration: the cyclic schedule of fast AT needs iteration resolution.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -728,8 +728,9 @@ def _mvl_regularizer(
     return regularizer
 
 
-#: The files a training run writes into its directory.
-RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, STATE_NAME)
+#: The files a training run writes into its directory; the resume state first, so an overwrite
+#: that dies part-way leaves no resumable half of the old run.
+RUN_FILES = (STATE_NAME, CONFIG_NAME, CHECKPOINT_NAME, BEST_NAME, METRICS_NAME)
 
 
 def _claim_run_dir(out: Path, *, overwrite: bool) -> None:
@@ -743,8 +744,7 @@ def _claim_run_dir(out: Path, *, overwrite: bool) -> None:
             f"--resume {out}, start it over with --overwrite, or choose another --out"
         )
     if distributed.is_main_process():
-        # The state first: a crash part-way leaves no resumable half of the old run.
-        for name in (STATE_NAME, *[n for n in RUN_FILES if n != STATE_NAME]):
+        for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
 
 
