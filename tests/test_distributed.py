@@ -84,8 +84,7 @@ def _worker(rank: int, world: int, port: int, work: str) -> None:
         }
         torch.save(outcome, root / f"rank{rank}.pt")
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        distributed.shutdown()
 
 
 @pytest.fixture(scope="module")
