@@ -85,7 +85,7 @@ def test_checks_fire_on_an_8_bit_rounding_input_step(
     assert outcomes["gradients"].status == "warn"
     assert "64 of 64 samples have an all-zero input gradient" in outcomes["gradients"].evidence
     assert outcomes["eps-growth"].status == "warn"
-    assert "where every image is reachable" in outcomes["eps-growth"].evidence
+    assert "where every input is reachable" in outcomes["eps-growth"].evidence
     assert outcomes["determinism"].status == "pass"  # rounding is deterministic
 
 

@@ -10,20 +10,22 @@ import math
 
 import torch
 
+from lsakit.domain import current_domain
 from lsakit.errors import InputError
 
-#: Inputs live in [0, 1]; any normalization belongs inside the model.
+#: The default input domain [0, 1] (see :mod:`lsakit.domain` for declaring another one).
 INPUT_LOW = 0.0
 INPUT_HIGH = 1.0
 
 
 def check_inputs(x: object, name: str = "x") -> torch.Tensor:
-    """Check a batch of model inputs: a non-empty floating tensor, finite, with values in [0, 1]."""
+    """Check a batch of model inputs: a non-empty floating tensor, finite, inside the declared
+    input domain (:func:`lsakit.domain.current_domain`; [0, 1] unless declared otherwise)."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise InputError(
-            f"{name} has dtype {x.dtype}; inputs must be floating point in [0, 1] "
+            f"{name} has dtype {x.dtype}; inputs must be floating point "
             f"(convert with x.float() / 255 for 8-bit images)"
         )
     if x.dim() < 2:
@@ -39,12 +41,7 @@ def check_inputs(x: object, name: str = "x") -> torch.Tensor:
         raise InputError(
             f"{name} contains NaN or inf values; clean the data before analysis or attack"
         )
-    lo, hi = float(x.min()), float(x.max())
-    if lo < INPUT_LOW or hi > INPUT_HIGH:
-        raise InputError(
-            f"{name} has values in [{lo:.4g}, {hi:.4g}], outside [0, 1]; scale inputs to [0, 1] "
-            f"and put any normalization inside the model (lsakit.models.Normalize)"
-        )
+    current_domain().check(x, name)
     return x
 
 

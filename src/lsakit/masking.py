@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from lsakit._checks import check_inputs, check_labels, check_nonnegative, check_positive_int
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._torch import eval_mode, model_device
+from lsakit.domain import current_domain
 from lsakit.perturb.pgd import PGD
 from lsakit.suite import BLACK_BOX, CheckOutcome, SuiteResult
 
@@ -148,14 +149,23 @@ def check_gradients(
     )
 
 
-def growth_grid(eps: float) -> list[float]:
-    """ε, 2ε, 4ε, … below 1, then 1 (the whole [0, 1] box)."""
+#: Doublings of ε tried when the input domain is unbounded (no ε reaches "every input").
+UNBOUNDED_DOUBLINGS = 6
+
+
+def growth_grid(eps: float, width: float = 1.0) -> list[float]:
+    """ε, 2ε, 4ε, … below the domain's width, then the width (every input of the box reachable).
+
+    For an unbounded domain (``width`` inf): ε, 2ε, …, 2⁶ε.
+    """
+    if width == float("inf"):
+        return [eps * 2**k for k in range(UNBOUNDED_DOUBLINGS + 1)] if eps > 0 else [eps]
     grid = []
     value = eps
-    while 0 < value < 1:
+    while 0 < value < width:
         grid.append(value)
         value *= 2
-    return [*grid, 1.0]
+    return [*grid, width]
 
 
 def check_eps_growth(
@@ -172,7 +182,8 @@ def check_eps_growth(
     ``x`` should hold correctly classified samples (the accuracy is over them).
     """
     eps = check_nonnegative(eps, "eps")
-    grid = growth_grid(eps)
+    width = current_domain().width()
+    grid = growth_grid(eps, width)
     accuracies = []
     for value in grid:
         attack = PGD(
@@ -192,8 +203,9 @@ def check_eps_growth(
         return CheckOutcome(
             name="eps-growth",
             status="warn",
-            evidence=evidence + f" — still {100 * accuracies[-1]:.1f}% where every image is "
-            "reachable",
+            evidence=evidence
+            + f" — still {100 * accuracies[-1]:.1f}% "
+            + ("where every input is reachable" if width < float("inf") else "at 64ε"),
             advice="the attack does not follow the model's gradients (masking); do not trust "
             "gradient-based robust accuracy for this model",
         )

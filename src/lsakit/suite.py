@@ -26,7 +26,8 @@ Choices where AutoAttack is silent or does otherwise, documented here once:
 * The state file is written atomically after every batch (AutoAttack: after every attack), so at
   most one batch of work is lost. It records the settings and fingerprints of the model and the
   data; resuming with anything different is refused rather than silently mixed.
-* Every adversarial point is checked to lie in B∞(x, ε) ∩ [0, 1]ᵈ before it may count; a point
+* Every adversarial point is checked to lie in B∞(x, ε) ∩ D (D the declared input domain, [0, 1]ᵈ by
+  default) before it may count; a point
   outside is a bug in the attack and stops the evaluation (AutoAttack only warns).
 
 Example::
@@ -54,6 +55,7 @@ from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
 from lsakit._torch import eval_mode, model_device
+from lsakit.domain import current_domain
 from lsakit.errors import ConfigError, InputError, LsakitError
 from lsakit.perturb.apgd import APGD
 from lsakit.perturb.apgd_targeted import APGDT
@@ -265,10 +267,11 @@ def _logits(model: nn.Module, x: Tensor, output: OutputSelector, batch_size: int
 
 def _check_in_ball(label: str, x_adv: Tensor, x: Tensor, eps: float) -> None:
     distance = float((x_adv - x).abs().max()) if x.numel() else 0.0
-    if distance > eps + _BALL_TOLERANCE or float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+    domain = current_domain()
+    if distance > eps + _BALL_TOLERANCE or not domain.contains(x_adv):
         raise LsakitError(
-            f"{label} returned a point outside B∞(x, {eps:g}) ∩ [0, 1] (distance {distance:.6g}); "
-            "this is a bug in the attack — please report it"
+            f"{label} returned a point outside B∞(x, {eps:g}) ∩ {domain.describe()} (distance "
+            f"{distance:.6g}); this is a bug in the attack — please report it"
         )
 
 

@@ -13,11 +13,19 @@ A single scale keeps the L∞ geometry: an L∞ ball of radius ε_raw in raw coo
 the L∞ ball of radius ``ε_unit = ε_raw / scale`` in unit coordinates, so the paper's raw-coordinate
 perturbation budgets convert with :func:`moons_scale` (the widest feature spans exactly [0, 1],
 the other a sub-interval of it).
+
+Two other coordinate systems, for unbounded-domain work (the paper's own Moon inputs are real
+coordinates, not pixels): ``standardized`` — per-feature z-scores ``(x_raw − mean) / std`` with the
+*training* split's mean and population standard deviation (scikit-learn's StandardScaler fitted on
+the training data), and ``raw`` — make_moons' coordinates unchanged. Both are unbounded inputs
+(the registry declares their domain unbounded), and their ``offset``/``scale`` describe the same
+map back to raw coordinates (``scale`` per feature for standardized).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -29,6 +37,8 @@ DEFAULT_SEED = 0
 TEST_FRACTION = 1 / 3
 #: The smallest size for which a stratified split puts both classes in both splits.
 MIN_N_SAMPLES = 6
+Coordinates: TypeAlias = Literal["unit", "standardized", "raw"]
+COORDINATES: tuple[Coordinates, ...] = ("unit", "standardized", "raw")
 
 
 @dataclass(frozen=True)
@@ -45,15 +55,24 @@ class MoonsSplit:
     y_test: torch.Tensor
     offset: tuple[float, float]
     scale: float
+    #: per-feature scales (both equal to ``scale`` except for standardized coordinates)
+    feature_scale: tuple[float, float] = (1.0, 1.0)
 
 
 def make_moons_split(
-    n_samples: int = DEFAULT_N_SAMPLES, noise: float = DEFAULT_NOISE, seed: int = DEFAULT_SEED
+    n_samples: int = DEFAULT_N_SAMPLES,
+    noise: float = DEFAULT_NOISE,
+    seed: int = DEFAULT_SEED,
+    *,
+    coordinates: Coordinates = "unit",
 ) -> MoonsSplit:
-    """Generate the two moons, split them (stratified, fixed by ``seed``), map them into [0, 1].
+    """Generate the two moons, split them (stratified, fixed by ``seed``), map them into [0, 1]
+    (or, with ``coordinates``, standardize them or keep them raw).
 
-    The same arguments always give identical tensors; see the module docstring for the map.
+    The same arguments always give identical tensors; see the module docstring for the maps.
     """
+    if coordinates not in COORDINATES:
+        raise ValueError(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
     # Imported here: sklearn takes about a second to import, which only moons users should pay.
     from sklearn.datasets import make_moons
     from sklearn.model_selection import train_test_split
@@ -71,6 +90,22 @@ def make_moons_split(
         stratify=labels,
         random_state=seed,
     )
+    feature_scale = (scale, scale)
+    if coordinates != "unit":
+        # The same split (train_test_split permutes indices alike whatever the arrays hold),
+        # taken from the raw float64 points.
+        index_train, index_test = train_test_split(
+            np.arange(len(raw)), test_size=TEST_FRACTION, stratify=labels, random_state=seed
+        )
+        raw_train, raw_test = raw[index_train], raw[index_test]
+        if coordinates == "standardized":
+            mean, std = raw_train.mean(axis=0), raw_train.std(axis=0)
+            raw_train, raw_test = (raw_train - mean) / std, (raw_test - mean) / std
+            offset, feature_scale = mean, (float(std[0]), float(std[1]))
+        else:
+            offset, feature_scale = np.zeros(2), (1.0, 1.0)
+        scale = max(feature_scale)
+        x_train, x_test = raw_train.astype(np.float32), raw_test.astype(np.float32)
     return MoonsSplit(
         x_train=torch.from_numpy(np.ascontiguousarray(x_train)),
         y_train=torch.from_numpy(np.ascontiguousarray(y_train)),
@@ -78,6 +113,7 @@ def make_moons_split(
         y_test=torch.from_numpy(np.ascontiguousarray(y_test)),
         offset=(float(offset[0]), float(offset[1])),
         scale=scale,
+        feature_scale=feature_scale,
     )
 
 

@@ -12,8 +12,14 @@ Options, all keyword-only:
   caller can pass them uniformly);
 - for :func:`load` also: ``batch_size`` (128), ``shuffle`` (True for train, False for test),
   ``num_workers`` (0) and ``seed`` (the shuffle order only, never the data);
-- for ``moons``: ``n_samples`` (1500, a third of them test), ``noise`` (0.1) and ``data_seed``
-  (0: the generator and the train/test split).
+- for ``moons``: ``n_samples`` (1500, a third of them test), ``noise`` (0.1), ``data_seed``
+  (0: the generator and the train/test split) and ``coordinates`` (``unit``: the isotropic map
+  into [0, 1], the default; ``standardized``: per-feature z-scores with the training split's mean
+  and standard deviation, unbounded; ``raw``: make_moons' own coordinates, unbounded).
+
+Every data set carries its input domain (:func:`domain`): [0, 1] for the image sets and unit
+moons, unbounded for standardized or raw moons. The trainer, the CLI and the experiment runner
+declare it (:func:`lsakit.domain.input_domain`) for the work they run on the data.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from lsakit.data import moons
 from lsakit.data.cifar import load_cifar10
 from lsakit.data.idx import load_idx_dataset
 from lsakit.data.paths import candidate_dirs
+from lsakit.domain import UNBOUNDED, UNIT, InputDomain
 from lsakit.errors import ConfigError
 
 Split: TypeAlias = Literal["train", "test"]
@@ -68,6 +75,12 @@ class _CommonOptions:
 _Loader: TypeAlias = Callable[
     [Split, _CommonOptions, Mapping[str, object]], tuple[torch.Tensor, torch.Tensor]
 ]
+#: The input domain of a data set, given its specific options.
+_DomainOf: TypeAlias = Callable[[Mapping[str, object]], InputDomain]
+
+
+def _unit_domain(options: Mapping[str, object]) -> InputDomain:
+    return UNIT
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,7 @@ class _Entry:
     load: _Loader
     #: Options specific to this data set, beyond the common ones.
     options: tuple[str, ...] = ()
+    domain: _DomainOf = _unit_domain
 
 
 _COMMON_OPTIONS = ("limit", "data_dir", "download")
@@ -129,9 +143,24 @@ def _load_moons(
     ):
         raise ConfigError(f"data option noise must be a finite number ≥ 0, got {noise!r}")
     data_seed = _seed_option(options.get("data_seed", moons.DEFAULT_SEED), "data_seed")
-    data = moons.make_moons_split(n_samples, float(noise), data_seed)
+    data = moons.make_moons_split(
+        n_samples, float(noise), data_seed, coordinates=_moons_coordinates(options)
+    )
     x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     return x[: common.limit], y[: common.limit]
+
+
+def _moons_coordinates(options: Mapping[str, object]) -> moons.Coordinates:
+    value = options.get("coordinates", "unit")
+    if value not in moons.COORDINATES:
+        raise ConfigError(
+            f"data option coordinates must be one of {', '.join(moons.COORDINATES)}, got {value!r}"
+        )
+    return value
+
+
+def _moons_domain(options: Mapping[str, object]) -> InputDomain:
+    return UNIT if _moons_coordinates(options) == "unit" else UNBOUNDED
 
 
 def _idx_loader(dataset: str) -> _Loader:
@@ -168,12 +197,14 @@ _REGISTRY: dict[str, _Entry] = {
             input_shape=(2,),
             num_classes=2,
             description="two interleaving half circles (sklearn make_moons), isotropically "
-            "scaled into [0, 1]; 1000 train / 500 test by default",
+            "scaled into [0, 1] (coordinates=standardized: z-scores, unbounded); 1000 train / "
+            "500 test by default",
             default_model="model_a",
             class_names=("upper moon", "lower moon"),
         ),
         _load_moons,
-        options=("n_samples", "noise", "data_seed"),
+        options=("n_samples", "noise", "data_seed", "coordinates"),
+        domain=_moons_domain,
     ),
     "mnist": _Entry(
         DatasetInfo(
@@ -230,6 +261,16 @@ def _entry(name: object) -> _Entry:
 def info(name: str) -> DatasetInfo:
     """The description of data set ``name``; unknown names raise ConfigError."""
     return _entry(name).info
+
+
+def domain(name: str, **options: object) -> InputDomain:
+    """The input domain of data set ``name`` with these options ([0, 1] for every image set).
+
+    Accepts the same options as :func:`load` (the ones that do not change the domain are ignored).
+    """
+    entry = _entry(name)
+    _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options + _LOADER_OPTIONS)
+    return entry.domain({k: v for k, v in options.items() if k in entry.options})
 
 
 def _check_split(split: object) -> Split:

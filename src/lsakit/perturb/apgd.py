@@ -50,7 +50,7 @@ from lsakit.perturb.base import (
     Attack,
     LossFn,
     SeededGenerators,
-    clamp_unit,
+    clamp_domain,
     cross_entropy_per_sample,
     per_sample_view,
     project_linf,
@@ -218,7 +218,7 @@ class APGD(Attack):
         loss_fn = _LOSSES[self.loss] if loss_fn is None else loss_fn
         t = 2 * self._random.uniform(x) - 1
         t_max = per_sample_view(t.abs().flatten(1).amax(dim=1), x)
-        x_adv = clamp_unit(x + self.eps * t / (t_max + 1e-12))
+        x_adv = clamp_domain(x + self.eps * t / (t_max + 1e-12))
         grad, loss, logits = self._loss_gradient(x_adv, y, loss_fn)
         fooled = logits.argmax(dim=1) != y
         adversarial, best, best_loss, grad_best = x_adv, x_adv, loss, grad

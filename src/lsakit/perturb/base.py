@@ -10,8 +10,9 @@ moves when the input is perturbed, either by statistical noise or by an adversar
   (each submodule's own mode restored afterwards, error or not), gradients are taken with
   :func:`torch.autograd.grad` for the input only, so parameter ``.grad`` fields are never touched.
 
-The threat-model projections (:func:`project_linf`, :func:`project_l2`, :func:`clamp_unit`) live
-here once; every attack in this package uses them.
+The threat-model projections (:func:`project_linf`, :func:`project_l2`, :func:`clamp_domain`) live
+here once; every attack in this package uses them. They clip to the declared input domain
+(:mod:`lsakit.domain`: [0, 1] unless declared otherwise; no clipping at all for unbounded inputs).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lsakit import speed
 from lsakit._checks import INPUT_HIGH, INPUT_LOW, check_inputs, check_labels, check_nonnegative
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._torch import eval_mode, model_device
+from lsakit.domain import current_domain
 from lsakit.errors import InputError
 
 #: A per-sample loss ``(logits (N, C), labels (N,)) -> (N,)`` that an attack ascends.
@@ -44,8 +46,13 @@ _TINY = 1e-12
 
 
 def clamp_unit(x: Tensor) -> Tensor:
-    """Clamp to the valid input range [0, 1] (lsakit keeps normalization inside the model)."""
+    """Clamp to [0, 1], the default input domain, whatever is declared (see :func:`clamp_domain`)."""
     return x.clamp(INPUT_LOW, INPUT_HIGH)
+
+
+def clamp_domain(x: Tensor) -> Tensor:
+    """Clip to the declared input domain (:func:`lsakit.domain.current_domain`); unbounded: x."""
+    return current_domain().clamp(x)
 
 
 def per_sample_view(values: Tensor, like: Tensor) -> Tensor:
@@ -60,23 +67,25 @@ def l2_norms(delta: Tensor) -> Tensor:
 
 
 def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """Project onto B∞(x, ε) ∩ [0, 1]ᵈ (Madry et al., 2018, Eq. 2's Π for the L∞ ball).
+    """Project onto B∞(x, ε) ∩ D (Madry et al., 2018, Eq. 2's Π for the L∞ ball), D the declared
+    input domain ([0, 1]ᵈ by default).
 
-    Clamping to [0, 1] after the box projection stays inside the box because x ∈ [0, 1]: the
-    clamp only moves coordinates towards x. For ε = 0 the result is bit-exactly ``x``.
+    Clipping to D after the box projection stays inside the ball because x ∈ D: the clip only
+    moves coordinates towards x. For ε = 0 the result is bit-exactly ``x``.
     """
-    return clamp_unit(torch.clamp(x_adv, x - eps, x + eps))
+    return clamp_domain(torch.clamp(x_adv, x - eps, x + eps))
 
 
 def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """Project onto B₂(x, ε) ∩ [0, 1]ᵈ per sample: δ ← δ·min(1, ε/‖δ‖₂), then clamp to [0, 1].
+    """Project onto B₂(x, ε) ∩ D per sample: δ ← δ·min(1, ε/‖δ‖₂), then clip to the declared
+    domain D ([0, 1]ᵈ by default).
 
-    The clamp after the radial projection only shrinks |δᵢ| coordinate-wise (x ∈ [0, 1]), so the
+    The clip after the radial projection only shrinks |δᵢ| coordinate-wise (x ∈ D), so the
     result stays in the ball. ``δ = 0`` is safe (no division by zero).
     """
     delta = x_adv - x
     scale = (eps / l2_norms(delta).clamp_min(_TINY)).clamp(max=1.0)
-    return clamp_unit(x + delta * per_sample_view(scale, delta))
+    return clamp_domain(x + delta * per_sample_view(scale, delta))
 
 
 def normalize_l2(g: Tensor) -> Tensor:

@@ -70,6 +70,7 @@ from lsakit._checks import (
     check_probability,
 )
 from lsakit._outputs import OutputSelector
+from lsakit.domain import current_domain
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb.apgd_targeted import target_classes
 from lsakit.perturb.base import (
@@ -77,7 +78,7 @@ from lsakit.perturb.base import (
     Attack,
     LossFn,
     SeededGenerators,
-    clamp_unit,
+    clamp_domain,
     per_sample_view,
     require_labels,
 )
@@ -104,10 +105,17 @@ class _RunResult:
     distance: Tensor  # (n,) its L∞ distance to x (inf where none)
 
 
-def projection_linf(points: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """Minimal L∞ steps from ``points`` onto the hyperplanes {z : w·z = b} inside [0, 1]ᵈ.
+def projection_linf(
+    points: Tensor,
+    w: Tensor,
+    b: Tensor,
+    low: Tensor | float = 0.0,
+    high: Tensor | float = 1.0,
+) -> Tensor:
+    """Minimal L∞ steps from ``points`` onto the hyperplanes {z : w·z = b} inside the box
+    [low, high]ᵈ ([0, 1]ᵈ by default; ±inf bounds allowed).
 
-    Row by row, solves  min ‖δ‖∞  s.t.  w·(t + δ) = b,  0 ≤ t + δ ≤ 1  for points t ∈ [0, 1]ᵈ
+    Row by row, solves  min ‖δ‖∞  s.t.  w·(t + δ) = b,  low ≤ t + δ ≤ high  for points t in the box
     (Croce & Hein, 2020, the box-constrained projection of FAB; reference:
     ``autoattack/fab_projections.py``: ``projection_linf``). With radius λ, the best a step can do
     is to move every coordinate by min(λ, room) against the sign of w (``room`` = distance to the
@@ -120,11 +128,12 @@ def projection_linf(points: Tensor, w: Tensor, b: Tensor) -> Tensor:
     against the sign of w, the others stay. Coordinates with wᵢ = 0 never move.
 
     Args:
-        points: (n, d) points t in [0, 1].
+        points: (n, d) points t in the box.
         w: (n, d) hyperplane normals.
         b: (n,) offsets.
+        low, high: the box, numbers or tensors broadcastable to (n, d).
 
-    Returns (n, d): the steps δ, with t + δ ∈ [0, 1]ᵈ.
+    Returns (n, d): the steps δ, with t + δ in the box.
     """
     if points.dim() != 2 or w.shape != points.shape or b.shape != points.shape[:1]:
         raise InputError(
@@ -138,7 +147,15 @@ def projection_linf(points: Tensor, w: Tensor, b: Tensor) -> Tensor:
     excess = residual * side
     up = w < 0  # these coordinates move towards 1, the others (w > 0) towards 0
     weight = w.abs()
-    room = torch.where(up, 1 - points, points) * (w != 0)
+    room = torch.where(up, high - points, points - low)
+    room = torch.where(w != 0, room, torch.zeros_like(room))
+    if bool(torch.isinf(room).any()):
+        # An unbounded side: the radius never exceeds excess / Σ|wᵢ| over the unbounded
+        # coordinates (moving only those reaches the plane), so capping their room there (with
+        # a margin) leaves the minimum unchanged and keeps the breakpoint arithmetic finite.
+        free = torch.isinf(room)
+        cap = 2 * excess / (weight * free).sum(dim=1).clamp_min(_TINY) + 1
+        room = torch.where(free, cap[:, None].expand_as(room), room)
     # g at the sorted breakpoints q₀ ≤ q₁ ≤ …: g(q_k) = Σ_{j<k} u_j q_j + q_k Σ_{j≥k} u_j.
     q, order = room.sort(dim=1)
     u = weight.gather(1, order)
@@ -271,7 +288,10 @@ class FABT(Attack):
         if random_start:
             u = 2 * self._random.uniform(x) - 1
             u_max = per_sample_view(u.abs().flatten(1).amax(dim=1), x)
-            x_k = clamp_unit(x + 0.5 * self.eps * u / u_max.clamp_min(_TINY))
+            x_k = clamp_domain(x + 0.5 * self.eps * u / u_max.clamp_min(_TINY))
+        domain = current_domain()
+        low = torch.cat((domain.low_like(x).flatten(1),) * 2)
+        high = torch.cat((domain.high_like(x).flatten(1),) * 2)
         gap = _towards(target)
         best = x.clone()
         best_distance = torch.full((n,), torch.inf, dtype=x.dtype, device=x.device)
@@ -281,7 +301,11 @@ class FABT(Attack):
             b = (w * x_k.flatten(1)).sum(dim=1) - f  # the linearised boundary {z : w·z = b}
             with torch.no_grad():
                 steps = projection_linf(
-                    torch.cat((x_k.flatten(1), origin)), torch.cat((w, w)), torch.cat((b, b))
+                    torch.cat((x_k.flatten(1), origin)),
+                    torch.cat((w, w)),
+                    torch.cat((b, b)),
+                    low,
+                    high,
                 )
             norms = steps.abs().amax(dim=1).clamp_min(_MIN_STEP_NORM)
             from_here, from_origin = norms[:n], norms[n:]
@@ -290,7 +314,7 @@ class FABT(Attack):
             )
             step_here = steps[:n].reshape(x.shape)
             step_origin = steps[n:].reshape(x.shape)
-            x_k = clamp_unit(
+            x_k = clamp_domain(
                 (x_k + self.eta * step_here) * (1 - alpha) + (x + self.eta * step_origin) * alpha
             )
             with torch.no_grad():

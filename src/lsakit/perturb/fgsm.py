@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from lsakit._checks import check_inputs, check_nonnegative
-from lsakit.perturb.base import Attack, clamp_unit, require_labels
+from lsakit.perturb.base import Attack, clamp_domain, require_labels
 
 
 class FGSM(Attack):
@@ -58,7 +58,7 @@ class FGSM(Attack):
     def step(x: Tensor, direction: Tensor, eps: float) -> Tensor:
         """The FGSM point clip(x + ε·direction, 0, 1) for a direction from :meth:`direction`."""
         eps = check_nonnegative(eps, "eps")
-        return clamp_unit(x + eps * direction.to(x.device))
+        return clamp_domain(x + eps * direction.to(x.device))
 
     def params(self) -> dict[str, Any]:
         return self._base_params()

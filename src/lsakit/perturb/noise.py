@@ -4,7 +4,9 @@ Khalooei et al. (2022, arXiv:2202.02626, Sec. 3, Fig. 3) compare each layer's re
 Gaussian, salt, pepper and speckle noise with FGSM and PGD of the same size. Each noise here follows
 the per-element semantics of ``skimage.util.random_noise`` (mode ``gaussian``, ``salt``,
 ``pepper``, ``s&p``, ``speckle``): every element (pixel × channel) is drawn independently, and the
-result is clipped to [0, 1]. The labels ``y`` are ignored.
+result is clipped to the declared input domain (:mod:`lsakit.domain`; [0, 1] by default, no
+clipping for unbounded inputs). Salt writes the domain's high bound and pepper its low bound (1 and
+0 in [0, 1]); they need a bounded domain. The labels ``y`` are ignored.
 
 With ``seed`` set, draws come from a :class:`torch.Generator` on the input's device that is created
 on the first call and re-used, so a fresh object with the same seed reproduces the same sequence.
@@ -19,10 +21,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from lsakit._checks import check_nonnegative, check_probability
-from lsakit.perturb.base import Perturbation, SeededGenerators, clamp_unit
+from lsakit.domain import check_finite_width, current_domain
+from lsakit.perturb.base import Perturbation, SeededGenerators, clamp_domain
+
+
+def _fill(x: Tensor, mask: Tensor, value: Tensor, scalar: bool) -> Tensor:
+    """``x`` with the masked elements replaced by ``value`` (a bound broadcast to x's shape)."""
+    if scalar:  # the common case: one bound, the same bits as masked_fill with a number
+        return x.masked_fill(mask, float(value.flatten()[0]))
+    return torch.where(mask, value, x)
 
 
 class _Noise(Perturbation):
@@ -55,7 +66,7 @@ class GaussianNoise(_Noise):
         self.std = check_nonnegative(std, "std")
 
     def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return clamp_unit(x + self.std * self._random.normal(x))
+        return clamp_domain(x + self.std * self._random.normal(x))
 
     def params(self) -> dict[str, Any]:
         return {"std": self.std, "seed": self.seed}
@@ -78,7 +89,7 @@ class SpeckleNoise(_Noise):
         self.std = check_nonnegative(std, "std")
 
     def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return clamp_unit(x + x * self.std * self._random.normal(x))
+        return clamp_domain(x + x * self.std * self._random.normal(x))
 
     def params(self) -> dict[str, Any]:
         return {"std": self.std, "seed": self.seed}
@@ -108,10 +119,12 @@ class SaltPepperNoise(_Noise):
 
     def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         # Two draws per element, as skimage does; U[0, 1) < p is Bernoulli(p), never true for p = 0.
+        domain = current_domain()
+        check_finite_width(domain, "salt-and-pepper noise")
         replaced = self._random.uniform(x) < self.amount
         salted = self._random.uniform(x) < self.salt_vs_pepper
-        out = x.masked_fill(replaced & salted, 1.0)
-        return out.masked_fill(replaced & ~salted, 0.0)
+        out = _fill(x, replaced & salted, domain.high_like(x), domain.scalar)
+        return _fill(out, replaced & ~salted, domain.low_like(x), domain.scalar)
 
     def params(self) -> dict[str, Any]:
         return {"amount": self.amount, "salt_vs_pepper": self.salt_vs_pepper, "seed": self.seed}
@@ -120,21 +133,24 @@ class SaltPepperNoise(_Noise):
 class _Impulse(_Noise):
     """Each element is set to ``_value`` with probability ``amount`` (salt: 1, pepper: 0)."""
 
-    _value: ClassVar[float]
+    _high: ClassVar[bool]
 
     def __init__(self, *, amount: float, seed: int | None = None) -> None:
         super().__init__(seed=seed)
         self.amount = check_probability(amount, "amount")
 
     def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return x.masked_fill(self._random.uniform(x) < self.amount, self._value)
+        domain = current_domain()
+        check_finite_width(domain, f"{self.name} noise")
+        value = domain.high_like(x) if self._high else domain.low_like(x)
+        return _fill(x, self._random.uniform(x) < self.amount, value, domain.scalar)
 
     def params(self) -> dict[str, Any]:
         return {"amount": self.amount, "seed": self.seed}
 
 
 class SaltNoise(_Impulse):
-    """Salt noise: each element is set to 1 with probability ``amount``.
+    """Salt noise: each element is set to 1 (the domain's high bound) with probability ``amount``.
 
     skimage ``random_noise(mode="salt", amount=…)`` (s&p with only salt).
 
@@ -144,11 +160,11 @@ class SaltNoise(_Impulse):
     """
 
     name: ClassVar[str] = "salt"
-    _value: ClassVar[float] = 1.0
+    _high: ClassVar[bool] = True
 
 
 class PepperNoise(_Impulse):
-    """Pepper noise: each element is set to 0 with probability ``amount``.
+    """Pepper noise: each element is set to 0 (the domain's low bound) with probability ``amount``.
 
     skimage ``random_noise(mode="pepper", amount=…)`` (s&p with only pepper).
 
@@ -158,4 +174,4 @@ class PepperNoise(_Impulse):
     """
 
     name: ClassVar[str] = "pepper"
-    _value: ClassVar[float] = 0.0
+    _high: ClassVar[bool] = False

@@ -29,7 +29,7 @@ from lsakit.errors import ConfigError, InputError
 from lsakit.perturb.base import (
     Attack,
     SeededGenerators,
-    clamp_unit,
+    clamp_domain,
     cross_entropy_per_sample,
     normalize_l2,
     per_sample_view,
@@ -127,7 +127,7 @@ class PGD(Attack):
             u = self._random.uniform(x, shape=(x.shape[0],))
             radius = self.eps * u.pow(1.0 / x[0].numel())
             delta = direction * per_sample_view(radius, x)
-        return clamp_unit(x + delta)
+        return clamp_domain(x + delta)
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         """The per-sample loss PGD ascends and ranks restarts by: cross-entropy (subclasses swap it)."""

@@ -51,7 +51,7 @@ from lsakit.errors import InputError
 from lsakit.perturb.base import (
     Attack,
     SeededGenerators,
-    clamp_unit,
+    clamp_domain,
     project_linf,
     require_labels,
 )
@@ -195,7 +195,7 @@ class Square(Attack):
     def _stripes(self, images: Tensor) -> Tensor:
         """Vertical-stripe start: x + ε·s with one sign per sample, channel and column."""
         n, c, _, w = images.shape
-        return clamp_unit(images + self.eps * self._random_signs(images, (n, c, 1, w)))
+        return clamp_domain(images + self.eps * self._random_signs(images, (n, c, 1, w)))
 
     def _square_step(self, best: Tensor, images: Tensor, iteration: int) -> Tensor:
         """Add ±2ε on a random square per sample (one sign per channel), then project."""

@@ -56,7 +56,7 @@ from lsakit._outputs import OutputSelector, select_logits
 from lsakit._torch import model_device
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb import APGD, FGSM, PGD, Attack, project_linf
-from lsakit.perturb.base import SeededGenerators, clamp_unit, require_labels
+from lsakit.perturb.base import SeededGenerators, clamp_domain, require_labels
 from lsakit.probe import LayerProbe
 
 #: Default budget ε (MNIST, Madry et al. 2018; TRADES and MART use the same on MNIST).
@@ -139,7 +139,7 @@ class RandomStartFGSM(Attack):
         y = require_labels(y)
         if self.eps == 0:
             return x.clone()
-        start = clamp_unit(x + (2 * self._random.uniform(x) - 1) * self.eps)
+        start = clamp_domain(x + (2 * self._random.uniform(x) - 1) * self.eps)
         grad, _, _ = self._loss_gradient(start, y)
         return project_linf(start + self.alpha * grad.sign(), x, self.eps)
 
