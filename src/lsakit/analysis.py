@@ -36,6 +36,7 @@ from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
 from lsakit._torch import eval_mode, model_device
+from lsakit.domain import UNIT, current_domain, follows_data_domain
 from lsakit.errors import ConfigError, InputError, UndefinedMeasureError
 from lsakit.measures import check_measure, check_reduction, compare, measure_rows
 from lsakit.probe import LayerProbe, LayerSpec
@@ -115,6 +116,8 @@ class LSAResult(JsonResult):
     clean_accuracy: float | None
     layers: list[LayerInfo]
     perturbations: list[PerturbationResult]
+    #: the declared input domain the analysis ran in (InputDomain.to_json; [0, 1] by default)
+    input_domain: dict[str, Any] = Field(default_factory=lambda: UNIT.to_json())
     meta: dict[str, Any] = Field(default_factory=dict)
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -268,6 +271,7 @@ def _perturbation_info(name: str, fn: PerturbationFn) -> tuple[bool, dict[str, A
     return adversarial, params
 
 
+@follows_data_domain
 def analyze(
     model: nn.Module,
     data: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -285,7 +289,9 @@ def analyze(
 
     Args:
         model: the network; it runs in eval mode and its modes are restored afterwards.
-        data: an iterable of ``(x, y)`` batches, x in [0, 1] (e.g. a DataLoader).
+        data: an iterable of ``(x, y)`` batches (e.g. a DataLoader), x in the declared input
+            domain ([0, 1] by default; a registry loader declares its own, see
+            :mod:`lsakit.domain`).
         perturbations: name → callable ``(x, y) -> x̂`` (``lsakit.perturb`` objects or your own).
         layers: which layers to monitor (see :class:`~lsakit.probe.LayerProbe`).
         measure: ``relative_error`` (default, the paper's), ``mse``, ``cosine_distance``, ``linf``.
@@ -381,6 +387,7 @@ def analyze(
         clean_accuracy=correct[""] / n_samples,
         layers=layer_infos,
         perturbations=results,
+        input_domain=current_domain().to_json(),
         meta=dict(meta or {}),
     )
 

@@ -28,11 +28,13 @@ inside objectives, sweeps); a context declared where the data is chosen reaches 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -311,6 +313,62 @@ def input_domain(spec: object) -> Iterator[InputDomain]:
         yield domain
     finally:
         _CURRENT.reset(token)
+
+
+_T = TypeVar("_T")
+
+#: The attribute by which a data source (e.g. a registry DataLoader) carries its domain.
+DOMAIN_ATTRIBUTE = "input_domain"
+
+
+def attach_domain(data: _T, domain: object) -> _T:
+    """Let ``data`` (a DataLoader, a dataset …) carry its input domain; returns ``data``.
+
+    Functions that take a data source (:func:`lsakit.analyze`, :func:`lsakit.evaluate.evaluate`,
+    the sweeps) declare the domain a source carries for the work they do on it.
+    """
+    try:
+        setattr(data, DOMAIN_ATTRIBUTE, as_domain(domain))
+    except AttributeError:
+        raise ConfigError(
+            f"a {type(data).__name__} cannot carry an input domain; wrap the data in a "
+            f"torch DataLoader, or declare the domain with lsakit.input_domain(...)"
+        ) from None
+    return data
+
+
+def domain_of(data: object) -> InputDomain | None:
+    """The domain ``data`` carries (see :func:`attach_domain`), or None."""
+    value = getattr(data, DOMAIN_ATTRIBUTE, None)
+    return value if isinstance(value, InputDomain) else None
+
+
+@contextlib.contextmanager
+def declared_by(data: object) -> Iterator[InputDomain]:
+    """Declare the domain ``data`` carries for the block; without one, keep the one in force."""
+    carried = domain_of(data)
+    if carried is None:
+        yield current_domain()
+        return
+    with input_domain(carried) as domain:
+        yield domain
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def follows_data_domain(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorator: run ``fn`` under the domain its ``data`` argument carries (if it carries one)."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        bound = signature.bind_partial(*args, **kwargs)
+        with declared_by(bound.arguments.get("data")):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def check_finite_width(domain: InputDomain, what: str) -> None:

@@ -35,6 +35,7 @@ from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
 from lsakit._torch import eval_mode, model_device
+from lsakit.domain import UNIT, current_domain, follows_data_domain
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb.fgsm import FGSM
 
@@ -160,6 +161,8 @@ class EvaluationResult(JsonResult):
     fgsm: list[SweepPoint] = Field(min_length=1)
     rg_score: float
     attacks: dict[str, AttackResult] = Field(default_factory=dict)
+    #: the declared input domain the evaluation ran in (InputDomain.to_json; [0, 1] by default)
+    input_domain: dict[str, Any] = Field(default_factory=lambda: UNIT.to_json())
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -325,6 +328,7 @@ def _no_data() -> InputError:
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
+@follows_data_domain
 def fgsm_sweep(
     model: nn.Module,
     data: Iterable[tuple[Tensor, Tensor]],
@@ -367,6 +371,7 @@ def fgsm_sweep(
     return {e: c / n for e, c in zip(grid, correct, strict=True)}
 
 
+@follows_data_domain
 def robust_accuracy(
     model: nn.Module,
     data: Iterable[tuple[Tensor, Tensor]],
@@ -406,6 +411,7 @@ def robust_accuracy(
     return robust / n
 
 
+@follows_data_domain
 def evaluate(
     model: nn.Module,
     data: Iterable[tuple[Tensor, Tensor]],
@@ -481,6 +487,7 @@ def evaluate(
         clean_accuracy=clean_correct / n,
         fgsm=sweep,
         rg_score=rg_score({p.eps: p.accuracy for p in sweep}),
+        input_domain=current_domain().to_json(),
         attacks={
             name: AttackResult(
                 params=_attack_params(attacks[name]),

@@ -39,7 +39,7 @@ from lsakit.data import moons
 from lsakit.data.cifar import load_cifar10
 from lsakit.data.idx import load_idx_dataset
 from lsakit.data.paths import candidate_dirs
-from lsakit.domain import UNBOUNDED, UNIT, InputDomain
+from lsakit.domain import UNBOUNDED, UNIT, InputDomain, attach_domain
 from lsakit.errors import ConfigError
 
 Split: TypeAlias = Literal["train", "test"]
@@ -327,10 +327,14 @@ def load(
     seed = None if seed is None else _seed_option(seed, "seed")
     x, y = load_tensors(entry.info.name, checked_split, **options)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    return DataLoader(
+    loader = DataLoader(
         TensorDataset(x, y),
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
         generator=generator,
+    )
+    # The loader carries the data set's domain: analyze() / evaluate() declare it for their work.
+    return attach_domain(
+        loader, entry.domain({k: options[k] for k in entry.options if k in options})
     )
