@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
@@ -73,6 +74,14 @@ DataDirOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the preset's).")]
+LogToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-to",
+        help="Also track the runs in tensorboard and/or mlflow (comma-separated; needs "
+        "lsakit[tracking]): RUN_DIR/tb, and $MLFLOW_TRACKING_URI or a local mlruns store.",
+    ),
+]
 AmpOpt = Annotated[
     str,
     typer.Option(
@@ -210,6 +219,7 @@ def train_command(
         bool | None,
         typer.Option("--compile/--no-compile", help="torch.compile the model (needs a compiler)."),
     ] = None,
+    log_to: LogToOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -237,6 +247,7 @@ def train_command(
         "lsp_layer": lsp_layer, "lsp_on": lsp_on, "lsp_k": lsp_k, "lasso_weight": lasso_weight,
         "group_lasso_weight": group_lasso_weight, "noise_injection": noise_injection,
         "amp": amp, "channels_last": channels_last, "compile": compile_model,
+        "log_to": _split(log_to),
     }  # fmt: skip
     if resume is not None:
         given = [k for k, v in overrides.items() if v is not None] + (
@@ -830,6 +841,7 @@ def study_command(
         str | None, typer.Option(help="Comma-separated seeds (default: the profile's).")
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    log_to: LogToOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -842,7 +854,7 @@ def study_command(
     root = out_dir or Path("runs") / f"study-{config.study}-{profile}"
     out.print(f"study {config.study} ({profile}) → {root}")
     run_study(config, profile, root, seeds=seed_list, data_dir=data_dir, device=device,
-              log=out.print)  # fmt: skip
+              log=out.print, log_to=_split(log_to))  # fmt: skip
     out.print(f"wrote {root / 'results.json'}, {root / 'report.md'}, {root / 'accuracy.png'}")
 
 
@@ -864,6 +876,7 @@ def reproduce_command(
     ] = 1,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
     report: Annotated[bool, typer.Option(help="Write the Markdown/HTML report.")] = True,
+    log_to: LogToOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -884,7 +897,7 @@ def reproduce_command(
         target = root if len(SUITES[experiment]) == 1 else root / name
         result = run_experiment(
             name, chosen, target, seeds=seed_list, jobs=jobs, data_dir=data_dir, device=device,
-            log=out.print,
+            log=out.print, log_to=_split(log_to),
         )  # fmt: skip
         _print_reproduction(result)
         out.print(f"wrote {target / 'results.json'} ({result.seconds:.0f} s)")
@@ -985,7 +998,8 @@ def main(argv: list[str] | None = None) -> None:
     except LsakitError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # escape: a message's [brackets] (e.g. lsakit[mlflow]) are text, not rich markup
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as e:
         if debug:

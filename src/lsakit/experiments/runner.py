@@ -38,6 +38,8 @@ from lsakit.experiments.config import (
     row_specs,
 )
 from lsakit.experiments.results import ExperimentResult, RowResult, RunResult
+from lsakit.tracking import TrackingSetup, log_results
+from lsakit.tracking import require as require_tracking
 from lsakit.train import CHECKPOINT_NAME, TrainConfig, train, validate_config
 
 RUN_FILE = "run.json"
@@ -57,6 +59,8 @@ class _Task:
     lsa_limit: int | None
     data_dir: str | None
     device: str
+    #: the names and MLflow store the run is tracked under, if it is (config["log_to"])
+    tracking: TrackingSetup | None = None
 
 
 def train_config(
@@ -96,7 +100,10 @@ def _run(task: _Task) -> dict[str, Any]:
     started = time.perf_counter()
     config = validate_config(task.config)
     # Not cached (or cached with other settings): this run replaces whatever is in run_dir.
-    result = train(config, run_dir, device=task.device, data_dir=task.data_dir, overwrite=True)
+    result = train(
+        config, run_dir, device=task.device, data_dir=task.data_dir, overwrite=True,
+        tracking=task.tracking,
+    )  # fmt: skip
     model = result.model.eval()  # the last epoch's weights, as written to model.safetensors
     test = datasets.load(
         config.dataset, "test", batch_size=256, shuffle=False, limit=task.test_limit,
@@ -122,12 +129,32 @@ def _run(task: _Task) -> dict[str, Any]:
     outcome: dict[str, Any] = {**run.model_dump(), "resolved_layers": result.regularized_layers}
     payload = {"task": _task_key(task), "result": outcome}
     atomic_write_text(cached, json.dumps(payload, indent=2) + "\n")
+    if config.log_to:
+        final = _final_metrics(task.eps, run, [layer.label for layer in lsa.layers])
+        last_epoch = int(result.metrics[-1]["epoch"]) if result.metrics else 0
+        log_results(config.log_to, run_dir, task.tracking, final, step=last_epoch,
+                    artifacts=[cached])  # fmt: skip
     return outcome
 
 
+def _final_metrics(
+    eps: tuple[float, ...], run: RunResult, labels: list[str]
+) -> dict[str, float | None]:
+    """A run's evaluation as tracked metrics: R&G, FGSM accuracy (%) per ε, relative error per
+    layer under the LSA attack."""
+    metrics: dict[str, float | None] = {"final/rg": run.rg}
+    for e, accuracy in zip(eps, run.accuracies, strict=True):
+        metrics[f"final/fgsm_accuracy_eps_{e:g}"] = accuracy
+    for label, error in zip(labels, run.relative_errors, strict=True):
+        metrics[f"final/relative_error_{label}"] = error
+    return metrics
+
+
 def _task_key(task: _Task) -> dict[str, Any]:
-    """What makes a cached run reusable: the same training config, grid and LSA attack."""
-    return {"config": task.config, "eps": list(task.eps), "lsa_attack": task.lsa_attack,
+    """What makes a cached run reusable: the same training config (tracking aside), grid and LSA
+    attack."""
+    config = {k: v for k, v in task.config.items() if k != "log_to"}
+    return {"config": config, "eps": list(task.eps), "lsa_attack": task.lsa_attack,
             "test_limit": task.test_limit, "lsa_limit": task.lsa_limit}  # fmt: skip
 
 
@@ -141,8 +168,17 @@ def run_experiment(
     data_dir: str | Path | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
+    log_to: list[str] | None = None,
 ) -> ExperimentResult:
-    """Run experiment ``name`` with ``profile`` into ``out_dir``; write and return ``results.json``."""
+    """Run experiment ``name`` with ``profile`` into ``out_dir``; write and return ``results.json``.
+
+    ``log_to`` (or ``log_to`` in the experiment's training settings) tracks each (row, seed) run
+    in TensorBoard / MLflow: MLflow experiment ``name`` in the store ``out_dir/mlruns`` (unless
+    ``MLFLOW_TRACKING_URI`` / ``MLFLOW_EXPERIMENT_NAME`` say otherwise), run ``ROW/seed-S``, with
+    the training metrics, the final FGSM sweep, R&G and relative errors, checkpoint and run.json.
+    Runs reused from an earlier call are not tracked again.
+    """
+    require_tracking(log_to or [])
     started = time.perf_counter()
     config = load_experiment(name)
     if profile not in config.profiles:
@@ -161,10 +197,17 @@ def run_experiment(
     def task(row: RowSpec, seed: int, mvl_checkpoint: str | None = None) -> _Task:
         run_dir = out / "runs" / row.name / f"seed-{seed}"
         cfg = train_config(config, profile, row, seed, mvl_checkpoint)
+        if log_to:
+            cfg = cfg.with_overrides(log_to=log_to)
+        tracking = TrackingSetup(
+            experiment=name, run_name=f"{row.name}/seed-{seed}", store=out / "mlruns",
+            tags={"lsakit.experiment": name, "lsakit.profile": profile, "lsakit.row": row.name,
+                  "lsakit.seed": str(seed)},
+        )  # fmt: skip
         return _Task(
             row=row.name, seed=seed, config=cfg.model_dump(), run_dir=str(run_dir), eps=tuple(eps),
             lsa_attack=config.lsa_attack, test_limit=prof.test_limit, lsa_limit=prof.lsa_limit,
-            data_dir=None if data_dir is None else str(data_dir), device=device,
+            data_dir=None if data_dir is None else str(data_dir), device=device, tracking=tracking,
         )  # fmt: skip
 
     normal = next(r for r in rows if r.name == "Normal")

@@ -44,6 +44,8 @@ from lsakit._results import JsonResult
 from lsakit.checkpoint import load_checkpoint
 from lsakit.errors import ConfigError
 from lsakit.evaluate import robust_accuracy
+from lsakit.tracking import TrackingSetup, log_results
+from lsakit.tracking import require as require_tracking
 from lsakit.train import train, validate_config
 
 RUN_FILE = "run.json"
@@ -191,8 +193,15 @@ def run_study(
     data_dir: str | Path | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
+    log_to: list[str] | None = None,
 ) -> StudyResult:
-    """Train and evaluate every row for every seed (reusing finished runs); write the report."""
+    """Train and evaluate every row for every seed (reusing finished runs); write the report.
+
+    ``log_to`` tracks each (row, seed) run trained here in TensorBoard / MLflow (MLflow experiment
+    ``study-NAME`` in ``out_dir/mlruns`` unless the MLFLOW_* variables say otherwise, run
+    ``ROW/seed-S``): training metrics, the row's evaluation, checkpoint and run.json.
+    """
+    require_tracking(log_to or [])
     if profile not in config.profiles:
         raise ConfigError(
             f"study {config.study} has no profile {profile!r}; choose one of "
@@ -212,7 +221,10 @@ def run_study(
             else:
                 if log is not None:
                     log(f"{row.name} (seed {seed}) → {run_dir}")
-                run = _run_row(config, chosen, row, seed, values, run_dir, data_dir, device)
+                run = _run_row(
+                    config, chosen, row, seed, values, run_dir, data_dir, device,
+                    log_to=log_to, tracking=_tracking(config, profile, row, seed, out),
+                )  # fmt: skip
             runs.append(run)
             checkpoints[row.name] = run.checkpoint
             if log is not None:
@@ -228,6 +240,18 @@ def run_study(
     result.save(out / "results.json")
     write_study_report(config, result, out)
     return result
+
+
+def _tracking(
+    config: StudyConfig, profile: str, row: StudyRow, seed: int, out: Path
+) -> TrackingSetup:
+    """The names a row's run is tracked under, if it is (``log_to``)."""
+    tags = {"lsakit.study": config.study, "lsakit.profile": profile, "lsakit.row": row.name,
+            "lsakit.seed": str(seed)}  # fmt: skip
+    return TrackingSetup(
+        experiment=f"study-{config.study}", run_name=f"{row.name}/seed-{seed}",
+        store=out / "mlruns", tags=tags,
+    )  # fmt: skip
 
 
 def _train_values(
@@ -280,6 +304,9 @@ def _run_row(
     run_dir: Path,
     data_dir: str | Path | None,
     device: str,
+    *,
+    log_to: list[str] | None = None,
+    tracking: TrackingSetup | None = None,
 ) -> StudyRun:
     started = time.perf_counter()
     search_metrics: dict[str, float] = {}
@@ -292,8 +319,12 @@ def _run_row(
             data_dir=data_dir, device=resolve_device(device),
         )  # fmt: skip
     train_config = validate_config(values, source=f"row {row.name}")
+    if log_to:  # tracking is no part of the values that make a finished run reusable
+        train_config = train_config.with_overrides(log_to=log_to)
     # Not cached (or cached with other settings): this run replaces whatever is in run_dir.
-    result = train(train_config, run_dir, device=device, data_dir=data_dir, overwrite=True)
+    result = train(
+        train_config, run_dir, device=device, data_dir=data_dir, overwrite=True, tracking=tracking
+    )
     checkpoint = result.best_checkpoint or result.checkpoint
     assert checkpoint is not None
     model, _ = load_checkpoint(checkpoint)
@@ -309,6 +340,10 @@ def _run_row(
         run_dir / RUN_FILE,
         json.dumps({"train": json.loads(json.dumps(values)), "run": run.model_dump()}, indent=2),
     )
+    final = {f"final/{name}": value for name, value in metrics.items()}
+    last_epoch = int(result.metrics[-1]["epoch"]) if result.metrics else 0
+    log_results(train_config.log_to, run_dir, tracking, final, step=last_epoch,
+                artifacts=[run_dir / RUN_FILE])  # fmt: skip
     return run
 
 

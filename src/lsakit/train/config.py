@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lsakit.analysis import DEFAULT_ETA
 from lsakit.errors import ConfigError
 from lsakit.speed import Amp
+from lsakit.tracking import Backend as TrackingBackend
 from lsakit.train.lsp import (
     DEFAULT_BANDWIDTH,
     DEFAULT_PERPLEXITY,
@@ -124,6 +125,11 @@ class TrainConfig(BaseModel):
     channels_last: bool = Field(False, description="channels-last layout for image batches")
     compile: bool = Field(False, description="torch.compile the training model")
 
+    # experiment tracking (lsakit.tracking): off by default
+    log_to: list[TrackingBackend] = Field(
+        default_factory=list, description="also log the run to: tensorboard, mlflow"
+    )
+
     # validation, best checkpoint, early stopping
     val_steps: int = Field(10, ge=1, description="PGD steps of the per-epoch robust validation")
     early_stopping: int | None = Field(
@@ -149,6 +155,8 @@ class TrainConfig(BaseModel):
                 )
         if len(set(self.regularizer)) != len(self.regularizer):
             raise ValueError("regularizer lists a penalty twice")
+        if len(set(self.log_to)) != len(self.log_to):
+            raise ValueError("log_to lists a backend twice")
         if "lsp" in self.regularizer:
             if self.lsp_on == "clean+adv" and self.method == "standard":
                 raise ValueError("lsp_on clean+adv needs an adversarial method")

@@ -50,6 +50,8 @@ from lsakit.defenses.sparsity import (
 from lsakit.errors import CheckpointError, ConfigError, LsakitError
 from lsakit.probe import LayerProbe
 from lsakit.speed import Amp
+from lsakit.tracking import TrackingSetup, open_trackers
+from lsakit.tracking import require as require_tracking
 from lsakit.train.config import TrainConfig, dump_config, load_config
 from lsakit.train.lsp import LocalStructureRegularizer
 
@@ -428,6 +430,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    tracking: TrackingSetup | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``config.dataset`` with ``config.method`` (+ AT-LR if configured).
 
@@ -437,6 +440,10 @@ def train(
     ``out_dir`` continues from its last completed epoch. A directory that already holds a run is
     refused unless ``overwrite=True``, which first deletes that run's files (so a new run that
     fails early never leaves a mix of two runs). A NaN/inf loss raises TrainingError.
+
+    ``config.log_to`` also logs the run to TensorBoard / MLflow (:mod:`lsakit.tracking`; names
+    and store from ``tracking``): the config, each epoch's ``metrics.jsonl`` record and, at the
+    end, the run's files. A resumed run continues the same tracked run.
     """
     from lsakit.train.objectives import build_objective
     from lsakit.train.regularizers import LayerwiseRegularizer
@@ -446,6 +453,10 @@ def train(
         raise ConfigError("resume needs the run directory")
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other; choose one")
+    if config.log_to:
+        if out is None:
+            raise ConfigError("log_to needs a run directory to track; give out_dir (--out)")
+        require_tracking(config.log_to)  # a missing package is said before any training
     seed_everything(config.seed)  # the same on every rank: the initial weights agree
     dev = resolve_device(device)
     distributed.init(dev)
@@ -522,7 +533,11 @@ def train(
         TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}"),
         TimeRemainingColumn(),
     )  # fmt: skip
-    with Progress(*columns, transient=True, disable=not progress) as bar:
+    trackers = open_trackers(
+        config.log_to, out, tracking, after_step=start_epoch if resume else None, enabled=main
+    )
+    with trackers, Progress(*columns, transient=True, disable=not progress) as bar:
+        trackers.start(config.model_dump(), metrics)
         for epoch in range(start_epoch + 1, config.epochs + 1):
             if (
                 config.lr_layers == ["mvl"]
@@ -618,6 +633,7 @@ def train(
                     "lr_layers": lr_layers,
                     "scaler": scaler.state_dict() if scaler is not None else None,
                 })  # fmt: skip
+                trackers.log_metrics(record, step=epoch)  # the record metrics.jsonl got
             distributed.barrier()  # the others wait until rank 0 has written the epoch's files
             if log is not None:  # after the files: a run that printed "epoch k" can resume from k
                 log(_describe(record, config))
@@ -627,6 +643,10 @@ def train(
                 if log is not None:
                     log(f"early stopping: no better validation accuracy for {bad_epochs} epochs")
                 break
+        if out is not None:
+            trackers.log_artifacts(
+                out / name for name in (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, BEST_NAME)
+            )
     return TrainResult(
         model=net,
         metrics=metrics,

@@ -1,0 +1,412 @@
+"""Experiment tracking: a run's config, per-epoch metrics and files in TensorBoard and/or MLflow.
+
+The trainer writes ``metrics.jsonl`` and, for every backend in ``TrainConfig.log_to``, the same
+records through a :class:`Tracker`: scalars keyed as in ``metrics.jsonl`` with the epoch as the
+step, the config as parameters (MLflow) or hparams plus a ``config`` text (TensorBoard), and at the
+end the run's files as MLflow artifacts. Both are local by default:
+
+* TensorBoard: event files in ``RUN_DIR/tb`` (``tensorboard --logdir`` on a parent folder shows
+  every run below it);
+* MLflow: the file store ``RUN_DIR/../mlruns``, experiment ``lsakit`` (reproductions and studies:
+  ``OUT/mlruns``, experiment named after the reproduction or study); ``MLFLOW_TRACKING_URI`` and
+  ``MLFLOW_EXPERIMENT_NAME`` point elsewhere.
+
+A resumed run continues the same tracked run: the MLflow run id is kept in
+``RUN_DIR/mlflow-run.json``; TensorBoard appends to ``RUN_DIR/tb`` with ``purge_step`` just after
+the last completed epoch, so the steps continue and events of an epoch that did not complete are
+dropped. Only the main process (rank 0 under torchrun) tracks. The packages are optional
+(``pip install 'lsakit[tracking]'``); asking for a missing one is a :class:`TrackingError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from lsakit._io import atomic_write_text
+from lsakit.errors import LsakitError
+
+Backend = Literal["tensorboard", "mlflow"]
+BACKENDS: tuple[Backend, ...] = ("tensorboard", "mlflow")
+Status = Literal["FINISHED", "FAILED", "KILLED"]
+
+TENSORBOARD_DIR = "tb"
+MLFLOW_RUN_FILE = "mlflow-run.json"
+DEFAULT_EXPERIMENT = "lsakit"
+#: The per-epoch metrics shown against the hparams in TensorBoard's HPARAMS tab.
+HPARAM_METRICS = ("train_loss", "train_accuracy", "val_clean", "val_robust", "test_accuracy")
+#: MLflow's limit on a parameter value (2.x; 3.x allows more): longer values are cut.
+_MAX_PARAM = 6000
+
+_PACKAGES: dict[str, tuple[str, str]] = {
+    # backend: (module that must import, what to install)
+    "tensorboard": ("tensorboard", "pip install 'lsakit[tensorboard]' (or tensorboard)"),
+    "mlflow": ("mlflow", "pip install 'lsakit[mlflow]' (or mlflow-skinny, or mlflow)"),
+}
+
+
+class TrackingError(LsakitError):
+    """A tracking backend that cannot be used (package missing, store unreachable)."""
+
+
+@dataclass(frozen=True)
+class TrackingSetup:
+    """Where and under which names a run is tracked (the directory-independent part).
+
+    ``store`` is the MLflow file store used when ``MLFLOW_TRACKING_URI`` is not set (default:
+    the run directory's parent ``/mlruns``); ``experiment`` the MLflow experiment when
+    ``MLFLOW_EXPERIMENT_NAME`` is not set; ``run_name`` defaults to the run directory's name.
+    """
+
+    experiment: str = DEFAULT_EXPERIMENT
+    run_name: str | None = None
+    store: Path | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Tracker(Protocol):
+    """One tracking backend's view of one run."""
+
+    #: whether this continues a run tracked before (resume), so its params and past epochs are
+    #: there already
+    continued: bool
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Log the numeric entries of ``metrics`` (None and other values are skipped)."""
+        ...
+
+    def log_artifacts(self, paths: Iterable[Path]) -> None: ...
+
+    def close(self, status: Status = "FINISHED") -> None: ...
+
+
+def require(backends: Iterable[str]) -> None:
+    """Raise a one-line :class:`TrackingError` naming what to install for a missing backend."""
+    for backend in backends:
+        if backend not in _PACKAGES:
+            raise TrackingError(
+                f"unknown tracking backend {backend!r}; use {' or '.join(BACKENDS)}"
+            )
+        module, install = _PACKAGES[backend]
+        try:
+            __import__(module)
+        except ImportError:
+            raise TrackingError(
+                f"--log-to {backend} needs the {module} package, which is not installed: {install}"
+            ) from None
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The entries of ``metrics`` that are numbers (bools excluded), as floats."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def flat_params(config: Mapping[str, Any]) -> dict[str, str | float | int]:
+    """A config as flat parameters: numbers kept, everything else as its JSON text."""
+    params: dict[str, str | float | int] = {}
+    for key, value in config.items():
+        if isinstance(value, str) or (
+            isinstance(value, int | float) and not isinstance(value, bool)
+        ):
+            params[key] = value
+        else:
+            params[key] = json.dumps(value, sort_keys=True, default=str)
+    return params
+
+
+class Trackers:
+    """All trackers of one run as one (none at all is fine); a context manager that closes them,
+    with status FAILED on an exception and KILLED on Ctrl-C."""
+
+    def __init__(self, trackers: list[Tracker] | None = None) -> None:
+        self.trackers = list(trackers or [])
+
+    def __bool__(self) -> bool:
+        return bool(self.trackers)
+
+    def start(self, params: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = ()) -> None:
+        """Give every tracker that starts a new run the params and the epochs done so far (a
+        resume whose tracked run is gone gets the past epochs from ``metrics.jsonl``)."""
+        done = list(records)
+        for tracker in self.trackers:
+            if not tracker.continued:
+                tracker.log_params(params)
+                for record in done:
+                    tracker.log_metrics(record, step=int(record["epoch"]))
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        for tracker in self.trackers:
+            tracker.log_metrics(metrics, step)
+
+    def log_artifacts(self, paths: Iterable[Path]) -> None:
+        existing = [p for p in paths if p.is_file()]
+        for tracker in self.trackers:
+            tracker.log_artifacts(existing)
+
+    def close(self, status: Status = "FINISHED") -> None:
+        for tracker in self.trackers:
+            tracker.close(status)
+        self.trackers = []
+
+    def __enter__(self) -> Trackers:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.close("FINISHED")
+        else:
+            self.close("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+
+
+def open_trackers(
+    backends: Iterable[str],
+    run_dir: str | os.PathLike[str] | None,
+    setup: TrackingSetup | None = None,
+    *,
+    after_step: int | None = None,
+    enabled: bool = True,
+) -> Trackers:
+    """The trackers of the run in ``run_dir`` for ``backends``.
+
+    ``after_step`` None starts a new tracked run (TensorBoard event files of an earlier run in
+    ``run_dir/tb`` are deleted; MLflow creates a run and records its id in ``run_dir``); an int
+    continues the run tracked in ``run_dir`` after that step (resume, or adding the final results
+    of a finished run). ``enabled`` False (ranks other than 0) gives no trackers.
+    """
+    chosen = list(dict.fromkeys(backends))
+    if not enabled or not chosen:
+        return Trackers()
+    if run_dir is None:
+        raise TrackingError("tracking needs the run directory (out_dir, --out)")
+    require(chosen)
+    directory = Path(run_dir)
+    setup = setup or TrackingSetup()
+    trackers: list[Tracker] = []
+    try:
+        for backend in chosen:
+            if backend == "tensorboard":
+                trackers.append(TensorBoardTracker(directory / TENSORBOARD_DIR, after_step))
+            else:
+                trackers.append(MlflowTracker(directory, setup, resume=after_step is not None))
+    except BaseException:
+        Trackers(trackers).close("FAILED")
+        raise
+    return Trackers(trackers)
+
+
+def log_results(
+    backends: Iterable[str],
+    run_dir: str | os.PathLike[str],
+    setup: TrackingSetup | None,
+    results: Mapping[str, Any],
+    *,
+    step: int,
+    artifacts: Iterable[Path] = (),
+) -> None:
+    """Add a finished run's final results (its evaluation) and files to its tracked run, at
+    ``step`` (the last epoch). Nothing happens for no backends."""
+    with open_trackers(backends, run_dir, setup, after_step=step) as trackers:
+        trackers.log_metrics(results, step)
+        trackers.log_artifacts(artifacts)
+
+
+# --------------------------------------------------------------------------------------------
+# TensorBoard
+# --------------------------------------------------------------------------------------------
+class TensorBoardTracker:
+    """Scalars (tag = the metrics.jsonl key, step = epoch), hparams and the config as text, in
+    ``log_dir`` through :class:`torch.utils.tensorboard.SummaryWriter`."""
+
+    def __init__(self, log_dir: Path, after_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        old = sorted(log_dir.glob("events.out.tfevents.*")) if log_dir.is_dir() else []
+        if after_step is None:
+            for path in old:  # a new run in this directory: nothing of an earlier one stays
+                path.unlink()
+        self.continued = after_step is not None and bool(old)
+        # purge_step: on reading, events at steps > after_step from earlier files are dropped
+        # (an epoch that was logged but not saved before a kill is trained and logged again).
+        purge = after_step + 1 if after_step is not None and old else None
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {
+            k: v if isinstance(v, int | float) else str(v) for k, v in flat_params(params).items()
+        }
+        metrics = {k: 0.0 for k in HPARAM_METRICS}
+        experiment, start, end = hparams(values, metrics)  # type: ignore[no-untyped-call]
+        writer = self.writer.file_writer
+        assert writer is not None
+        for summary in (experiment, start, end):
+            writer.add_summary(summary)
+        text = "\n".join(f"    {k}: {v}" for k, v in flat_params(params).items())
+        self.writer.add_text("config", text, global_step=0)
+        self.writer.flush()
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        for key, value in numeric(metrics).items():
+            self.writer.add_scalar(key, value, global_step=step)
+        self.writer.flush()
+
+    def log_artifacts(self, paths: Iterable[Path]) -> None:
+        """TensorBoard keeps no files; the run directory beside ``tb`` holds them."""
+
+    def close(self, status: Status = "FINISHED") -> None:
+        self.writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow
+# --------------------------------------------------------------------------------------------
+def mlflow_tracking_uri(run_dir: Path, setup: TrackingSetup) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the file store ``setup.store`` (default:
+    ``run_dir/../mlruns``) as a ``file:`` URI."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    store = setup.store if setup.store is not None else run_dir.parent / "mlruns"
+    return store.resolve().as_uri()
+
+
+def _allow_file_store(uri: str) -> None:
+    # MLflow ≥ 3.x refuses the file store unless asked for; it is the local default here.
+    if uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
+class MlflowTracker:
+    """One MLflow run through :class:`mlflow.MlflowClient` (no global active run, so several
+    runs can be tracked in one process): params, metrics (step = epoch), artifacts, status."""
+
+    def __init__(self, run_dir: Path, setup: TrackingSetup, *, resume: bool = False) -> None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        self.run_file = run_dir / MLFLOW_RUN_FILE
+        saved = _read_run_file(self.run_file) if resume else None
+        uri = saved["tracking_uri"] if saved else mlflow_tracking_uri(run_dir, setup)
+        _allow_file_store(uri)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            run_id = saved["run_id"] if saved else None
+            if run_id is not None and _run_exists(self.client, run_id):
+                self.client.update_run(run_id, status="RUNNING")
+                self.continued = True
+            else:
+                experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or setup.experiment
+                run = self.client.create_run(
+                    _experiment_id(self.client, experiment),
+                    run_name=setup.run_name or run_dir.name,
+                    tags={"lsakit.run_dir": str(run_dir.resolve()), **setup.tags},
+                )
+                run_id = run.info.run_id
+                self.continued = False
+                atomic_write_text(
+                    self.run_file,
+                    json.dumps({"tracking_uri": uri, "run_id": run_id}, indent=2) + "\n",
+                )
+        except MlflowException as e:
+            raise TrackingError(f"MLflow at {uri}: {_first_line(e)}") from None
+        self.run_id: str = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        values = [Param(k, str(v)[:_MAX_PARAM]) for k, v in flat_params(params).items()]
+        for start in range(0, len(values), 100):  # MLflow takes ≤ 100 params per batch
+            self.client.log_batch(self.run_id, params=values[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = [
+            Metric(mlflow_key(k), v, now, step)
+            for k, v in numeric(metrics).items()
+            if not math.isinf(v)
+        ]
+        if values:
+            self.client.log_batch(self.run_id, metrics=values)
+
+    def log_artifacts(self, paths: Iterable[Path]) -> None:
+        for path in paths:
+            self.client.log_artifact(self.run_id, str(path))
+
+    def close(self, status: Status = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` as an MLflow metric key (letters, digits, ``_-. /`` only): ``pgd=0.3,steps=20±``
+    → ``pgd_0.3_steps_20_std``."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name.replace("±", "_std"))
+
+
+def mlflow_run_id(run_dir: str | os.PathLike[str]) -> str | None:
+    """The id of the MLflow run that tracks ``run_dir`` (None when none does)."""
+    saved = _read_run_file(Path(run_dir) / MLFLOW_RUN_FILE)
+    return saved["run_id"] if saved else None
+
+
+def _read_run_file(path: Path) -> dict[str, str] | None:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not {"tracking_uri", "run_id"} <= saved.keys():
+        return None
+    return {"tracking_uri": str(saved["tracking_uri"]), "run_id": str(saved["run_id"])}
+
+
+def _run_exists(client: Any, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
+    return bool(run.info.lifecycle_stage == "active")
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created (or restored from deletion) when needed."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return str(client.create_experiment(name))
+        except MlflowException:  # another process created it just now
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return str(experiment.experiment_id)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
