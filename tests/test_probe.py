@@ -38,7 +38,7 @@ def test_default_layers_follow_execution_order_and_reuse() -> None:
         model(x)
         reps = probe.take()
     names = [layer.name for layer in probe.layers]
-    assert names == ["early", "shared", "shared#1", "late"]
+    assert names == ["early", "shared#0", "shared#1", "late"]
     assert [layer.label for layer in probe.layers] == ["L0", "L1", "L2", "L3"]
     h0 = torch.relu(model.fc(x))
     h1 = torch.sigmoid(h0)

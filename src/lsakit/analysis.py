@@ -39,7 +39,7 @@ from lsakit._torch import eval_mode, model_device
 from lsakit.domain import UNIT, current_domain, follows_data_domain
 from lsakit.errors import ConfigError, InputError, UndefinedMeasureError
 from lsakit.measures import check_measure, check_reduction, compare, measure_rows
-from lsakit.probe import LayerProbe, LayerSpec
+from lsakit.probe import LayerProbe, LayerSpec, describe_selection
 
 #: Anything mapping (x, y) to a perturbed x of the same shape: noise, attacks, user functions.
 PerturbationFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -92,6 +92,9 @@ class PerturbationResult(_Frozen):
     adversarial: bool
     params: dict[str, Any]
     accuracy: float | None
+    #: samples on which the attack's input gradient was exactly zero throughout (left unattacked;
+    #: their small relative errors say nothing about robustness)
+    zero_gradient_samples: int = 0
     mu: float | None
     sigma: float | None
     layers: list[LayerStats]
@@ -116,6 +119,12 @@ class LSAResult(JsonResult):
     clean_accuracy: float | None
     layers: list[LayerInfo]
     perturbations: list[PerturbationResult]
+    #: the layer selection measured (probe.describe_selection: None = the default activations);
+    #: pass it back as ``layers=`` to select the same representations
+    selection: list[str] | None = None
+    #: how many activation calls ran as functions outside modules, invisible to the analysis
+    #: (counted in the first forward of the default selection; None when not counted)
+    invisible_activation_calls: int | None = None
     #: the declared input domain the analysis ran in (InputDomain.to_json; [0, 1] by default)
     input_domain: dict[str, Any] = Field(default_factory=lambda: UNIT.to_json())
     meta: dict[str, Any] = Field(default_factory=dict)
@@ -317,6 +326,7 @@ def analyze(
     names = list(perturbations)
     stats: dict[str, RunningStats] = {}
     correct = dict.fromkeys(["", *names], 0)
+    zero_gradient = dict.fromkeys(names, 0)
     n_samples = 0
     layer_infos: list[LayerInfo] = []
     with (
@@ -340,6 +350,7 @@ def analyze(
                 with probe.paused():
                     x_pert = perturbations[name](x, y)
                 _check_perturbed(name, x, x_pert)
+                zero_gradient[name] += int(getattr(perturbations[name], "last_zero_gradient", 0))
                 with torch.no_grad():
                     logits_pert = select_logits(model(x_pert), output)
                 perturbed = probe.take()
@@ -354,6 +365,7 @@ def analyze(
             n_samples += x.shape[0]
             for _ in range(ranks):  # the other ranks' batches advance at about the same pace
                 step()
+        invisible = probe.invisible_activation_calls
     if distributed.is_distributed():
         layer_infos, stats, n_samples = _merge_ranks(layer_infos, stats, correct, n_samples, device)
     if n_samples == 0:
@@ -375,6 +387,7 @@ def analyze(
                 adversarial=adversarial,
                 params=params,
                 accuracy=correct[name] / n_samples,
+                zero_gradient_samples=zero_gradient[name],
                 mu=mu,
                 sigma=sigma,
                 layers=layer_stats,
@@ -388,6 +401,8 @@ def analyze(
         layers=layer_infos,
         perturbations=results,
         input_domain=current_domain().to_json(),
+        selection=describe_selection(layers),
+        invisible_activation_calls=invisible,
         meta=dict(meta or {}),
     )
 

@@ -6,6 +6,7 @@ stderr with exit code 2, no traceback unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -832,6 +833,70 @@ def search_command(
     )
 
 
+# -- where a grid's runs go (reproduce, study) ----------------------------------------------------
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where the runs go: local (this machine, --jobs processes) or ray (one Ray task per "
+        "(row, seed) run; needs lsakit\\[ray]; OUT must be a path every node sees).",
+    ),
+]
+JobsOpt = Annotated[
+    int, typer.Option(min=1, help="Runs in parallel (local processes, 1 thread each).")
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Ray: the cluster (HEAD:PORT, auto or ray://HEAD:10001); default $RAY_ADDRESS, "
+        "else a cluster started on this machine, else a new local one.",
+    ),
+]
+CpusPerRunOpt = Annotated[
+    float | None,
+    typer.Option("--cpus-per-run", help="Ray: CPUs of each run, also its torch threads (1)."),
+]
+GpusPerRunOpt = Annotated[
+    float | None,
+    typer.Option("--gpus-per-run", help="Ray: GPUs of each run (0; a fraction shares a GPU)."),
+]
+RetriesOpt = Annotated[
+    int | None,
+    typer.Option("--max-retries", help="Ray: reruns of a run whose worker or node died (3)."),
+]
+
+
+def _grid_executor(
+    executor: str,
+    jobs: int,
+    address: str | None,
+    cpus_per_run: float | None,
+    gpus_per_run: float | None,
+    max_retries: int | None,
+) -> Any:
+    """The RayExecutor the options ask for, or None for the local one (the runners' default)."""
+    ray_options = {"--address": address, "--cpus-per-run": cpus_per_run,
+                   "--gpus-per-run": gpus_per_run, "--max-retries": max_retries}  # fmt: skip
+    if executor == "local":
+        given = [name for name, value in ray_options.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: options of --executor ray; add it or drop them")
+        return None
+    if executor != "ray":
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if jobs != 1:
+        raise ConfigError(
+            "--jobs is for --executor local; on Ray the cluster's CPUs and --cpus-per-run decide "
+            "how many runs go at once"
+        )
+    from lsakit.experiments.executors import RayExecutor
+
+    kwargs: dict[str, Any] = {"cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
+                              "max_retries": max_retries}  # fmt: skip
+    return RayExecutor(address, **{k: v for k, v in kwargs.items() if v is not None})
+
+
 # -- study -------------------------------------------------------------------------------------
 @app.command("study")
 def study_command(
@@ -844,6 +909,12 @@ def study_command(
     log_to: LogToOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = "local",
+    jobs: JobsOpt = 1,
+    address: AddressOpt = None,
+    cpus_per_run: CpusPerRunOpt = None,
+    gpus_per_run: GpusPerRunOpt = None,
+    max_retries: RetriesOpt = None,
 ) -> None:
     """Run a companion-method study (LSP, RSR/PNI, RACL): every row trained with the one trainer,
     evaluated alike, then results.json, report.md and accuracy.png. Finished runs are reused."""
@@ -852,9 +923,11 @@ def study_command(
     config = load_study(name)
     seed_list = _seed_list(seeds)
     root = out_dir or Path("runs") / f"study-{config.study}-{profile}"
+    grid = _grid_executor(executor, jobs, address, cpus_per_run, gpus_per_run, max_retries)
     out.print(f"study {config.study} ({profile}) → {root}")
-    run_study(config, profile, root, seeds=seed_list, data_dir=data_dir, device=device,
-              log=out.print, log_to=_split(log_to))  # fmt: skip
+    with grid or contextlib.nullcontext():
+        run_study(config, profile, root, seeds=seed_list, data_dir=data_dir, device=device,
+                  log=out.print, log_to=_split(log_to), jobs=jobs, executor=grid)  # fmt: skip
     out.print(f"wrote {root / 'results.json'}, {root / 'report.md'}, {root / 'accuracy.png'}")
 
 
@@ -871,18 +944,23 @@ def reproduce_command(
     seeds: Annotated[
         str | None, typer.Option(help="Comma-separated seeds (default: the profile's).")
     ] = None,
-    jobs: Annotated[
-        int, typer.Option(min=1, help="Runs in parallel (processes, 1 thread each).")
-    ] = 1,
+    jobs: JobsOpt = 1,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
     report: Annotated[bool, typer.Option(help="Write the Markdown/HTML report.")] = True,
     log_to: LogToOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_run: CpusPerRunOpt = None,
+    gpus_per_run: GpusPerRunOpt = None,
+    max_retries: RetriesOpt = None,
 ) -> None:
     """Reproduce a table of the paper: every row over several seeds, results.json and a report.
 
     Finished runs are kept in OUT/runs and reused, so an interrupted reproduction continues.
+    With --executor ray each (row, seed) is one task on a Ray cluster; results.json and the
+    report are written here, as in a local run.
     """
     from lsakit.experiments import SUITES, run_experiment
 
@@ -893,19 +971,21 @@ def reproduce_command(
     chosen = "quick" if quick else (profile or "full")
     seed_list = _seed_list(seeds)
     root = out_dir or Path("runs") / f"reproduce-{experiment}-{chosen}"
-    for name in SUITES[experiment]:
-        target = root if len(SUITES[experiment]) == 1 else root / name
-        result = run_experiment(
-            name, chosen, target, seeds=seed_list, jobs=jobs, data_dir=data_dir, device=device,
-            log=out.print, log_to=_split(log_to),
-        )  # fmt: skip
-        _print_reproduction(result)
-        out.print(f"wrote {target / 'results.json'} ({result.seconds:.0f} s)")
-        if report:
-            from lsakit.report.reproduction import write_report
+    grid = _grid_executor(executor, jobs, address, cpus_per_run, gpus_per_run, max_retries)
+    with grid or contextlib.nullcontext():  # one Ray connection for the whole suite
+        for name in SUITES[experiment]:
+            target = root if len(SUITES[experiment]) == 1 else root / name
+            result = run_experiment(
+                name, chosen, target, seeds=seed_list, jobs=jobs, data_dir=data_dir,
+                device=device, log=out.print, log_to=_split(log_to), executor=grid,
+            )  # fmt: skip
+            _print_reproduction(result)
+            out.print(f"wrote {target / 'results.json'} ({result.seconds:.0f} s)")
+            if report:
+                from lsakit.report.reproduction import write_report
 
-            md, html = write_report(result, target, data_dir=data_dir)
-            out.print(f"wrote {md} and {html}")
+                md, html = write_report(result, target, data_dir=data_dir)
+                out.print(f"wrote {md} and {html}")
 
 
 def _print_reproduction(result: Any) -> None:

@@ -35,10 +35,18 @@ RowMeasure: TypeAlias = Callable[[torch.Tensor, torch.Tensor], _Rows]
 
 
 def _relative_error_rows(clean: torch.Tensor, perturbed: torch.Tensor) -> _Rows:
-    """‖a − b‖₂ / ‖a‖₂ per row; undefined where ‖a‖₂ = 0."""
-    numerator = torch.linalg.vector_norm(clean - perturbed, dim=1)
-    denominator = torch.linalg.vector_norm(clean, dim=1)
-    defined = denominator > 0
+    """‖a − b‖₂ / ‖a‖₂ per row; undefined where a = 0.
+
+    Both norms are taken of the rows divided by max|a| (the ratio is scale-free): the squares of
+    tiny activations (~1e-22, e.g. late layers of randomly initialised deep nets) underflow in
+    float32, and those of large ones overflow in float16, where the plain norms would be 0 or inf.
+    The scale is detached; the ratio's gradient is the same.
+    """
+    scale = clean.detach().abs().amax(dim=1, keepdim=True)
+    defined = scale.squeeze(1) > 0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    numerator = torch.linalg.vector_norm((clean - perturbed) / scale, dim=1)
+    denominator = torch.linalg.vector_norm(clean / scale, dim=1)
     return numerator / torch.where(defined, denominator, torch.ones_like(denominator)), defined
 
 

@@ -6,17 +6,25 @@ forward *execution* order and removes every hook when the ``with`` block exits, 
 
 Layer selection (``layers=``):
 
-* ``None`` (default): every activation module (:data:`ACTIVATION_TYPES`: ReLU, ELU, LeakyReLU, GELU,
-  SiLU, Tanh, Sigmoid, …), as the paper's reference code does. Functional activations (``F.relu``)
-  are invisible to hooks; models meant for LSA use activation modules.
+* ``None`` (default): every activation module, outermost only — the ``torch.nn`` activations
+  (:data:`ACTIVATION_TYPES`), timm's and Hugging Face transformers' activation classes (found when
+  those packages are loaded), and any class registered with :func:`register_activation`; as the
+  paper's reference code does. Functional activations (``F.relu`` in a ``forward``) are invisible
+  to hooks: during the first forward the probe counts them (a ``TorchFunctionMode``) and warns
+  once, with how many and where (:class:`InvisibleActivationWarning`).
 * a module type or a tuple of types, e.g. ``nn.Conv2d``;
 * a string: a glob over module names from ``named_modules()``, e.g. ``"features.*"``;
-* a sequence of strings, each an exact module name, a glob, or a label ``"L<k>"``. ``L<k>`` is the
-  k-th representation of the *default* selection, i.e. the labels an LSA run prints.
+* a sequence of strings, each an exact module name (every call of it), ``name#k`` (only the k-th
+  call of a module run several times per forward), a glob, ``type:ClassName`` (every module of
+  that class, by name or qualified name), a label ``"L<k>"`` — the k-th representation of the
+  *default* selection, i.e. the labels a default LSA run prints — or a printed layer
+  ``"L5 (layer2.0.conv1)"``, which selects the named representation (the label is ignored).
 
-Every call of a selected module in one forward pass is one representation, so a module used twice
-yields two (named ``name`` and ``name#1``). Representations are labelled ``L0, L1, …`` in the order
-the probe captured them.
+Every call of a selected module in one forward pass is one representation. A module called once is
+named by its module name; a module called k > 1 times yields k representations named
+``name#0 … name#{k-1}``. Representations are labelled ``L0, L1, …`` in the order the probe captured
+them. Every name a probe reports (:attr:`Layer.name`) selects exactly that representation again,
+so an analysis's layer list can be handed to the regularizer or another probe unchanged.
 """
 
 from __future__ import annotations
@@ -24,13 +32,18 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import sys
+import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from lsakit.errors import ConfigError, InputError
@@ -59,18 +72,116 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.Tanhshrink,
 )
 
+#: Where timm and transformers define their activation modules. Every nn.Module class *defined* in
+#: one of these modules is an activation (read from their sources: timm.layers.activations{,_me},
+#: transformers.activations), except the identities below. The packages are never imported here:
+#: a model built from them has loaded them already.
+THIRD_PARTY_ACTIVATION_MODULES: tuple[str, ...] = (
+    "timm.layers.activations",
+    "timm.layers.activations_me",
+    "transformers.activations",
+)
+#: Classes in those modules that are not non-linearities.
+_NOT_ACTIVATIONS = frozenset({"LinearActivation", "Identity"})
+
+_registered: list[type[nn.Module]] = []
+_discovered: dict[str, tuple[type[nn.Module], ...]] = {}
+
+
+def register_activation(cls: type[nn.Module]) -> type[nn.Module]:
+    """Make the default selection capture modules of class ``cls`` (usable as a decorator)."""
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise ConfigError(f"register_activation takes an nn.Module subclass, got {cls!r}")
+    if cls not in _registered:
+        _registered.append(cls)
+    return cls
+
+
+def _third_party_activations() -> tuple[type[nn.Module], ...]:
+    found: list[type[nn.Module]] = []
+    for name in THIRD_PARTY_ACTIVATION_MODULES:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        if name not in _discovered:
+            _discovered[name] = tuple(
+                value
+                for key, value in vars(module).items()
+                if isinstance(value, type)
+                and issubclass(value, nn.Module)
+                and value.__module__ == name
+                and key not in _NOT_ACTIVATIONS
+            )
+        found.extend(_discovered[name])
+    return tuple(found)
+
+
+def activation_types() -> tuple[type[nn.Module], ...]:
+    """Every class the default selection captures now: torch.nn's, the loaded third-party
+    packages' and the registered ones."""
+    return (*ACTIVATION_TYPES, *_third_party_activations(), *_registered)
+
+
+#: Activation functions whose calls outside modules the first forward counts.
+_FUNCTIONAL_ACTIVATIONS: dict[Any, str] = {
+    fn: name
+    for name, fns in {
+        "relu": (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_),
+        "relu6": (F.relu6,),
+        "elu": (F.elu, F.elu_),
+        "selu": (F.selu,),
+        "celu": (F.celu,),
+        "leaky_relu": (F.leaky_relu, F.leaky_relu_),
+        "prelu": (F.prelu,),
+        "rrelu": (F.rrelu,),
+        "gelu": (F.gelu,),
+        "silu": (F.silu,),
+        "mish": (F.mish,),
+        "hardswish": (F.hardswish,),
+        "hardsigmoid": (F.hardsigmoid,),
+        "hardtanh": (F.hardtanh, F.hardtanh_),
+        "softplus": (F.softplus,),
+        "softsign": (F.softsign,),
+        "logsigmoid": (F.logsigmoid,),
+        "tanh": (torch.tanh, torch.tanh_, torch.Tensor.tanh, torch.Tensor.tanh_, F.tanh),
+        "sigmoid": (
+            torch.sigmoid,
+            torch.sigmoid_,
+            torch.Tensor.sigmoid,
+            torch.Tensor.sigmoid_,
+            F.sigmoid,
+        ),
+    }.items()
+    for fn in fns
+}
+
+_ACTIVATION_LIKE = re.compile(
+    r"relu|gelu|silu|swish|mish|tanh|sigmoid|elu|softplus|activation|act$", re.I
+)
+
+
+class InvisibleActivationWarning(UserWarning):
+    """Activation functions ran outside modules, where forward hooks cannot see them."""
+
+
 LayerSpec: TypeAlias = type[nn.Module] | tuple[type[nn.Module], ...] | str | Sequence[str] | None
 
 _LABEL = re.compile(r"^L(\d+)$")
+_PRINTED = re.compile(r"^L\d+ \((.+)\)$")
+_CALL = re.compile(r"^(.*)#(\d+)$")
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One captured representation: its position, module name and call number in a forward."""
+    """One captured representation: its position, module name and call number in a forward.
+
+    ``calls`` is how many times the module ran in the forward (1 for most modules).
+    """
 
     index: int
     module_name: str
     call: int = 0
+    calls: int = 1
 
     @property
     def label(self) -> str:
@@ -79,8 +190,9 @@ class Layer:
 
     @property
     def name(self) -> str:
-        """Module name, with ``#k`` appended for the k-th reuse of one module in a forward."""
-        return self.module_name if self.call == 0 else f"{self.module_name}#{self.call}"
+        """The module name, with ``#k`` for the k-th call of a module run several times: a name
+        that selects exactly this representation again."""
+        return self.module_name if self.calls == 1 else f"{self.module_name}#{self.call}"
 
     def __str__(self) -> str:
         return f"{self.label} ({self.name})"
@@ -88,28 +200,74 @@ class Layer:
 
 @dataclass(frozen=True)
 class _Selection:
-    """Modules to hook, and which default-order activation calls to keep (for ``L<k>`` names)."""
+    """Modules to hook, which of their calls to keep, and which default-order activation calls
+    to keep (for ``L<k>`` names)."""
 
     always: frozenset[str]  # module names captured on every call
+    calls: dict[str, frozenset[int]]  # module name → the calls ``name#k`` asks for
     activation_labels: frozenset[int]  # indices k of ``L<k>`` in the default order
+    default: bool = False  # the default activation selection (functional calls are counted)
+
+    def hooked(self) -> frozenset[str]:
+        return self.always | frozenset(self.calls)
 
 
 def _is_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
+def _activation_modules(model: nn.Module) -> list[str]:
+    """Names of the activation modules of ``model``, outermost only (an activation module inside
+    another, e.g. a wrapper's inner nn.GELU, would capture the same values twice)."""
+    types = activation_types()
+    chosen: list[str] = []
+    for name, module in model.named_modules():
+        if not name or not isinstance(module, types):
+            continue
+        if any(name.startswith(parent + ".") for parent in chosen):
+            continue
+        chosen.append(name)
+    return chosen
+
+
+def _activation_like(module: nn.Module) -> bool:
+    """A class that may be an activation lsakit does not know: its name says so, or it is a
+    parameter-free leaf module defined outside torch.nn (an element-wise function, typically)."""
+    if _ACTIVATION_LIKE.search(type(module).__name__):
+        return True
+    leaf = next(module.children(), None) is None and next(module.parameters(), None) is None
+    return leaf and not type(module).__module__.startswith("torch.")
+
+
+def _no_activation_error(model: nn.Module) -> ConfigError:
+    seen = sorted(
+        {
+            f"{type(m).__module__}.{type(m).__qualname__}"
+            for _, m in model.named_modules()
+            if m is not model and _activation_like(m)
+        }
+    )
+    found = (
+        f"activation-like classes in it: {', '.join(seen)} — register them with "
+        f"lsakit.register_activation(cls), or pass layers="
+        if seen
+        else "its activations may be functions such as F.relu, which hooks cannot see; use "
+        "activation modules or pass layers="
+    )
+    return ConfigError(
+        f"{type(model).__name__} has no activation modules lsakit knows; {found} (a module type "
+        f"such as nn.Linear, module names or globs)"
+    )
+
+
 def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
     named = dict(model.named_modules())
     del named[""]  # the root is never a layer
     if layers is None:
-        chosen = frozenset(n for n, m in named.items() if isinstance(m, ACTIVATION_TYPES))
+        chosen = frozenset(_activation_modules(model))
         if not chosen:
-            raise ConfigError(
-                f"{type(model).__name__} has no activation modules to probe (functional "
-                f"activations such as F.relu are invisible to hooks); use nn.ReLU modules or "
-                f"pass layers="
-            )
-        return _Selection(chosen, frozenset())
+            raise _no_activation_error(model)
+        return _Selection(chosen, {}, frozenset(), default=True)
     if isinstance(layers, type) or (
         isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers)
     ):
@@ -118,7 +276,7 @@ def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
         if not chosen:
             names = ", ".join(t.__name__ for t in types)
             raise ConfigError(f"the model has no module of type {names}; pick another layers= type")
-        return _Selection(chosen, frozenset())
+        return _Selection(chosen, {}, frozenset())
     if not isinstance(layers, (str, list, tuple, set, frozenset)):
         raise ConfigError(
             f"layers= must be None, a module type, a name, glob or L<k> label, or a list of them; "
@@ -128,13 +286,32 @@ def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
     if not specs:
         raise ConfigError("layers= is empty; pass None for the default activation layers")
     always: set[str] = set()
+    calls: dict[str, set[int]] = {}
     labels: set[int] = set()
     for spec in specs:
         if not isinstance(spec, str):
             raise ConfigError(f"layers= entries must be module names, globs or L<k>, got {spec!r}")
+        spec = spec.strip()
+        printed = _PRINTED.match(spec)
+        if printed is not None:
+            spec = printed.group(1)
         label = _LABEL.match(spec)
+        call = _CALL.match(spec)
         if label is not None and spec not in named:
             labels.add(int(label.group(1)))
+        elif spec.startswith("type:"):
+            wanted = spec[len("type:") :].strip()
+            matches = [
+                n
+                for n, m in named.items()
+                if wanted in (type(m).__name__, f"{type(m).__module__}.{type(m).__qualname__}")
+            ]
+            if not matches:
+                classes = sorted({type(m).__name__ for m in named.values()})
+                close = difflib.get_close_matches(wanted, classes, n=3)
+                hint = f"did you mean {', '.join(close)}?" if close else f"classes: {classes[:12]}"
+                raise ConfigError(f"layer selection {spec!r} matches no module; {hint}")
+            always.update(matches)
         elif _is_glob(spec):
             matches = fnmatch.filter(named, spec)
             if not matches:
@@ -144,11 +321,114 @@ def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
             always.update(matches)
         elif spec in named:
             always.add(spec)
+        elif call is not None and call.group(1) in named:
+            calls.setdefault(call.group(1), set()).add(int(call.group(2)))
         else:
             close = difflib.get_close_matches(spec, list(named), n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "see model.named_modules()"
             raise ConfigError(f"unknown layer {spec!r}: {hint}")
-    return _Selection(frozenset(always), frozenset(labels))
+    return _Selection(
+        frozenset(always),
+        {name: frozenset(ks) for name, ks in calls.items() if name not in always},
+        frozenset(labels),
+    )
+
+
+def describe_selection(layers: LayerSpec) -> list[str] | None:
+    """A JSON-able form of a layer selection (None = the default activations), which
+    :class:`LayerProbe` accepts again: types become ``type:module.Class`` entries."""
+    if layers is None:
+        return None
+    if isinstance(layers, type):
+        layers = (layers,)
+    if isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers):
+        return [f"type:{t.__module__}.{t.__qualname__}" for t in layers]
+    if isinstance(layers, str):
+        return [layers]
+    return [str(s) for s in layers]
+
+
+def parse_layers(text: str | None) -> list[str] | None:
+    """A command-line layer selection: comma-separated names, ``name#k``, globs, ``L<k>`` or
+    ``type:ClassName``; None or ``default`` for the default activations."""
+    if text is None or text.strip().lower() in ("", "default", "activations"):
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class _FunctionalCounter(TorchFunctionMode):
+    """Counts activation functions called while no captured activation module is running,
+    attributed to the innermost module running (global module hooks, first forward only)."""
+
+    def __init__(self, model: nn.Module, activations: frozenset[str]) -> None:
+        super().__init__()
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.activations = {id(m) for n, m in model.named_modules() if n in activations}
+        self.stack: list[nn.Module] = []
+        self.inside = 0
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+        self._handles: list[RemovableHandle] = []
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None
+    ) -> Any:
+        name = _FUNCTIONAL_ACTIVATIONS.get(func)
+        if name is not None and self.inside == 0:
+            where = self.stack[-1] if self.stack else None
+            module_name = "" if where is None else self.names.get(id(where), "?")
+            cls = "" if where is None else type(where).__name__
+            self.counts[(name, module_name, cls)] += 1
+        return func(*args, **(kwargs or {}))
+
+    def _pre(self, module: nn.Module, args: Any) -> None:
+        self.stack.append(module)
+        if id(module) in self.activations:
+            self.inside += 1
+
+    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.stack and self.stack[-1] is module:
+            self.stack.pop()
+        if id(module) in self.activations:
+            self.inside -= 1
+
+    def start(self) -> None:
+        from torch.nn.modules.module import (
+            register_module_forward_hook,
+            register_module_forward_pre_hook,
+        )
+
+        self._handles = [
+            register_module_forward_pre_hook(self._pre),
+            register_module_forward_hook(self._post, always_call=True),
+        ]
+        self.__enter__()  # type: ignore[no-untyped-call]
+
+    def stop(self) -> None:
+        self.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def message(self, root: nn.Module) -> str | None:
+        total = sum(self.counts.values())
+        if total == 0:
+            return None
+        parts = []
+        for (fn, module_name, cls), n in self.counts.most_common(6):
+            where = (
+                f"{type(root).__name__}.forward"
+                if module_name == ""
+                else f"'{module_name}' ({cls})"
+            )
+            parts.append(f"{n}× {fn} in {where}")
+        more = "" if len(self.counts) <= 6 else f" and {len(self.counts) - 6} more places"
+        return (
+            f"{total} activation call{'s' if total != 1 else ''} ran as "
+            f"{'functions' if total != 1 else 'a function'} outside activation modules and "
+            f"{'are' if total != 1 else 'is'} invisible to LSA: {', '.join(parts)}{more}; only module "
+            f"activations are measured (use activation modules, or pass layers= to monitor other "
+            f"modules)"
+        )
 
 
 class LayerProbe:
@@ -186,6 +466,11 @@ class LayerProbe:
         self._activation_count = 0
         self._layers: list[Layer] | None = None
         self._paused = False
+        self._activations = frozenset(_activation_modules(model))
+        self._counter: _FunctionalCounter | None = None
+        self._counted = not self._selection.default  # count functional calls once, if default
+        #: after the first forward: how many activation calls ran as functions outside modules
+        self.invisible_activation_calls: int | None = None
 
     # -- hooks ---------------------------------------------------------------------------------
     def __enter__(self) -> LayerProbe:
@@ -193,13 +478,15 @@ class LayerProbe:
             raise RuntimeError("LayerProbe is already active; it cannot be entered twice")
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._start_forward))
+            self._handles.append(
+                self.model.register_forward_hook(self._end_forward, always_call=True)
+            )
+            hooked = self._selection.hooked()
             for name, module in self.model.named_modules():
                 if not name:
                     continue
-                activation = isinstance(module, ACTIVATION_TYPES)
-                if name in self._selection.always or (
-                    activation and self._selection.activation_labels
-                ):
+                activation = name in self._activations
+                if name in hooked or (activation and self._selection.activation_labels):
                     self._handles.append(module.register_forward_hook(self._hook(name, activation)))
         except BaseException:
             self._remove()
@@ -215,6 +502,9 @@ class LayerProbe:
         self._remove()
 
     def _remove(self) -> None:
+        if self._counter is not None:
+            self._counter.stop()
+            self._counter = None
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -224,6 +514,21 @@ class LayerProbe:
             self._record = []
             self._calls = {}
             self._activation_count = 0
+            if not self._counted and self._counter is None:
+                self._counter = _FunctionalCounter(self.model, self._activations)
+                self._counter.start()
+
+    def _end_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        counter = self._counter
+        if counter is None:
+            return
+        counter.stop()
+        self._counter = None
+        self._counted = True
+        self.invisible_activation_calls = sum(counter.counts.values())
+        message = counter.message(self.model)
+        if message is not None:
+            warnings.warn(InvisibleActivationWarning(message), stacklevel=2)
 
     def _hook(self, name: str, activation: bool) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -231,7 +536,9 @@ class LayerProbe:
                 return
             call = self._calls.get(name, 0)
             self._calls[name] = call + 1
-            keep = name in self._selection.always
+            keep = name in self._selection.always or call in self._selection.calls.get(
+                name, frozenset()
+            )
             if activation:
                 keep = keep or self._activation_count in self._selection.activation_labels
                 self._activation_count += 1
@@ -275,7 +582,10 @@ class LayerProbe:
                 "nothing captured since the last take(): run the model inside the probe first "
                 "(and check the selected layers are used in its forward)"
             )
-        layers = [Layer(i, name, call) for i, (name, call, _) in enumerate(self._record)]
+        layers = [
+            Layer(i, name, call, self._calls.get(name, 1))
+            for i, (name, call, _) in enumerate(self._record)
+        ]
         if self._layers is None:
             self._layers = layers
         elif layers != self._layers:
@@ -314,7 +624,8 @@ def default_layers(model: nn.Module, example: torch.Tensor) -> list[Layer]:
 
 
 def iter_activation_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Activation modules of ``model`` in registration order (forward order may differ)."""
-    for name, module in model.named_modules():
-        if name and isinstance(module, ACTIVATION_TYPES):
-            yield name, module
+    """Activation modules of ``model`` (the default selection's modules) in registration order
+    (forward order may differ)."""
+    modules = dict(model.named_modules())
+    for name in _activation_modules(model):
+        yield name, modules[name]

@@ -18,6 +18,7 @@ here once; every attack in this package uses them. They clip to the declared inp
 from __future__ import annotations
 
 import contextlib
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -186,6 +187,10 @@ class Perturbation(ABC):
         return f"{type(self).__name__}({settings})"
 
 
+class ZeroGradientWarning(UserWarning):
+    """An attack met an exactly-zero input gradient on some samples, which it could not move."""
+
+
 class Attack(Perturbation):
     """A white-box attack on ``model`` within an ε-ball; the loop plumbing lives here once.
 
@@ -208,9 +213,32 @@ class Attack(Perturbation):
         self.eps = check_nonnegative(eps, "eps")
         self.output = output
 
+    #: after a call: samples of the batch whose input gradient was exactly zero at every
+    #: gradient the attack took of the whole batch (0 when it took none)
+    last_zero_gradient: int = 0
+
     def _run(self, x: Tensor, y: Tensor | None) -> Tensor:
         with self._attack_context(x, y) as (x_dev, y_dev):
-            return self.perturb(x_dev, y_dev).detach()
+            x_adv = self.perturb(x_dev, y_dev).detach()
+            self._report_zero_gradients(x_dev.shape[0])
+            return x_adv
+
+    def _report_zero_gradients(self, n: int) -> None:
+        """Count (and, once per attack object, warn about) samples the gradient never moved."""
+        mask = self._zero_gradient
+        self.last_zero_gradient = 0 if mask is None or self.eps == 0 else int(mask.sum())
+        if self.last_zero_gradient and not getattr(self, "_warned_zero_gradient", False):
+            self._warned_zero_gradient = True
+            warnings.warn(
+                ZeroGradientWarning(
+                    f"{self.name}: the input gradient is exactly zero on "
+                    f"{self.last_zero_gradient} of {n} samples, which the attack leaves "
+                    f"unattacked (a zero-initialised head, saturated outputs or a "
+                    f"non-differentiable step); their perturbed results measure nothing — "
+                    f"counted per batch in last_zero_gradient and in LSA results"
+                ),
+                stacklevel=3,
+            )
 
     @contextlib.contextmanager
     def _attack_context(self, x: Tensor, y: Tensor | None) -> Iterator[tuple[Tensor, Tensor]]:
@@ -230,6 +258,8 @@ class Attack(Perturbation):
         # The logits' shape and the label range are checked on the attack's own first forward
         # pass (see _logits), so validation costs no extra forward.
         self._labels_to_check: Tensor | None = y
+        self._batch_size = x.shape[0]
+        self._zero_gradient: Tensor | None = None
         try:
             with eval_mode(self.model), torch.enable_grad():
                 yield x, y
@@ -279,7 +309,13 @@ class Attack(Perturbation):
                 f"{self.name}: the model's output does not depend differentiably on its input "
                 "(detached or computed under no_grad); gradient attacks need a differentiable model"
             )
-        return grad.detach(), losses.detach(), logits.detach()
+        grad = grad.detach()
+        if grad.shape[0] == getattr(self, "_batch_size", -1):  # whole-batch gradients only
+            zero = grad.flatten(1).abs().amax(dim=1) == 0
+            self._zero_gradient = (
+                zero if self._zero_gradient is None else self._zero_gradient & zero
+            )
+        return grad, losses.detach(), logits.detach()
 
     def _base_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"eps": self.eps}

@@ -77,6 +77,11 @@ class TrainConfig(BaseModel):
         None, description="model whose LSA gives the MVL list (default: the model after mvl_epoch)"
     )
     mvl_epoch: int = Field(1, ge=0, description="epochs of base training before LSA picks the MVL")
+    mvl_layers: list[str] | None = Field(
+        None,
+        description="layers the MVL analysis measures (default: the activations), e.g. "
+        '["type:Conv2d"] or names; the MVL list is regularized by these same layers',
+    )
 
     # companion regularizers (lsakit.train.lsp, lsakit.defenses.sparsity)
     regularizer: list[Regularizer] = Field(
@@ -153,6 +158,8 @@ class TrainConfig(BaseModel):
                 raise ValueError(
                     "with lr_layers mvl the layers are not known in advance: give one gamma"
                 )
+        if self.mvl_layers is not None and self.lr_layers != ["mvl"]:
+            raise ValueError("mvl_layers selects what the MVL analysis measures: use lr_layers mvl")
         if len(set(self.regularizer)) != len(self.regularizer):
             raise ValueError("regularizer lists a penalty twice")
         if len(set(self.log_to)) != len(self.log_to):

@@ -23,6 +23,7 @@ Choices where the paper is silent (see :data:`DEFAULT_GRAD_THROUGH` and :data:`D
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,11 +32,12 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from lsakit._torch import eval_mode
 from lsakit.analysis import DEFAULT_ETA, LSAResult, PerturbationFn, analyze
 from lsakit.errors import ConfigError, InputError
 from lsakit.measures import measure_rows
 from lsakit.perturb import PGD
-from lsakit.probe import LayerProbe
+from lsakit.probe import LayerProbe, LayerSpec, default_layers
 
 GradThrough = Literal["both", "adversarial", "clean"]
 LRReduction = Literal["batch", "sample"]
@@ -65,6 +67,7 @@ MVL_PGD_STEPS = 10
 _GRAD_THROUGH: tuple[str, ...] = get_args(GradThrough)
 _REDUCTIONS: tuple[str, ...] = get_args(LRReduction)
 _LABEL = re.compile(r"^L(\d+)$")
+_PRINTED = re.compile(r"^L\d+ \((.+)\)$")
 
 
 def _check_gamma(value: object, where: str) -> float:
@@ -81,9 +84,11 @@ class LayerwiseRegularizer:
     """LR = Σ_l γ_l · CM(φ_l(x), φ_l(x̂)) (paper Eq. 14), differentiable.
 
     Args:
-        layers: the layers M — paper labels ``"L<k>"`` (k-th activation in forward order) or exact
-            module names from ``named_modules()``, not both kinds at once, no globs; a single string
-            is one layer. ``"mvl"`` is not a layer: build with :meth:`from_mvl`.
+        layers: the layers M — paper labels ``"L<k>"`` (k-th activation in forward order) or
+            module names from ``named_modules()`` (a module run several times per forward: every
+            call, or one call as ``name#k``; a printed layer ``"L5 (layer2.0.conv1)"`` is its
+            name), not labels and names at once, no globs; a single string is one layer. ``"mvl"``
+            is not a layer: build with :meth:`from_mvl`.
         gamma: one γ ≥ 0 for every layer, a sequence (one per layer, in the order given) or a
             mapping layer → γ covering exactly the layers. Default :data:`DEFAULT_GAMMA`.
         grad_through: ``"both"`` (default), ``"adversarial"`` (φ_l(x) detached) or ``"clean"``
@@ -95,7 +100,8 @@ class LayerwiseRegularizer:
         layers: the layers in the order the probe captures them: pass to
             ``LayerProbe(model, layers=reg.layers, detach=False)``. Labels are sorted by k
             (forward order); module names keep the order given, which must be forward order
-            (:meth:`check_probe` verifies it against a probe).
+            (:meth:`check_probe` verifies it against a probe). After :meth:`resolve` (the trainer
+            calls it), exact representation names: one per captured representation.
         gammas: γ_l, aligned with ``layers``.
         last_undefined: after a call, a 0-d int64 tensor: how many (layer, row) entries had an
             all-zero clean representation and contributed 0 (a tensor, so no device sync).
@@ -142,6 +148,10 @@ class LayerwiseRegularizer:
     @staticmethod
     def _check_layers(layers: Sequence[str] | str) -> list[str]:
         specs = [layers] if isinstance(layers, str) else list(layers)
+        specs = [
+            printed.group(1) if isinstance(s, str) and (printed := _PRINTED.match(s)) else s
+            for s in specs
+        ]
         if not specs:
             raise ConfigError("the regularizer needs at least one layer, e.g. layers=['L2']")
         for spec in specs:
@@ -200,14 +210,51 @@ class LayerwiseRegularizer:
         if len(captured) != len(self.layers):
             raise ConfigError(
                 f"the probe captures {len(captured)} representations ({captured}) for "
-                f"{len(self.layers)} regularized layers {self.layers}; a module called twice "
-                f"per forward yields two — list its calls as 'name' and 'name#1'"
+                f"{len(self.layers)} regularized layers {self.layers}; a module called several "
+                f"times per forward yields one per call — use reg.resolve(model, example) "
+                f"(the trainer does) or list the calls as 'name#0', 'name#1'"
             )
         if not _LABEL.match(self.layers[0]) and captured != self.layers:
             raise ConfigError(
                 f"the probe captures the layers in the forward order {captured}, but the "
                 f"regularizer lists {self.layers}; give the layers in forward order"
             )
+
+    def resolve(self, model: nn.Module, example: Tensor) -> LayerwiseRegularizer:
+        """The same regularizer over exact representation names, found with one dry forward.
+
+        Labels become the names of the default layers they denote, a module run several times
+        per forward becomes one entry per call (``name#0``, ``name#1``, …, each with the module's
+        γ); the result's ``layers`` select exactly the representations a probe on the original
+        spec captures, in forward order, so ``LayerProbe(model, reg.layers)`` and the term agree.
+        The model's modes are restored; parameters and buffers are untouched (no_grad, eval).
+        """
+        by_name: dict[str, float] = {}
+        if _LABEL.match(self.layers[0]):
+            defaults = default_layers(model, example)
+            for label, gamma in zip(self.layers, self.gammas, strict=True):
+                k = int(label[1:])
+                if k >= len(defaults):
+                    raise ConfigError(
+                        f"layer {label} does not exist: this model has {len(defaults)} default "
+                        f"layers (L0..L{len(defaults) - 1}); pick one of those"
+                    )
+                by_name[defaults[k].name] = gamma
+            spec: list[str] = list(by_name)
+        else:
+            by_name = dict(zip(self.layers, self.gammas, strict=True))
+            spec = list(self.layers)
+        with torch.no_grad(), eval_mode(model), LayerProbe(model, spec) as probe:
+            model(example)
+            probe.take()
+            captured = probe.layers
+        resolved = copy.copy(self)
+        resolved.layers = [layer.name for layer in captured]
+        resolved.gammas = [
+            by_name[layer.name] if layer.name in by_name else by_name[layer.module_name]
+            for layer in captured
+        ]
+        return resolved
 
     # -- the term --------------------------------------------------------------------------------
     def per_layer(
@@ -224,8 +271,10 @@ class LayerwiseRegularizer:
         if len(clean_reps) != len(self.layers) or len(adv_reps) != len(self.layers):
             raise InputError(
                 f"got {len(clean_reps)} clean and {len(adv_reps)} adversarial representations "
-                f"for {len(self.layers)} layers {self.layers}; build the probe with "
-                f"layers=reg.layers"
+                f"for {len(self.layers)} layers {self.layers}; a module called several times per "
+                f"forward yields one representation per call: regularize "
+                f"reg.resolve(model, example), which lists each call (name#0, name#1, …) with its "
+                f"own γ, and build the probe with layers=reg.layers"
             )
         terms: list[Tensor] = []
         undefined: list[Tensor] = []
@@ -265,14 +314,17 @@ class LayerwiseRegularizer:
         max_batches: int | None = None,
         grad_through: GradThrough = DEFAULT_GRAD_THROUGH,
         reduction: LRReduction = "batch",
+        layers: LayerSpec = None,
     ) -> LayerwiseRegularizer:
         """Regularize the MVL list of an LSA run (paper Algorithm 2 → Eq. 14).
 
         Runs :func:`lsakit.analyze` on ``model`` over ``data`` with ``attack`` (default: PGD-10 at
-        ``eps`` with a random start, seed 0) and regularizes
-        ``result.most_vulnerable_layers(eta)`` — labels ``L<k>`` of the default (activation)
-        layers. The LSA result is kept in ``lsa_result``. An empty MVL list raises ConfigError
-        naming η (lower it).
+        ``eps`` with a random start, seed 0) over the selection ``layers`` (default: the
+        activation layers; any :class:`~lsakit.probe.LayerProbe` selection, e.g. ``nn.Conv2d``)
+        and regularizes ``result.most_vulnerable_layers(eta)`` by their exact representation
+        names, so the layers regularized are the layers the analysis measured. A ``gamma``
+        mapping may key layers by label or by name. The LSA result is kept in ``lsa_result``. An
+        empty MVL list raises ConfigError naming η (lower it).
         """
         if attack is None:
             if eps is None:
@@ -280,7 +332,7 @@ class LayerwiseRegularizer:
                     "from_mvl needs the attack budget: pass eps= (or an attack=) for the LSA run"
                 )
             attack = PGD(model, eps=eps, steps=MVL_PGD_STEPS, random_start=True, seed=0)
-        result = analyze(model, data, {"attack": attack}, max_batches=max_batches)
+        result = analyze(model, data, {"attack": attack}, max_batches=max_batches, layers=layers)
         mvl = result.most_vulnerable_layers(eta)
         if not mvl:
             means = ", ".join(
@@ -292,13 +344,19 @@ class LayerwiseRegularizer:
                 f"the MVL list is empty at eta={eta} (no layer's relative error exceeds μ + η·σ; "
                 f"per-layer: {means}); lower eta or name the layers"
             )
-        labels = [layer.label for layer in mvl]
+        # Labels L<k> denote the default selection's layers; for another selection the MVL list
+        # is regularized by its exact names, so it means the same representations.
+        names = [layer.label if layers is None else layer.module_name for layer in mvl]
         if isinstance(gamma, Mapping):
             # The caller cannot know the list in advance: a mapping may name more layers than
             # were selected (a missing one is still an error, raised by the constructor).
-            gamma = {label: gamma[label] for label in labels if label in gamma}
+            key_of = {
+                k: name for layer, name in zip(mvl, names, strict=True)
+                for k in (layer.label, layer.module_name)
+            }  # fmt: skip
+            gamma = {key_of[key]: value for key, value in gamma.items() if key in key_of}
         reg = cls(
-            labels,
+            names,
             gamma,
             grad_through=grad_through,
             reduction=reduction,
