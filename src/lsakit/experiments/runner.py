@@ -6,7 +6,8 @@ rows and the "before" relative-error curves), then every other row. Each run tra
 measures the per-layer relative error under the experiment's LSA attack. A finished run leaves
 ``run.json`` in its directory and is not run again when the same settings are asked for, so an
 interrupted reproduction continues where it stopped. Runs can go to several processes (``jobs``),
-each with one torch thread.
+each with one torch thread, or to a Ray cluster (an ``executor``, see
+:mod:`lsakit.experiments.executors`); an ``-LR-MVL`` row waits for the Normal run of its seed.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from lsakit import data as datasets
 from lsakit import perturb
@@ -37,6 +35,7 @@ from lsakit.experiments.config import (
     load_table,
     row_specs,
 )
+from lsakit.experiments.executors import Executor, Job, LocalExecutor
 from lsakit.experiments.results import ExperimentResult, RowResult, RunResult
 from lsakit.tracking import TrackingSetup, log_results
 from lsakit.tracking import require as require_tracking
@@ -88,9 +87,12 @@ def train_config(
     return validate_config(values, source=f"experiment {config.experiment} ({profile}), {row.name}")
 
 
-def _run(task: _Task) -> dict[str, Any]:
-    """Train, evaluate and analyse one run (in this or a worker process); returns RunResult data."""
-    torch.set_num_threads(1)
+def _run(task: _Task, *needed: dict[str, Any]) -> dict[str, Any]:
+    """Train, evaluate and analyse one run (in this or a worker process); returns RunResult data.
+
+    ``needed``: the Normal run's result for an ``-LR-MVL`` row, unused (the row reads the Normal
+    checkpoint its config names; the executor only makes it wait for that run).
+    """
     run_dir = Path(task.run_dir)
     cached = run_dir / RUN_FILE
     if cached.exists():
@@ -165,12 +167,15 @@ def run_experiment(
     *,
     seeds: list[int] | None = None,
     jobs: int = 1,
+    executor: Executor | None = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
     log_to: list[str] | None = None,
 ) -> ExperimentResult:
     """Run experiment ``name`` with ``profile`` into ``out_dir``; write and return ``results.json``.
+
+    The runs go to ``executor`` (default: ``jobs`` local processes, one torch thread each).
 
     ``log_to`` (or ``log_to`` in the experiment's training settings) tracks each (row, seed) run
     in TensorBoard / MLflow: MLflow experiment ``name`` in the store ``out_dir/mlruns`` (unless
@@ -179,6 +184,8 @@ def run_experiment(
     Runs reused from an earlier call are not tracked again.
     """
     require_tracking(log_to or [])
+    if executor is not None and jobs != 1:
+        raise ConfigError("give jobs or an executor, not both (jobs is the local executor's)")
     started = time.perf_counter()
     config = load_experiment(name)
     if profile not in config.profiles:
@@ -211,18 +218,19 @@ def run_experiment(
         )  # fmt: skip
 
     normal = next(r for r in rows if r.name == "Normal")
-    outcomes: dict[tuple[str, int], dict[str, Any]] = {}
-    phases = [
-        [task(normal, s) for s in seeds],
-        [
-            task(r, s, str(out / "runs" / "Normal" / f"seed-{s}" / CHECKPOINT_NAME))
-            for r in rows if r.name != "Normal" for s in seeds
-        ],
+    grid = [Job(normal.name, s, task(normal, s)) for s in seeds] + [
+        Job(r.name, s, task(r, s, str(out / "runs" / "Normal" / f"seed-{s}" / CHECKPOINT_NAME)),
+            after=((normal.name, s),) if r.lr_layers == ["mvl"] else ())
+        for r in rows if r.name != "Normal" for s in seeds
     ]  # fmt: skip
-    for tasks in phases:
-        for t, outcome in zip(tasks, _map(tasks, jobs), strict=True):
-            outcomes[(t.row, t.seed)] = outcome
-            say(f"  {t.row} seed {t.seed}: R&G {outcome['rg']:.2f} ({outcome['seconds']:.0f} s)")
+
+    def done(job: Job[Any], outcome: dict[str, Any]) -> None:
+        say(f"  {job}: R&G {outcome['rg']:.2f} ({outcome['seconds']:.0f} s)")
+
+    outcomes = (executor or LocalExecutor(jobs, threads=1)).run(
+        _run, grid, out_dir=out, data_dir=None if data_dir is None else Path(data_dir),
+        on_done=done, log=say,
+    )  # fmt: skip
 
     results = []
     for row in rows:
@@ -261,13 +269,6 @@ def _relative_to(out: Path, run: RunResult) -> RunResult:
 
 def _strip(outcome: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in outcome.items() if k != "resolved_layers"}
-
-
-def _map(tasks: list[_Task], jobs: int) -> list[dict[str, Any]]:
-    if jobs <= 1 or len(tasks) <= 1:
-        return [_run(t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(_run, tasks))
 
 
 def _eps_in_units(config: ExperimentConfig, eps_paper: list[float]) -> list[float]:

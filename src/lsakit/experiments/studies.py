@@ -18,7 +18,8 @@ is evaluated the same way:
   quantities of a searched cell (RACL).
 
 A finished (row, seed) leaves ``run.json`` and is reused when asked again, so an interrupted study
-continues. Outputs: ``results.json``, ``report.md`` (table of mean ± std over seeds, the notes and
+continues. The runs go to an executor (:mod:`lsakit.experiments.executors`: here, local processes
+or a Ray cluster); a pruned row waits for its source row of the same seed, nothing else waits. Outputs: ``results.json``, ``report.md`` (table of mean ± std over seeds, the notes and
 the documented choices) and ``accuracy.png``.
 """
 
@@ -28,6 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,6 +46,7 @@ from lsakit._results import JsonResult
 from lsakit.checkpoint import load_checkpoint
 from lsakit.errors import ConfigError
 from lsakit.evaluate import robust_accuracy
+from lsakit.experiments.executors import Executor, Job, LocalExecutor
 from lsakit.tracking import TrackingSetup, log_results
 from lsakit.tracking import require as require_tracking
 from lsakit.train import train, validate_config
@@ -190,6 +193,8 @@ def run_study(
     out_dir: str | Path,
     *,
     seeds: list[int] | None = None,
+    jobs: int = 1,
+    executor: Executor | None = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
@@ -197,11 +202,16 @@ def run_study(
 ) -> StudyResult:
     """Train and evaluate every row for every seed (reusing finished runs); write the report.
 
+    The runs go to ``executor`` (default: here one after the other, or ``jobs`` local processes
+    with one torch thread each); a pruned row waits for its source row of the same seed only.
+
     ``log_to`` tracks each (row, seed) run trained here in TensorBoard / MLflow (MLflow experiment
     ``study-NAME`` in ``out_dir/mlruns`` unless the MLFLOW_* variables say otherwise, run
     ``ROW/seed-S``): training metrics, the row's evaluation, checkpoint and run.json.
     """
     require_tracking(log_to or [])
+    if executor is not None and jobs != 1:
+        raise ConfigError("give jobs or an executor, not both (jobs is the local executor's)")
     if profile not in config.profiles:
         raise ConfigError(
             f"study {config.study} has no profile {profile!r}; choose one of "
@@ -209,37 +219,73 @@ def run_study(
         )
     chosen = config.profiles[profile]
     out = Path(out_dir)
-    runs: list[StudyRun] = []
-    for seed in seeds or chosen.seeds:
-        checkpoints: dict[str, str] = {}
-        for row in config.rows:
-            run_dir = out / "runs" / row.name / f"seed-{seed}"
-            values = _train_values(config, chosen, row, seed, checkpoints, run_dir)
-            cached = _cached(run_dir, values)
-            if cached is not None:
-                run = cached
-            else:
-                if log is not None:
-                    log(f"{row.name} (seed {seed}) → {run_dir}")
-                run = _run_row(
-                    config, chosen, row, seed, values, run_dir, data_dir, device,
-                    log_to=log_to, tracking=_tracking(config, profile, row, seed, out),
-                )  # fmt: skip
-            runs.append(run)
-            checkpoints[row.name] = run.checkpoint
-            if log is not None:
-                shown = ", ".join(
-                    f"{k} {100 * v:.2f}" if _percent(k) else f"{k} {v:.3f}"
-                    for k, v in run.metrics.items()
-                    if not k.endswith("±")
-                )
-                log(f"  {row.name} seed {seed}: {shown}")
+    seed_list = seeds or chosen.seeds
+    grid = [
+        Job(row.name, seed, _StudyTask(
+            config=config, profile=profile, row=row.name, seed=seed, out_dir=str(out),
+            data_dir=None if data_dir is None else str(data_dir), device=device, log_to=log_to,
+        ), after=((row.prune.source, seed),) if row.prune is not None else ())
+        for seed in seed_list for row in config.rows
+    ]  # fmt: skip
+
+    def done(job: Job[Any], outcome: dict[str, Any]) -> None:
+        if log is not None:
+            shown = ", ".join(
+                f"{k} {100 * v:.2f}" if _percent(k) else f"{k} {v:.3f}"
+                for k, v in outcome["metrics"].items()
+                if not k.endswith("±")
+            )
+            log(f"  {job}: {shown}" + (" (reused)" if outcome["reused"] else ""))
+
+    outcomes = (executor or LocalExecutor(jobs)).run(
+        _study_run, grid, out_dir=out, data_dir=None if data_dir is None else Path(data_dir),
+        on_done=done, log=log,
+    )  # fmt: skip
+    runs = [
+        StudyRun.model_validate({k: v for k, v in outcomes[job.key].items() if k != "reused"})
+        for job in grid
+    ]
     result = StudyResult(
         study=config.study, profile=profile, runs=runs, summary=_summary(config, runs)
     )
     result.save(out / "results.json")
     write_study_report(config, result, out)
     return result
+
+
+@dataclass(frozen=True)
+class _StudyTask:
+    """One (row, seed) of a study; plain data, so it can go to another process or node."""
+
+    config: StudyConfig
+    profile: str
+    row: str
+    seed: int
+    out_dir: str
+    data_dir: str | None
+    device: str
+    log_to: list[str] | None = None
+
+
+def _study_run(task: _StudyTask, *needed: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one (row, seed), or reuse its ``run.json``: StudyRun data + ``reused``.
+
+    ``needed``: for a pruned row, the result of its source row (whose checkpoint it starts from).
+    """
+    config, seed, out = task.config, task.seed, Path(task.out_dir)
+    chosen = config.profiles[task.profile]
+    row = next(r for r in config.rows if r.name == task.row)
+    run_dir = out / "runs" / row.name / f"seed-{seed}"
+    checkpoints = {str(r["row"]): str(r["checkpoint"]) for r in needed}
+    values = _train_values(config, chosen, row, seed, checkpoints, run_dir)
+    cached = _cached(run_dir, values)
+    if cached is not None:
+        return {**cached.model_dump(), "reused": True}
+    run = _run_row(
+        config, chosen, row, seed, values, run_dir, task.data_dir, task.device,
+        log_to=task.log_to, tracking=_tracking(config, task.profile, row, seed, out),
+    )  # fmt: skip
+    return {**run.model_dump(), "reused": False}
 
 
 def _tracking(

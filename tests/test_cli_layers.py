@@ -1,0 +1,53 @@
+"""The CLI's layer selections: printed names go back in, and --mvl-layers picks what LR targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import run_cli
+
+
+def test_analyze_layers_by_type_and_train_mvl_on_those_layers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(
+        ["--threads", "1", "train", "-d", "moons", "--epochs", "1", "--limit", "300",
+         "--out", str(tmp_path / "normal")],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    checkpoint = tmp_path / "normal" / "model.safetensors"
+    code, printed, err = run_cli(
+        ["--threads", "1", "analyze", "-d", "moons", "--checkpoint", str(checkpoint),
+         "-p", "fgsm=0.1", "--layers", "type:Linear", "--limit", "100",
+         "--out", str(tmp_path / "lsa")],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads((tmp_path / "lsa" / "lsa.json").read_text())
+    names = [layer["module_name"] for layer in result["layers"]]
+    assert result["selection"] == ["type:Linear"] and names and all("fc" in n for n in names)
+    code, printed, err = run_cli(
+        ["--threads", "1", "train", "-d", "moons", "--method", "fgsm", "--epochs", "1",
+         "--limit", "300", "--lr-layers", "mvl", "--mvl-checkpoint", str(checkpoint),
+         "--mvl-layers", "type:Linear", "--eta", "-10", "--out", str(tmp_path / "lr")],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    # η = −10 lists every measured layer: the Linear outputs, by name, not the ReLUs' labels.
+    assert f"MVL (η = -10) to regularize: {', '.join(names)}" in printed
+
+
+def test_a_bad_layer_type_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["train", "-d", "moons", "--epochs", "1", "--limit", "100",
+                            "--out", str(tmp_path / "n")], capsys)  # fmt: skip
+    assert code == 0
+    code, _, err = run_cli(
+        ["analyze", "-d", "moons", "--checkpoint", str(tmp_path / "n" / "model.safetensors"),
+         "-p", "fgsm=0.1", "--layers", "type:Conv9d", "--out", str(tmp_path / "a")],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and "matches no module" in err and "Traceback" not in err
