@@ -19,14 +19,16 @@ weights and metrics as an uninterrupted one on CPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import nn
@@ -47,7 +49,9 @@ from lsakit.defenses.sparsity import (
     masked_layers,
     sparsity_report,
 )
+from lsakit.domain import input_domain
 from lsakit.errors import CheckpointError, ConfigError, LsakitError
+from lsakit.perturb.base import ZeroGradientWarning
 from lsakit.probe import LayerProbe
 from lsakit.speed import Amp
 from lsakit.tracking import TrackingSetup, open_trackers
@@ -419,6 +423,31 @@ def _probe_plan(
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _in_data_domain(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``train`` under the input domain of its config's data set (lsakit.domain): every
+    attack of the objective, the validation attacks and the MVL analysis follow it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        config = args[0] if args else kwargs["config"]
+        assert isinstance(config, TrainConfig)
+        with (
+            input_domain(datasets.domain(config.dataset, **config.data_options)),
+            warnings.catch_warnings(),
+        ):
+            # Training attacks meet zero gradients routinely (a zero-initialised head, TRADES'
+            # KL at its start): that is not the evaluation-time problem the warning is for.
+            warnings.simplefilter("ignore", ZeroGradientWarning)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_in_data_domain
 def train(
     config: TrainConfig,
     out_dir: str | Path | None = None,
@@ -555,7 +584,10 @@ def train(
             started = time.perf_counter()
             sums = {"loss": 0.0, "reg": 0.0, "correct": 0.0, "seen": 0.0}
             model.train()
-            probe_layers, split = _probe_plan(net, regularizer, lsp, data.example.to(dev))
+            # The regularizer over exact representation names (a module run twice per forward
+            # is two terms): the probe then captures exactly what the term compares.
+            active = regularizer.resolve(net, data.example.to(dev)) if regularizer else None
+            probe_layers, split = _probe_plan(net, active, lsp, data.example.to(dev))
             probe_ctx = (
                 LayerProbe(net, probe_layers, detach=False)
                 if probe_layers is not None
@@ -575,7 +607,7 @@ def train(
                         )
                     try:
                         loss, reg_value, logits = training_step(
-                            model, objective, regularizer, probe, optimizer, x, y,
+                            model, objective, active, probe, optimizer, x, y,
                             lsp=lsp, sparsity=sparsity, split=split, amp=config.amp, scaler=scaler,
                         )  # fmt: skip
                     except _NonFiniteLoss as e:
@@ -741,7 +773,7 @@ def _mvl_regularizer(
     regularizer = LayerwiseRegularizer.from_mvl(
         model, source, eta=config.eta, attack=attack,
         gamma=config.gamma if isinstance(config.gamma, float) else float(config.gamma[0]),
-        grad_through=config.grad_through,
+        grad_through=config.grad_through, layers=config.mvl_layers,
     )  # fmt: skip
     if log is not None:
         log(f"MVL (η = {config.eta:g}) to regularize: {', '.join(regularizer.layers)}")
