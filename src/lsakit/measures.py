@@ -37,16 +37,33 @@ RowMeasure: TypeAlias = Callable[[torch.Tensor, torch.Tensor], _Rows]
 def _relative_error_rows(clean: torch.Tensor, perturbed: torch.Tensor) -> _Rows:
     """‖a − b‖₂ / ‖a‖₂ per row; undefined where a = 0.
 
-    Both norms are taken of the rows divided by max|a| (the ratio is scale-free): the squares of
-    tiny activations (~1e-22, e.g. late layers of randomly initialised deep nets) underflow in
-    float32, and those of large ones overflow in float16, where the plain norms would be 0 or inf.
-    The scale is detached; the ratio's gradient is the same.
+    Rows whose plain norms leave the safe range of the dtype — the squares of tiny activations
+    (~1e-22, e.g. late layers of randomly initialised deep nets) underflow in float32, those of
+    large ones overflow in float16 — are recomputed from the rows divided by max|a| (the ratio is
+    scale-free; the scale is detached, so the gradient is the same). The check costs two
+    comparisons; the rescaled pass runs only when some row needs it.
     """
-    scale = clean.detach().abs().amax(dim=1, keepdim=True)
-    defined = scale.squeeze(1) > 0
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    numerator = torch.linalg.vector_norm((clean - perturbed) / scale, dim=1)
-    denominator = torch.linalg.vector_norm(clean / scale, dim=1)
+    difference = clean - perturbed
+    numerator = torch.linalg.vector_norm(difference, dim=1)
+    denominator = torch.linalg.vector_norm(clean, dim=1)
+    info = torch.finfo(denominator.dtype)
+    low, high = info.tiny**0.5 * 1e4, info.max**0.5 / 1e4
+    unsafe = (denominator < low) | (denominator > high) | (numerator > high)
+    if bool(unsafe.any()):
+        scale = clean.detach().abs().amax(dim=1, keepdim=True)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        rows = unsafe[:, None]
+        numerator = torch.where(
+            unsafe,
+            torch.linalg.vector_norm(torch.where(rows, difference / scale, 0), dim=1),
+            numerator,
+        )
+        denominator = torch.where(
+            unsafe,
+            torch.linalg.vector_norm(torch.where(rows, clean / scale, 0), dim=1),
+            denominator,
+        )
+    defined = denominator > 0
     return numerator / torch.where(defined, denominator, torch.ones_like(denominator)), defined
 
 
