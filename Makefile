@@ -1,18 +1,22 @@
 # lsakit — `make demo` runs the main job, `make test` the test suite. Both set up .venv first.
 #
-# The venv gets the CPU build of PyTorch pinned below *before* the package, so installing lsakit
-# never pulls a CUDA build here. GPU users: `make install TORCH="torch==2.13.0 --index-url
-# https://download.pytorch.org/whl/cu126"` (or any torch build you already use).
+# The venv gets the PyTorch build pinned below *before* the package, so installing lsakit never
+# pulls another torch. The pin is torch 2.14.1 with torchvision 0.29.1, the newest pair whose
+# torchvision imports beside its torch here (both taken from this machine's local wheels; a CUDA
+# build, which runs on the CPU): the tests run real torchvision and timm models (timm imports
+# torchvision). CPU-only users without torchvision: `make install TORCH=torch==2.13.0`; GPU users:
+# `make install TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu126"`
+# (or any torch build you already use).
 
 PYTHON ?= python3
-TORCH ?= torch==2.13.0
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 DEMO_DIR ?= runs/demo
 BENCH_ARGS ?=
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench clean gpu-check gpu-wheels gpu-data
 
 install: $(STAMP)
 
@@ -40,6 +44,23 @@ test: lint typecheck
 # BENCH_ARGS=--quick for a ~1 min check.
 bench: install
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_all.py --threads 1 $(BENCH_ARGS)
+
+# The GPU check (benchmarks/README.md): on a CUDA machine, ≤ 8 min, with that machine's own python3
+# and CUDA torch (not the venv); writes benchmarks/gpu-check.md. Without CUDA: one line, exit 0.
+# GPU_CHECK_ARGS="--data-dir DIR --out FILE --parts …". For a GPU machine that reaches no package
+# index, first run here `make gpu-wheels gpu-data` and take the ignored .whl/ and .gpu-data/ along.
+GPU_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
+GPU_DATA_FROM ?= ../shared/data
+gpu-check:
+	PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
+
+gpu-wheels: install
+	PY=$(BIN)/python bash benchmarks/gpu_wheels.sh
+
+gpu-data:
+	mkdir -p .gpu-data
+	cp -r $(GPU_DATA_FROM)/mnist .gpu-data/
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

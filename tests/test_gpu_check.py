@@ -1,0 +1,88 @@
+"""benchmarks/gpu_check.py on this (CPU) machine: the one-line no-CUDA answer, bad options, and,
+with --allow-cpu, the part machinery (own processes, time budgets, the Markdown report)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="with CUDA the script runs the whole check (make gpu-check)"
+)
+
+
+def run(*args: str, wrapper: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+    cmd = (
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh")]
+        if wrapper
+        else [sys.executable, str(SCRIPT)]
+    )
+    return subprocess.run(
+        [*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PYTHON": sys.executable, **env},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("wrapper", [False, True], ids=["script", "gpu_check.sh"])
+def test_without_cuda_it_says_so_in_one_line_and_exits_0(tmp_path: Path, wrapper: bool) -> None:
+    out = tmp_path / "check.md"
+    # no wheels to install: the checkout's .whl/ (if any) is for the GPU machine's Python
+    proc = run("--out", str(out), wrapper=wrapper, GPU_CHECK_WHEELS=str(tmp_path / "none"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"gpu-check: no CUDA device (torch {torch.__version__}, a CPU-only build); nothing to check"
+    ]
+    assert not out.exists()
+
+
+def test_bad_options_are_one_line_and_exit_2() -> None:
+    for args, message in (
+        (["--parts", "tests,warp"], "unknown part(s) warp; choose from tests, amp,"),
+        (["--max-seconds", "0"], "--max-seconds, --batch and --seconds must be positive"),
+        (["--batch", "many"], "argument --batch: invalid int value: 'many'"),
+    ):
+        proc = run(*args)
+        assert proc.returncode == 2, args
+        assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("gpu-check: error: ")
+
+
+def test_parts_run_in_their_own_processes_and_fill_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "check.md"
+    proc = run("--allow-cpu", "--parts", "channels_last,attacks,mnist", "--batch", "4",
+               "--seconds", "0.1", "--data-dir", str(tmp_path / "no-data"), "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"gpu-check: 3 of 3 parts ok or skipped → {out}"
+    report = out.read_text()
+    assert "- GPU: none (--allow-cpu: the parts ran on the CPU)" in report
+    assert "| channels_last | ok |" in report and "| attacks | ok |" in report
+    # tests/test_speed.py's layout check, same tolerances: these pass on the CPU as in the test
+    assert "| tiny_cnn, pgd: same weights (atol = rtol = 1e-5) | pass |" in report
+    assert "| lsakit PGD-10, model_b, batch 4 |" in report
+    assert "| lsakit PGD-10, preact_resnet18, batch 4 |" in report
+    if importlib.util.find_spec("torchattacks") is None:
+        assert "| torchattacks PGD-10, model_b | skipped | torchattacks not importable |" in report
+    assert (
+        "| mnist | skipped |" in report and f"no MNIST under {tmp_path / 'no-data'}/mnist" in report
+    )
+
+
+def test_a_part_over_its_time_is_recorded_and_the_rest_not_started(tmp_path: Path) -> None:
+    out = tmp_path / "check.md"
+    # AT-PGD-10 steps of PreActResNet-18 at batch 256 on 2 CPU cores take far over 16 s
+    proc = run("--allow-cpu", "--parts", "throughput,amp", "--max-seconds", "16",
+               "--out", str(out))  # fmt: skip
+    assert proc.returncode == 1
+    assert "not ok: throughput, amp" in proc.stdout.splitlines()[-1]
+    report = out.read_text()
+    assert "| throughput | TIME OUT after 16 s |" in report
+    assert "| amp | not run: the time budget is spent |" in report
