@@ -19,12 +19,14 @@ from lsakit.analysis import (
     analyze,
     relative_errors,
 )
+from lsakit.domain import InputDomain, current_domain, input_domain
 from lsakit.errors import LsakitError
 from lsakit.measures import compare, cosine_distance, linf_distance, mse, relative_error
-from lsakit.probe import Layer, LayerProbe
+from lsakit.probe import Layer, LayerProbe, register_activation
 
 __all__ = [
     "DEFAULT_ETA",
+    "InputDomain",
     "LSAResult",
     "Layer",
     "LayerInfo",
@@ -36,8 +38,11 @@ __all__ = [
     "analyze",
     "compare",
     "cosine_distance",
+    "current_domain",
+    "input_domain",
     "linf_distance",
     "mse",
+    "register_activation",
     "relative_error",
     "relative_errors",
 ]
