@@ -18,8 +18,16 @@ named transforms, in order, to the freshly built model before loading the weight
 plain code in lsakit, driven by the file's tensor names (e.g. ``masks`` creates a
 ``weight_mask`` buffer for every ``<layer>.weight_mask`` tensor), so loading stays code-free.
 
+``model`` is any spec :func:`lsakit.models.build` takes (a registry name, ``timm:NAME``,
+``torchvision:NAME``, ``hf:DIR`` — whose config is stored in ``model_kwargs`` — or a module /
+file factory). A factory spec runs the user's code, so :func:`load_checkpoint` builds one only
+when the caller names the same spec (``model=``, the CLI's ``--model``): a checkpoint alone never
+makes lsakit import code. :func:`load_weights` also loads plain state dicts (``.safetensors``
+without lsakit metadata, or ``.pt`` read with ``torch.load(weights_only=True)``) into the model
+the caller names.
+
 Loading never executes code from the file: safetensors holds raw tensor bytes and a JSON
-header, and nothing here calls ``torch.load`` or ``pickle``. Every problem a user can cause or
+header, and ``.pt`` files are read with ``weights_only=True`` (tensors and plain containers). Every problem a user can cause or
 fix (missing, truncated or foreign file, incompatible metadata, mismatching weights) raises
 :class:`~lsakit.errors.CheckpointError` with a one-line message naming the file and the fix.
 """
@@ -272,13 +280,16 @@ def read_meta(path: PathLike) -> CheckpointMeta:
 
 
 def load_checkpoint(
-    path: PathLike, *, map_location: str | torch.device = "cpu"
+    path: PathLike, *, map_location: str | torch.device = "cpu", model: str | None = None
 ) -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the model a checkpoint describes and load its weights (strictly).
 
     Args:
         path: a file written by :func:`save_checkpoint`.
         map_location: device the returned model is moved to.
+        model: the model spec the caller expects (None: any). A checkpoint of another model is
+            refused, and a model built by the user's code (``module:factory``,
+            ``file.py:factory``) is built only when named here.
 
     Returns:
         ``(model, meta)``; the model is in **eval mode** (loading is mostly for evaluation and
@@ -293,19 +304,124 @@ def load_checkpoint(
     device = _as_device(map_location)
     source = _existing_file(path)
     meta = _parse_meta(source, _header_metadata(source))
-    model = _build_model(source, meta)
+    net = _build_model(source, meta, model)
     tensors = _load_tensors(source)
-    _apply_transforms(source, model, meta, tensors.keys())
-    mismatch = describe_mismatch(expected=_shapes(model.state_dict()), found=_shapes(tensors))
+    _apply_transforms(source, net, meta, tensors.keys())
+    mismatch = describe_mismatch(expected=_shapes(net.state_dict()), found=_shapes(tensors))
     if mismatch is not None:
         raise CheckpointError(
             f"checkpoint {source} does not fit model {meta.model!r} with {meta.model_kwargs}: "
             f"{mismatch}; the file was altered or written by an incompatible version, re-save it"
         )
-    model.load_state_dict(tensors, strict=True)
-    model.to(device)
-    model.eval()
-    return model, meta
+    net.load_state_dict(tensors, strict=True)
+    net.to(device)
+    net.eval()
+    return net, meta
+
+
+#: Suffixes :func:`load_weights` reads as ``torch.load(weights_only=True)`` state dicts.
+TORCH_SUFFIXES: Final = (".pt", ".pth", ".bin")
+
+
+def load_weights(
+    path: PathLike,
+    *,
+    model: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, CheckpointMeta]:
+    """A model with its weights from an lsakit checkpoint or from a plain state dict.
+
+    An lsakit checkpoint (``.safetensors`` with lsakit metadata) is loaded with
+    :func:`load_checkpoint` (``model``, when given, must be its model; ``model_kwargs`` must not
+    be given: the checkpoint records them). Anything else is a plain ``state_dict`` —
+    ``.safetensors``, or ``.pt``/``.pth``/``.bin`` read with ``torch.load(weights_only=True)``
+    (never code; a ``{"state_dict": …}`` / ``{"model": …}`` wrapper is unpacked) — loaded strictly
+    into ``lsakit.models.build(model, **model_kwargs)``; for an ``hf:`` model the keys may also be
+    the transformers model's own (its ``model.safetensors``). The returned meta of a plain state
+    dict has the spec, the portable arguments and no extra fields. The model is in eval mode.
+
+    Raises:
+        CheckpointError: missing or unreadable file, no ``model`` for a plain state dict, a state
+            dict that does not fit the model (names the keys).
+        ConfigError: ``model`` differs from the checkpoint's, or ``model_kwargs`` given for one.
+    """
+    device = _as_device(map_location)
+    source = _existing_file(path)
+    if source.suffix.lower() not in TORCH_SUFFIXES:
+        metadata = _header_metadata(source)
+        if METADATA_KEY in metadata:
+            meta = _parse_meta(source, metadata)
+            if model is not None and model != meta.model:
+                raise ConfigError(
+                    f"--model {model} but {source} holds a {meta.model}; drop --model or pass a "
+                    f"checkpoint of {model}"
+                )
+            if model_kwargs:
+                raise ConfigError(
+                    f"{source} records its model's arguments {meta.model_kwargs}; drop --model-arg"
+                )
+            return load_checkpoint(source, map_location=device, model=model)
+        state = _load_tensors(source)
+    else:
+        state = _torch_state_dict(source)
+    if model is None:
+        raise CheckpointError(
+            f"{source} is a plain state dict without lsakit metadata; pass --model (and "
+            f"--model-arg) naming the model it holds, e.g. --model timm:resnet18"
+        )
+    kwargs = dict(model_kwargs or {})
+    net = models.build(model, **kwargs)
+    target = _state_target(net, state)
+    mismatch = describe_mismatch(expected=_shapes(target.state_dict()), found=_shapes(state))
+    if mismatch is not None:
+        raise CheckpointError(
+            f"{source} does not fit model {model!r} with {kwargs}: {mismatch}; pass the --model "
+            f"and --model-arg the weights were saved from"
+        )
+    target.load_state_dict(state, strict=True)
+    net.to(device)
+    net.eval()
+    return net, CheckpointMeta(FORMAT_VERSION, model, models.portable_kwargs(model, kwargs))
+
+
+def _state_target(net: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The module a plain state dict is for: ``net``, or the transformers model inside an
+    :class:`~lsakit.models.HFClassifier` when the keys are that model's own."""
+    if isinstance(net, models.HFClassifier):
+        own = _shapes(net.model.state_dict())
+        if describe_mismatch(expected=own, found=_shapes(state)) is None:
+            return net.model
+    return net
+
+
+def _torch_state_dict(source: Path) -> dict[str, torch.Tensor]:
+    import pickle
+
+    try:
+        loaded = torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{source} holds objects beyond tensors and plain containers "
+            f"({_one_line(err)[:160]}); lsakit never unpickles code: save model.state_dict()"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(
+            f"{source} is not a readable torch file ({_one_line(err)[:160]}); save "
+            f"model.state_dict() with torch.save or safetensors"
+        ) from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+            break
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
+    ):
+        raise CheckpointError(
+            f"{source} holds a {type(loaded).__name__} that is not a state dict (name → tensor); "
+            f"save model.state_dict()"
+        )
+    return dict(loaded)
 
 
 def describe_mismatch(*, expected: Shapes, found: Shapes) -> str | None:
@@ -421,17 +537,35 @@ def _corrupt_meta(source: Path, problem: str) -> CheckpointError:
     )
 
 
-def _build_model(source: Path, meta: CheckpointMeta) -> nn.Module:
-    if meta.model not in models.names():
+def _build_model(source: Path, meta: CheckpointMeta, expected: str | None) -> nn.Module:
+    if expected is not None and expected != meta.model:
+        raise CheckpointError(
+            f"checkpoint {source} holds a {meta.model}, not a {expected}; pass a checkpoint of "
+            f"{expected}"
+        )
+    try:
+        spec = models.parse_spec(meta.model)
+    except ConfigError as err:
+        raise CheckpointError(
+            f"checkpoint {source} names no model lsakit can build: {err}"
+        ) from err
+    if spec.kind == "registry" and meta.model not in models.names():
         raise CheckpointError(
             f"checkpoint {source} is for model {meta.model!r}, which this lsakit does not know "
             f"(known: {', '.join(models.names())}); use the lsakit version that wrote it"
+        )
+    if spec.runs_code and expected is None:
+        raise CheckpointError(
+            f"checkpoint {source} builds its model by running code ({meta.model}); lsakit runs "
+            f"it only when asked: pass --model {meta.model} (load_checkpoint(..., "
+            f"model={meta.model!r})) if you trust that code"
         )
     try:
         return models.build(meta.model, **meta.model_kwargs)
     except ConfigError as err:
         raise CheckpointError(
-            f"checkpoint {source} has model_kwargs that cannot build {meta.model!r}: {err}"
+            f"checkpoint {source}: cannot build its model {meta.model!r} with its model_kwargs: "
+            f"{err}"
         ) from err
 
 

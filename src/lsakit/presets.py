@@ -13,11 +13,19 @@ is silent (training hyper-parameters, noise strengths, η) the values below are 
 * ``train_eps`` is adversarial training's ε when ``--eps`` is not given: MNIST 0.3 and CIFAR-10
   8/255 (the field's standard budgets); Moon 0.05 in unit coordinates (≈ 0.17 raw), our choice —
   the paper does not publish its training ε.
+
+Data of your own (``folder:PATH``, tensor files; :mod:`lsakit.data.registry`) gets one generic
+recipe, our choice, scaled to the data's input domain: no default model (pass ``--model``);
+10 epochs of Adam (lr 1e-3, batch 64); strengths as for CIFAR-10 — ε = 8/255, PGD-10 with step
+ε/4, Gaussian σ = ε, salt/pepper 0.02, speckle 2ε — times the width of a bounded domain (so
+[0, 1] data gets CIFAR-10's values, [-1, 1] data twice them); for an unbounded domain (z-scores,
+embeddings) ε = 0.1 in input units and no salt/pepper (they need the box's faces). The FGSM sweep
+of ``lsakit evaluate`` is 0, ε/4, ε/2, ε, 2ε.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lsakit.analysis import DEFAULT_ETA
 from lsakit.errors import ConfigError
@@ -34,6 +42,8 @@ class Preset:
     #: the ε of adversarial training when none is given
     train_eps: float
     eta: float = DEFAULT_ETA
+    #: the FGSM ε sweep of ``lsakit evaluate``; None = the paper's grid for the data set
+    fgsm_eps: tuple[float, ...] | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -111,11 +121,47 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def preset(dataset: str) -> Preset:
-    """The recipe for ``dataset``; ConfigError naming the data sets that have one."""
+#: ε of the user-data recipe per unit of domain width (CIFAR-10's 8/255), and for unbounded data.
+USER_EPS_PER_WIDTH = 8 / 255
+USER_EPS_UNBOUNDED = 0.1
+
+
+def user_preset(dataset: str, **data_options: object) -> Preset:
+    """The generic recipe for data of the user's (see the module docstring), scaled to the
+    data set's domain (read with ``data_options``, e.g. ``domain``)."""
+    from lsakit import data
+
+    domain = data.domain(dataset, **data_options)
+    eps = USER_EPS_PER_WIDTH * domain.width() if domain.bounded else USER_EPS_UNBOUNDED
+    # salt and pepper write the box's faces: only for a bounded domain
+    faces = ("salt=0.02", "pepper=0.02") if domain.bounded else ()
+    noise = (f"gaussian={eps:.4g}", *faces, f"speckle={2 * eps:.4g}")
+    return Preset(
+        train=TrainConfig(
+            model="", dataset=dataset, epochs=10, batch_size=64, optimizer="adam", lr=1e-3
+        ),
+        perturbations=(*noise, f"fgsm={eps:.4g}", f"pgd={eps:.4g},steps=10,alpha={eps / 4:.4g}"),
+        mvl_perturbation="pgd",
+        train_eps=eps,
+        fgsm_eps=(0.0, eps / 4, eps / 2, eps, 2 * eps),
+    )
+
+
+def preset(dataset: str, **data_options: object) -> Preset:
+    """The recipe for ``dataset``; ConfigError naming the data sets that have one.
+
+    Data of the user's (``folder:PATH``, tensor files) gets :func:`user_preset`, scaled to its
+    domain (``data_options`` as for :func:`lsakit.data.load`); registered data sets ignore them.
+    """
+    from lsakit.data import is_user_dataset
+
+    if is_user_dataset(dataset):
+        recipe = user_preset(dataset, **data_options)
+        return replace(recipe, train=recipe.train.with_overrides(data_options=data_options))
     try:
         return PRESETS[dataset]
     except KeyError:
         raise ConfigError(
-            f"no preset for data set {dataset!r}; presets exist for {', '.join(PRESETS)}"
+            f"no preset for data set {dataset!r}; presets exist for {', '.join(PRESETS)} (and "
+            f"your own data: folder:PATH or a .npz/.safetensors/.pt file)"
         ) from None

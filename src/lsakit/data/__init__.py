@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from lsakit.data.moons import MoonsSplit, make_moons_split, moons_scale
 from lsakit.data.paths import resolve_data_dir
-from lsakit.data.registry import DatasetInfo, domain, info, load, load_tensors, names
+from lsakit.data.registry import (
+    DatasetInfo,
+    domain,
+    info,
+    is_user_dataset,
+    load,
+    load_tensors,
+    names,
+)
 
 __all__ = [
     "DatasetInfo",
     "MoonsSplit",
     "domain",
     "info",
+    "is_user_dataset",
     "load",
     "load_tensors",
     "make_moons_split",

@@ -17,6 +17,16 @@ Options, all keyword-only:
   into [0, 1], the default; ``standardized``: per-feature z-scores with the training split's mean
   and standard deviation, unbounded; ``raw``: make_moons' own coordinates, unbounded).
 
+Beside the registered names, two kinds of data of your own work everywhere a name does
+(:func:`info`, :func:`domain`, :func:`load_tensors`, :func:`load`; their description, shape and
+classes are read from the data):
+
+- ``folder:PATH`` — an image folder, one sub-folder per class (:mod:`lsakit.data.folder`;
+  options ``size``, ``mode``, ``test_fraction``, ``data_seed``), domain [0, 1];
+- a ``.npz``, ``.safetensors`` or ``.pt`` file holding ``x`` and ``y`` (optionally ``x_test``,
+  ``y_test``, ``domain``, ``class_names``; :mod:`lsakit.data.tensor_file`; options ``domain``,
+  ``test_fraction``, ``data_seed``), domain from the ``domain`` option, else the file, else [0, 1].
+
 Every data set carries its input domain (:func:`domain`): [0, 1] for the image sets and unit
 moons, unbounded for standardized or raw moons. The trainer, the CLI and the experiment runner
 declare it (:func:`lsakit.domain.input_domain`) for the work they run on the data.
@@ -35,7 +45,7 @@ from typing import Literal, TypeAlias
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lsakit.data import moons
+from lsakit.data import folder, moons, tensor_file
 from lsakit.data.cifar import load_cifar10
 from lsakit.data.idx import load_idx_dataset
 from lsakit.data.paths import candidate_dirs
@@ -90,6 +100,11 @@ class _Entry:
     #: Options specific to this data set, beyond the common ones.
     options: tuple[str, ...] = ()
     domain: _DomainOf = _unit_domain
+    #: the description from the options, for data sets read from the user's files
+    describe: Callable[[Mapping[str, object]], DatasetInfo] | None = None
+
+    def info_for(self, options: Mapping[str, object]) -> DatasetInfo:
+        return self.info if self.describe is None else self.describe(options)
 
 
 _COMMON_OPTIONS = ("limit", "data_dir", "download")
@@ -247,20 +262,104 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
+def is_user_dataset(name: object) -> bool:
+    """Whether ``name`` is data of the user's (``folder:PATH`` or a tensor file), not a
+    registered name. Decided from the name alone, without reading anything."""
+    return isinstance(name, str) and (
+        name.strip().startswith(folder.PREFIX) or tensor_file.is_tensor_file(name)
+    )
+
+
+def _folder_entry(name: str) -> _Entry:
+    root = folder.root_of(name)
+
+    def load_split(
+        split: Split, common: _CommonOptions, options: Mapping[str, object]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return folder.load_folder(root, split, folder.parse_options(options), common.limit)
+
+    def describe(options: Mapping[str, object]) -> DatasetInfo:
+        parsed = folder.parse_options(options)
+        classes = folder.class_names(root)
+        shape = folder.input_shape(root, parsed)
+        counts = {split: len(folder.samples(root, split, parsed)) for split in SPLITS}
+        return DatasetInfo(
+            name=name,
+            input_shape=shape,
+            num_classes=len(classes),
+            description=f"image folder {root}: {len(classes)} classes, {counts['train']} train / "
+            f"{counts['test']} test, {'×'.join(map(str, shape))} ({parsed.mode})",
+            default_model="",
+            class_names=classes,
+        )
+
+    return _Entry(_placeholder(name), load_split, folder.OPTIONS, _unit_domain, describe)
+
+
+def _tensor_file_entry(name: str) -> _Entry:
+    path = name.strip()
+
+    def load_split(
+        split: Split, common: _CommonOptions, options: Mapping[str, object]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        read = tensor_file.read(path, options)
+        x, y = (read.x_train, read.y_train) if split == "train" else (read.x_test, read.y_test)
+        return x[: common.limit], y[: common.limit]
+
+    def describe(options: Mapping[str, object]) -> DatasetInfo:
+        read = tensor_file.read(path, options)
+        shape = "×".join(map(str, read.input_shape))
+        split = "" if read.has_test else " (seeded split)"
+        return DatasetInfo(
+            name=name,
+            input_shape=read.input_shape,
+            num_classes=read.num_classes,
+            description=f"tensor file {read.path}: {read.num_classes} classes, "
+            f"{len(read.y_train)} train / {len(read.y_test)} test{split}, {shape}, domain "
+            f"{read.domain.describe()}",
+            default_model="",
+            class_names=read.class_names,
+        )
+
+    def domain_of(options: Mapping[str, object]) -> InputDomain:
+        return tensor_file.read(path, options).domain
+
+    return _Entry(_placeholder(name), load_split, tensor_file.OPTIONS, domain_of, describe)
+
+
+def _placeholder(name: str) -> DatasetInfo:
+    """The static info of a user data set: its name only (the rest comes from ``describe``)."""
+    return DatasetInfo(name, (), 0, "", "", ())
+
+
 def _entry(name: object) -> _Entry:
     if not isinstance(name, str):
         raise ConfigError(f"data set name must be a string, got {name!r}; known: {names()}")
+    if name.strip().startswith(folder.PREFIX):
+        return _folder_entry(name)
+    if tensor_file.is_tensor_file(name):
+        return _tensor_file_entry(name)
     key = name.strip().lower().replace("_", "-")
     if key in _REGISTRY:
         return _REGISTRY[key]
     close = difflib.get_close_matches(key, names(), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown data set {name!r}{hint} (known: {', '.join(names())})")
+    raise ConfigError(
+        f"unknown data set {name!r}{hint} (known: {', '.join(names())}; or folder:PATH, or a "
+        f".npz/.safetensors/.pt file)"
+    )
 
 
-def info(name: str) -> DatasetInfo:
-    """The description of data set ``name``; unknown names raise ConfigError."""
-    return _entry(name).info
+def info(name: str, **options: object) -> DatasetInfo:
+    """The description of data set ``name``; unknown names raise ConfigError.
+
+    For a data set of the user's (folder, tensor file) it is read from the data, with the same
+    options as :func:`load` (``size``/``mode`` change the input shape); registered data sets
+    accept and ignore them.
+    """
+    entry = _entry(name)
+    _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options + _LOADER_OPTIONS)
+    return entry.info_for({k: v for k, v in options.items() if k in entry.options})
 
 
 def domain(name: str, **options: object) -> InputDomain:

@@ -19,6 +19,11 @@ name                      data          architecture                            
 
 The default keyword arguments of each model live in one place, its builder's signature;
 :func:`info` reads them from there.
+
+Beyond the registry, :func:`build` and :func:`resolve` take every model *spec* of
+:mod:`lsakit.models.sources` — ``torchvision:NAME``, ``timm:NAME``, ``hf:DIR``,
+``package.module:factory`` and ``path/to/file.py:factory`` — so the trainer, the CLI and the
+checkpoints name any model the same way: ``build("timm:resnet18", num_classes=2)``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from lsakit.models.cnn import model_b
 from lsakit.models.mlp import model_a
 from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 from lsakit.models.preact_resnet import PreActResNet, preact_resnet18
+from lsakit.models.sources import HFClassifier, ModelSource, ModelSpec, parse_spec, resolve_external
 from lsakit.models.vgg import VGG, vgg19
 from lsakit.models.wrn import WideResNet, wrn
 from lsakit.nas.genotype import genotype_network, portable_genotype_kwargs
@@ -44,7 +50,10 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "VGG",
+    "HFClassifier",
     "ModelInfo",
+    "ModelSource",
+    "ModelSpec",
     "Normalize",
     "PreActResNet",
     "WideResNet",
@@ -52,6 +61,9 @@ __all__ = [
     "count_parameters",
     "info",
     "names",
+    "parse_spec",
+    "portable_kwargs",
+    "resolve",
     "resolve_kwargs",
 ]
 
@@ -169,8 +181,12 @@ def resolve_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The complete keyword arguments ``build(name, **kwargs)`` uses: defaults overridden by kwargs.
 
     Raises ConfigError for an unknown model or an argument the model does not accept, naming
-    the closest accepted one. Values are checked by the model itself when it is built.
+    the closest accepted one. Values are checked by the model itself when it is built. For a
+    model outside the registry (a spec with ``:``) the arguments are returned as given: its
+    builder checks them.
     """
+    if parse_spec(name).kind != "registry":
+        return dict(kwargs)
     defaults = _default_kwargs(_entry(name).builder)
     for key in kwargs:
         if key not in defaults:
@@ -184,19 +200,47 @@ def resolve_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 def portable_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`resolve_kwargs`, made self-contained for a checkpoint: an argument that points to a
-    file (the genotype of ``genotype_net``) is replaced by the file's content."""
-    full = resolve_kwargs(name, kwargs)
-    portable = _entry(name).portable
-    return portable(full) if portable is not None else full
+    file (the genotype of ``genotype_net``, the config of an ``hf:`` model) is replaced by the
+    file's content."""
+    return resolve(name, kwargs).portable(dict(kwargs))
+
+
+def _registry_source(spec: ModelSpec) -> ModelSource:
+    entry = _entry(spec.target)
+
+    def build_registered(kwargs: dict[str, Any]) -> nn.Module:
+        return entry.builder(**resolve_kwargs(spec.target, kwargs))
+
+    def portable(kwargs: dict[str, Any]) -> dict[str, Any]:
+        full = resolve_kwargs(spec.target, kwargs)
+        return entry.portable(full) if entry.portable is not None else full
+
+    return ModelSource(spec, build_registered, portable)
+
+
+def resolve(spec: str, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
+    """Check a model spec without building it: the registry name is known, the ecosystem's
+    package imports and knows the name, the ``hf:`` config reads, the factory exists.
+    ``kwargs``, when known, are the arguments the model will be built with (a checkpoint's
+    ``hf:`` arguments hold the whole config, so the config file is then not needed).
+
+    Every failure is one ConfigError line (an unknown name with the closest one, a missing
+    package with what to install). A module or file spec is imported here: that runs its code.
+    """
+    parsed = parse_spec(spec)
+    if parsed.kind == "registry":
+        return _registry_source(parsed)
+    return resolve_external(parsed, kwargs)
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
-    """Construct the registered model ``name`` (in training mode, on the CPU, float32).
+    """Construct the model ``name`` — a registry name or any spec of :mod:`lsakit.models.sources`
+    — with random weights, in training mode, on the CPU (or the active device context).
 
     Example:
         >>> model = build("wrn", depth=16, widen_factor=2)
     """
-    return _entry(name).builder(**resolve_kwargs(name, kwargs))
+    return resolve(name, kwargs).build(kwargs)
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
