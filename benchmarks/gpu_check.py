@@ -397,6 +397,17 @@ def _samples_per_second(step: Callable[[], object], batch: int, seconds: float) 
                 return count * batch / elapsed
 
 
+def attack_settings(names: list[str]) -> list[tuple[str, float, float]]:
+    """(model, ε, PGD step) for each model: MNIST's 0.3 / 0.075 for one-channel inputs, CIFAR's
+    8/255 / 2/255 otherwise."""
+    from lsakit import models
+
+    return [
+        (n, 0.3, 0.075) if models.info(n).input_shape[0] == 1 else (n, 8 / 255, 2 / 255)
+        for n in names
+    ]
+
+
 def part_throughput(report: Report, args: argparse.Namespace) -> None:
     import torch
 
@@ -409,7 +420,7 @@ def part_throughput(report: Report, args: argparse.Namespace) -> None:
     report.note(f"AT-PGD-10 training steps (lsakit.train.trainer.training_step), batch {batch}, "
                 "random data; SGD; time per variant ≥ "
                 f"{args.seconds:g} s after 3 warm-up steps.")  # fmt: skip
-    for name, eps, alpha in (("model_b", 0.3, 0.075), ("preact_resnet18", 8 / 255, 2 / 255)):
+    for name, eps, alpha in attack_settings(args.models):
         info = models.info(name)
         g = torch.Generator().manual_seed(0)
         x = torch.rand(batch, *info.input_shape, generator=g).to(dev)
@@ -448,7 +459,7 @@ def part_attacks(report: Report, args: argparse.Namespace) -> None:
                     "`pip install torchattacks` (or carry its wheel, make gpu-wheels).")  # fmt: skip
     dev = torch.device(args.device)
     batch = args.batch
-    for name, eps, alpha in (("model_b", 0.3, 0.075), ("preact_resnet18", 8 / 255, 2 / 255)):
+    for name, eps, alpha in attack_settings(args.models):
         info = models.info(name)
         model = models.build(name).to(dev).eval()
         g = torch.Generator().manual_seed(0)
@@ -561,6 +572,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="time budget of the whole check (each part also has its own)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=256, help="batch of the speed parts")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per speed variant")
+    parser.add_argument("--models", default="model_b,preact_resnet18",
+                        help="registry models of the throughput and attacks parts")  # fmt: skip
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="multiply every part's budget (a slow machine)")  # fmt: skip
     parser.add_argument("--allow-cpu", action="store_true",
                         help="run on the CPU when there is no CUDA (to test this script)")  # fmt: skip
     parser.add_argument("--worker", choices=list(PARTS), help=argparse.SUPPRESS)
@@ -573,8 +588,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.part_names:
         parser.error(f"unknown part(s) {', '.join(unknown) or '(none given)'}; "
                      f"choose from {', '.join(PARTS)}")  # fmt: skip
-    if args.max_seconds <= 0 or args.batch < 1 or args.seconds <= 0:
-        parser.error("--max-seconds, --batch and --seconds must be positive")
+    if args.max_seconds <= 0 or args.batch < 1 or args.seconds <= 0 or args.budget_scale <= 0:
+        parser.error("--max-seconds, --batch, --seconds and --budget-scale must be positive")
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not args.models:
+        parser.error("--models names no model")
     if args.data_dir is None:
         args.data_dir = os.environ.get("LSAKIT_DATA") or next(
             (str(d) for d in DATA_CANDIDATES if (d / "mnist").is_dir()), None
@@ -600,7 +618,7 @@ def run_part(name: str, args: argparse.Namespace, timeout: float, tmp: Path) -> 
     result = tmp / f"{name}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--result", str(result),
            "--budget", f"{timeout:.0f}", "--device", args.device, "--batch", str(args.batch),
-           "--seconds", str(args.seconds)]  # fmt: skip
+           "--seconds", str(args.seconds), "--models", ",".join(args.models)]  # fmt: skip
     if args.data_dir is not None:
         cmd += ["--data-dir", str(args.data_dir)]
     started = time.perf_counter()
@@ -703,6 +721,13 @@ def main(argv: list[str] | None = None) -> int:
     src = str(ROOT / "src")
     sys.path.insert(0, src)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+    from lsakit import models
+
+    unknown = [m for m in args.models if m not in models.names()]
+    if unknown:
+        print(f"gpu-check: error: unknown model(s) {', '.join(unknown)} in --models; "
+              f"see `lsakit models`", file=sys.stderr)  # fmt: skip
+        return 2
     if args.worker:
         if args.result is None:
             print("gpu-check: error: --worker needs --result", file=sys.stderr)
@@ -730,7 +755,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "notes": [], "skipped": None})  # fmt: skip
                 continue
             print(f"gpu-check: {name} ({PARTS[name].title}) …", flush=True)
-            result = run_part(name, args, min(PARTS[name].budget, left), Path(tmp))
+            budget = PARTS[name].budget * args.budget_scale
+            result = run_part(name, args, min(budget, left), Path(tmp))
             results.append(result)
             print(f"gpu-check: {name}: {result['status']} ({result['seconds']:.0f} s)", flush=True)
             elapsed = time.perf_counter() - started

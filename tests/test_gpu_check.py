@@ -47,7 +47,8 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_0(tmp_path: Path, wrapper
 def test_bad_options_are_one_line_and_exit_2() -> None:
     for args, message in (
         (["--parts", "tests,warp"], "unknown part(s) warp; choose from tests, amp,"),
-        (["--max-seconds", "0"], "--max-seconds, --batch and --seconds must be positive"),
+        (["--max-seconds", "0"], "--max-seconds, --batch, --seconds and --budget-scale must be"),
+        (["--models", "model_b,resnet9000"], "unknown model(s) resnet9000 in --models"),
         (["--batch", "many"], "argument --batch: invalid int value: 'many'"),
     ):
         proc = run(*args)
@@ -58,17 +59,17 @@ def test_bad_options_are_one_line_and_exit_2() -> None:
 
 def test_parts_run_in_their_own_processes_and_fill_the_report(tmp_path: Path) -> None:
     out = tmp_path / "check.md"
-    proc = run("--allow-cpu", "--parts", "channels_last,attacks,mnist", "--batch", "4",
-               "--seconds", "0.1", "--data-dir", str(tmp_path / "no-data"), "--out", str(out))  # fmt: skip
+    # model B only, tiny batches, budgets × 4: the parts must finish on a busy 2-core machine
+    proc = run("--allow-cpu", "--parts", "attacks,mnist", "--batch", "4",
+               "--seconds", "0.1", "--models", "model_b", "--budget-scale", "4",
+               "--data-dir", str(tmp_path / "no-data"), "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1] == f"gpu-check: 3 of 3 parts ok or skipped → {out}"
+    assert proc.stdout.splitlines()[-1] == f"gpu-check: 2 of 2 parts ok or skipped → {out}"
     report = out.read_text()
     assert "- GPU: none (--allow-cpu: the parts ran on the CPU)" in report
-    assert "| channels_last | ok |" in report and "| attacks | ok |" in report
-    # tests/test_speed.py's layout check, same tolerances: these pass on the CPU as in the test
-    assert "| tiny_cnn, pgd: same weights (atol = rtol = 1e-5) | pass |" in report
+    assert "| attacks | ok |" in report
     assert "| lsakit PGD-10, model_b, batch 4 |" in report
-    assert "| lsakit PGD-10, preact_resnet18, batch 4 |" in report
+    assert "preact_resnet18" not in report
     if importlib.util.find_spec("torchattacks") is None:
         assert "| torchattacks PGD-10, model_b | skipped | torchattacks not importable |" in report
     assert (

@@ -78,6 +78,8 @@ class Tracker(Protocol):
     #: whether this continues a run tracked before (resume), so its params and past epochs are
     #: there already
     continued: bool
+    #: where the run goes, in words (for the log)
+    where: str
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 
@@ -137,6 +139,10 @@ class Trackers:
 
     def __bool__(self) -> bool:
         return bool(self.trackers)
+
+    def describe(self) -> str:
+        """One line: where each tracker logs to."""
+        return "tracking: " + "; ".join(t.where for t in self.trackers)
 
     def start(self, params: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = ()) -> None:
         """Give every tracker that starts a new run the params and the epochs done so far (a
@@ -248,6 +254,7 @@ class TensorBoardTracker:
         # (an epoch that was logged but not saved before a kill is trained and logged again).
         purge = after_step + 1 if after_step is not None and old else None
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
+        self.where = f"TensorBoard {log_dir}" + (" (continued)" if self.continued else "")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from torch.utils.tensorboard.summary import hparams
@@ -330,6 +337,9 @@ class MlflowTracker:
         except MlflowException as e:
             raise TrackingError(f"MLflow at {uri}: {_first_line(e)}") from None
         self.run_id: str = run_id
+        self.where = (
+            f"MLflow run {run_id}" + (" (continued)" if self.continued else "") + f" in {uri}"
+        )
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

@@ -565,6 +565,8 @@ def train(
     trackers = open_trackers(
         config.log_to, out, tracking, after_step=start_epoch if resume else None, enabled=main
     )
+    if log is not None and trackers:
+        log(trackers.describe())
     with trackers, Progress(*columns, transient=True, disable=not progress) as bar:
         trackers.start(config.model_dump(), metrics)
         for epoch in range(start_epoch + 1, config.epochs + 1):
