@@ -38,8 +38,9 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_0(tmp_path: Path, wrapper
     # no wheels to install: the checkout's .whl/ (if any) is for the GPU machine's Python
     proc = run("--out", str(out), wrapper=wrapper, GPU_CHECK_WHEELS=str(tmp_path / "none"))
     assert proc.returncode == 0, proc.stderr
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
     assert proc.stdout.splitlines() == [
-        f"gpu-check: no CUDA device (torch {torch.__version__}, a CPU-only build); nothing to check"
+        f"gpu-check: no CUDA device (torch {torch.__version__}, {build}); nothing to check"
     ]
     assert not out.exists()
 
