@@ -138,7 +138,7 @@ def test_checkpoint_of_a_code_model_needs_the_spec_named(
     loaded, _ = load_checkpoint(path, model=spec)
     x = torch.rand(3, 4)
     assert torch.equal(loaded(x), model.eval()(x))
-    with pytest.raises(CheckpointError, match="not a model_a"):
+    with pytest.raises(ConfigError, match="not a model_a"):
         load_checkpoint(path, model="model_a")
 
 

@@ -298,7 +298,9 @@ def load_checkpoint(
     Raises:
         CheckpointError: missing file; not a safetensors file, truncated, or corrupt header;
             no lsakit metadata; unsupported format version; model name, arguments or
-            transforms unknown to this lsakit; weights not matching the model (names the key).
+            transforms unknown to this lsakit; weights not matching the model (names the key);
+            a model built by code that ``model`` does not name.
+        ConfigError: the checkpoint holds another model than ``model``.
         InputError: ``map_location`` is not a device.
     """
     device = _as_device(map_location)
@@ -539,7 +541,7 @@ def _corrupt_meta(source: Path, problem: str) -> CheckpointError:
 
 def _build_model(source: Path, meta: CheckpointMeta, expected: str | None) -> nn.Module:
     if expected is not None and expected != meta.model:
-        raise CheckpointError(
+        raise ConfigError(
             f"checkpoint {source} holds a {meta.model}, not a {expected}; pass a checkpoint of "
             f"{expected}"
         )

@@ -67,7 +67,37 @@ DatasetOpt = Annotated[
 ]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Model (see `lsakit models`); default: the data set's."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: a name of `lsakit models` (default: the data set's), torchvision:NAME, "
+        "timm:NAME, hf:DIR (a local config.json), package.module:factory or file.py:factory.",
+    ),
+]
+ModelArgsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-arg",
+        help="Model constructor argument KEY=VALUE (repeatable; VALUE read as YAML), e.g. "
+        "num_classes=2 for timm:/torchvision:, num_labels=2 or task=… for hf:, "
+        "genotype=runs/search/genotype.json for genotype_net.",
+    ),
+]
+DataOptionsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data-option",
+        help="Data set option KEY=VALUE (repeatable; VALUE read as YAML), e.g. size=32, mode=L "
+        "for folder:PATH; test_fraction=0.2, data_seed=0 for your own data; noise=0.2 for moons.",
+    ),
+]
+DomainOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--domain",
+        help="Input domain of a tensor-file data set: LOW,HIGH, unit or unbounded (default: the "
+        "file's domain field, else 0,1).",
+    ),
 ]
 DataDirOpt = Annotated[
     Path | None,
@@ -127,14 +157,9 @@ def train_command(
         str | None, typer.Option("--dataset", "-d", help="Data set (default: moons).")
     ] = None,
     model: ModelOpt = None,
-    model_args: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model-arg",
-            help="Model constructor argument KEY=VALUE (repeatable; VALUE read as YAML), e.g. "
-            "genotype=runs/search/genotype.json for genotype_net.",
-        ),
-    ] = None,
+    model_args: ModelArgsOpt = None,
+    data_option: DataOptionsOpt = None,
+    domain: DomainOpt = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", help="YAML file with any training option.")
     ] = None,
@@ -250,9 +275,12 @@ def train_command(
         "amp": amp, "channels_last": channels_last, "compile": compile_model,
         "log_to": _split(log_to),
     }  # fmt: skip
+    data_options = _data_options(data_option, domain)
     if resume is not None:
-        given = [k for k, v in overrides.items() if v is not None] + (
-            ["model_arg"] if model_args else []
+        given = (
+            [k for k, v in overrides.items() if v is not None]
+            + (["model_arg"] if model_args else [])
+            + (["data_option"] if data_options else [])
         )
         if given or config_file is not None:
             raise ConfigError(
@@ -265,7 +293,7 @@ def train_command(
         if config_file is not None:
             config = load_config(config_file, **overrides)
         else:
-            base = preset(dataset or "moons")
+            base = preset(dataset or "moons", **data_options)
             defaults = base.train
             if (method or "standard") != "standard" and eps is None:
                 overrides["eps"] = base.train_eps
@@ -274,7 +302,12 @@ def train_command(
             config = config.with_overrides(
                 model_kwargs={**config.model_kwargs, **_model_args(model_args)}
             )
-        run_dir = out_dir or Path("runs") / f"train-{config.dataset}-{config.model}-{config.method}"
+        if data_options:
+            config = config.with_overrides(data_options={**config.data_options, **data_options})
+        run_dir = out_dir or Path("runs") / (
+            f"train-{_slug(config.dataset)}-{_slug(config.model)}-{config.method}"
+        )
+    _check_model_and_data(config)  # an unknown model or data set fails before anything is printed
     out.print(
         f"{'resuming' if resume else 'training'} [bold]{config.model}[/] on "
         f"[bold]{config.dataset}[/] with {config.method}"
@@ -346,7 +379,7 @@ def prune_command(
     )  # fmt: skip
     saved = result.best_checkpoint or result.checkpoint
     assert saved is not None
-    model, _ = load_checkpoint(saved)
+    model, _ = load_checkpoint(saved, model=config.model)
     report = sparsity_report(model)
     out.print(
         f"{saved}: {report['zeros']:,} of {report['total']:,} conv/linear weights are zero "
@@ -378,7 +411,7 @@ def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def _model_args(items: list[str]) -> dict[str, Any]:
+def _model_args(items: list[str], flag: str = "--model-arg") -> dict[str, Any]:
     """``KEY=VALUE`` pairs of --model-arg; each VALUE read as YAML (numbers, lists, strings)."""
     import yaml
 
@@ -386,12 +419,57 @@ def _model_args(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--model-arg takes KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}")
         try:
             parsed[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError:
-            raise ConfigError(f"--model-arg {key.strip()}: cannot read {text!r}") from None
+            raise ConfigError(f"{flag} {key.strip()}: cannot read {text!r}") from None
     return parsed
+
+
+def _data_options(items: list[str] | None, domain: str | None) -> dict[str, Any]:
+    """--data-option KEY=VALUE pairs, with --domain as the ``domain`` option."""
+    options = _model_args(items or [], "--data-option")
+    if domain is not None:
+        if "domain" in options:
+            raise ConfigError("the domain is given twice; use --domain or --data-option domain=")
+        options["domain"] = domain
+    return options
+
+
+def _check_model_and_data(config: Any) -> None:
+    """Resolve the model spec and describe the data set: a missing package, factory or file, an
+    unknown name or bad data fails here, before anything is printed or trained."""
+    from lsakit import data, models
+
+    models.resolve(config.model, config.model_kwargs)
+    data.info(config.dataset, **config.data_options)
+
+
+def _slug(spec: str) -> str:
+    """A file-name-safe short form of a model or data set spec for default run directories:
+    ``timm:resnet18`` → ``timm-resnet18``, ``folder:/data/pets`` → ``folder-pets``,
+    ``nets/small.py:make`` → ``small-make``, ``/tmp/x.npz`` → ``x``."""
+    parts = [Path(part).stem if ("/" in part or "." in part) else part for part in spec.split(":")]
+    text = "-".join(p for p in parts if p) or "model"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def _recorded_data_options(checkpoint: Path, dataset: str | None) -> dict[str, Any]:
+    """The data options an lsakit checkpoint was trained with, when it names ``dataset`` (or
+    ``dataset`` is None); {} for plain state dicts and other data sets."""
+    from lsakit.checkpoint import read_meta
+    from lsakit.errors import CheckpointError
+
+    try:
+        meta = read_meta(checkpoint)
+    except CheckpointError:
+        return {}  # not an lsakit checkpoint (or unreadable: loading it says why)
+    if dataset is not None and meta.extra.get("dataset") != dataset:
+        return {}
+    config = meta.extra.get("config")
+    options = config.get("data_options") if isinstance(config, dict) else None
+    return dict(options) if isinstance(options, dict) else {}
 
 
 def _gammas(text: str | None) -> float | list[float] | None:
@@ -410,9 +488,16 @@ def _gammas(text: str | None) -> float | list[float] | None:
 def analyze_command(
     dataset: DatasetOpt = "moons",
     model: ModelOpt = None,
+    model_args: ModelArgsOpt = None,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Trained model (.safetensors); default: train one first.")
+        Path | None,
+        typer.Option(
+            help="Trained model: an lsakit checkpoint, or a plain state dict (.safetensors, .pt) "
+            "of --model; default: train one first."
+        ),
     ] = None,
+    data_option: DataOptionsOpt = None,
+    domain: DomainOpt = None,
     perturb_specs: Annotated[
         list[str] | None,
         typer.Option(
@@ -448,13 +533,16 @@ def analyze_command(
     from lsakit import data, perturb, speed
     from lsakit._torch import seed_everything
     from lsakit.analysis import analyze
-    from lsakit.checkpoint import load_checkpoint
+    from lsakit.checkpoint import load_weights
     from lsakit.presets import preset
     from lsakit.report import plot_layer_curves
     from lsakit.train import CHECKPOINT_NAME, resolve_device, train
 
-    recipe = preset(dataset)
-    run_dir = out_dir or Path("runs") / f"analyze-{dataset}"
+    data_options = _data_options(data_option, domain)
+    if checkpoint is not None and not data_options:
+        data_options = _recorded_data_options(checkpoint, dataset)
+    recipe = preset(dataset, **data_options)
+    run_dir = out_dir or Path("runs") / f"analyze-{_slug(dataset)}"
     dev = resolve_device(device)
     main_rank = _main_rank(dev)
     specs = list(perturb_specs or recipe.perturbations)
@@ -474,12 +562,9 @@ def analyze_command(
         raise ConfigError(f"--split must be train or test, got {split!r}")
     speed.check_amp(amp)
     if checkpoint is not None:
-        net, meta = load_checkpoint(checkpoint, map_location=dev)
-        if model is not None and model != meta.model:
-            raise ConfigError(
-                f"--model {model} but {checkpoint} holds a {meta.model}; drop --model or pass "
-                f"a checkpoint of {model}"
-            )
+        net, meta = load_weights(
+            checkpoint, model=model, model_kwargs=_model_args(model_args or []), map_location=dev
+        )
         trained_on = meta.extra.get("dataset")
         if trained_on is not None and trained_on != dataset:
             raise ConfigError(
@@ -487,7 +572,11 @@ def analyze_command(
             )
         model_name, model_kwargs = meta.model, meta.model_kwargs
     else:
-        config = recipe.train.with_overrides(model=model, seed=seed)
+        config = recipe.train.with_overrides(
+            model=model, seed=seed, model_kwargs=_model_args(model_args) if model_args else None,
+            data_options=data_options or None,
+        )  # fmt: skip
+        _check_model_and_data(config)  # before anything is printed or trained
         out.print(
             f"no --checkpoint: training [bold]{config.model}[/] normally on {dataset} first "
             f"({config.epochs} epochs) → {run_dir / CHECKPOINT_NAME}"
@@ -505,8 +594,9 @@ def analyze_command(
         for name, strength, params in parsed
     }
     loader = data.load(
-        dataset, split, batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir
-    )
+        dataset, split, batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir,
+        **data_options,
+    )  # fmt: skip
     layer_spec = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
     with speed.attack_precision(amp):
         result = analyze(
@@ -521,6 +611,7 @@ def analyze_command(
                 "model": model_name,
                 "model_kwargs": model_kwargs,
                 "dataset": dataset,
+                **({"data_options": data_options} if data_options else {}),
                 "split": split,
                 "checkpoint": str(checkpoint) if checkpoint else None,
                 "perturbations": specs,
@@ -561,10 +652,29 @@ def analyze_command(
 # -- evaluate ----------------------------------------------------------------------------------
 @app.command("evaluate")
 def evaluate_command(
-    checkpoint: Annotated[Path, typer.Option(help="Trained model (.safetensors).")],
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            help="Trained model: an lsakit checkpoint, or a plain state dict (.safetensors, .pt) "
+            "of --model."
+        ),
+    ],
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Data set (default: the checkpoint's).")
     ] = None,
+    model_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="The model a plain state dict holds (any `analyze --model` form); for an lsakit "
+            "checkpoint only needed to allow a model built by your code (module:factory, "
+            "file.py:factory).",
+        ),
+    ] = None,
+    model_args: ModelArgsOpt = None,
+    data_option: DataOptionsOpt = None,
+    domain: DomainOpt = None,
     fgsm_eps: Annotated[
         str | None,
         typer.Option(help="FGSM ε sweep, comma-separated (default: the paper's grid)."),
@@ -615,7 +725,7 @@ def evaluate_command(
     (per-sample worst case), resumable, followed by the gradient-masking checks.
     """
     from lsakit import data, perturb, speed
-    from lsakit.checkpoint import load_checkpoint
+    from lsakit.checkpoint import load_weights
     from lsakit.evaluate import evaluate, paper_eps
     from lsakit.presets import preset
     from lsakit.train import resolve_device
@@ -649,7 +759,9 @@ def evaluate_command(
     specs = [perturb.parse_spec(s) for s in attack_specs or ()]
     for name, strength, params in specs:  # fail on a bad spec before loading anything
         perturb.build(name, model=nn.Identity(), strength=strength, **params)
-    model, meta = load_checkpoint(checkpoint, map_location=dev)
+    model, meta = load_weights(
+        checkpoint, model=model_spec, model_kwargs=_model_args(model_args or []), map_location=dev
+    )
     trained_on = meta.extra.get("dataset")
     dataset_name = dataset or trained_on
     if dataset_name is None:
@@ -658,12 +770,16 @@ def evaluate_command(
         raise ConfigError(
             f"{checkpoint} was trained on {trained_on}, not {dataset_name}; drop --dataset"
         )
+    data_options = _data_options(data_option, domain) or _recorded_data_options(
+        checkpoint, dataset_name
+    )
+    recipe = preset(dataset_name, **data_options)
     if suite is not None:
         _run_suite(
             model, checkpoint, meta.model, dataset_name, suite=suite,
-            eps=eps if eps is not None else preset(dataset_name).train_eps, limit=limit,
+            eps=eps if eps is not None else recipe.train_eps, limit=limit,
             batch_size=batch_size, state=state, checks=checks, seed=seed,
-            out_dir=out_dir or checkpoint.parent, data_dir=data_dir,
+            out_dir=out_dir or checkpoint.parent, data_dir=data_dir, data_options=data_options,
         )  # fmt: skip
         return
     if fgsm_eps is not None:
@@ -674,17 +790,18 @@ def evaluate_command(
                 f"--fgsm-eps takes comma-separated numbers, got {fgsm_eps!r}"
             ) from None
     else:
-        grid = paper_eps(dataset_name)
+        grid = recipe.fgsm_eps or paper_eps(dataset_name)
     if not specs:
-        eps = preset(dataset_name).train_eps
+        eps = recipe.train_eps
         specs = [("pgd", eps, {"steps": 20, "alpha": eps / 4}), ("apgd", eps, {})]
     attacks = {
         spec_name: perturb.build(spec_name, model=model, strength=strength, **params)
         for spec_name, strength, params in specs
     }
     loader = data.load(
-        dataset_name, "test", batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir
-    )
+        dataset_name, "test", batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir,
+        **data_options,
+    )  # fmt: skip
     with speed.attack_precision(amp):
         result = evaluate(
             model, loader, fgsm_eps=grid, attacks=attacks, progress=True,
@@ -722,12 +839,13 @@ def _run_suite(
     seed: int,
     out_dir: Path,
     data_dir: Path | None,
+    data_options: dict[str, Any],
 ) -> None:
     from lsakit import data
     from lsakit.masking import masking_checks
     from lsakit.suite import run_suite
 
-    x, y = data.load_tensors(dataset_name, "test", limit=limit, data_dir=data_dir)
+    x, y = data.load_tensors(dataset_name, "test", limit=limit, data_dir=data_dir, **data_options)
     tag = f"suite-{suite}-eps{eps:g}-n{x.shape[0]}"
     state_path = state or out_dir / f"{tag}.state.json"
     if state_path.exists():

@@ -215,22 +215,31 @@ def _registry_source(spec: ModelSpec) -> ModelSource:
         full = resolve_kwargs(spec.target, kwargs)
         return entry.portable(full) if entry.portable is not None else full
 
-    return ModelSource(spec, build_registered, portable)
+    def check(kwargs: dict[str, Any]) -> None:
+        resolve_kwargs(spec.target, kwargs)
+
+    return ModelSource(spec, build_registered, portable, check)
 
 
 def resolve(spec: str, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
     """Check a model spec without building it: the registry name is known, the ecosystem's
     package imports and knows the name, the ``hf:`` config reads, the factory exists.
-    ``kwargs``, when known, are the arguments the model will be built with (a checkpoint's
-    ``hf:`` arguments hold the whole config, so the config file is then not needed).
+    ``kwargs``, when known, are the arguments the model will be built with: they are checked
+    where that is possible without building (registry models, factories, ``hf:`` config
+    attributes), and a checkpoint's ``hf:`` arguments hold the whole config, so the config file
+    is then not needed.
 
     Every failure is one ConfigError line (an unknown name with the closest one, a missing
     package with what to install). A module or file spec is imported here: that runs its code.
     """
     parsed = parse_spec(spec)
     if parsed.kind == "registry":
-        return _registry_source(parsed)
-    return resolve_external(parsed, kwargs)
+        source = _registry_source(parsed)
+    else:
+        source = resolve_external(parsed, kwargs)
+    if kwargs is not None:
+        source.check(dict(kwargs))
+    return source
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:

@@ -174,12 +174,14 @@ class ModelSource:
 
     ``build(kwargs)`` constructs the model (random weights, training mode, CPU unless a device
     context is active); ``portable(kwargs)`` gives the arguments a checkpoint stores so the same
-    model is rebuilt later, from the checkpoint alone where possible.
+    model is rebuilt later, from the checkpoint alone where possible; ``check(kwargs)`` refuses
+    arguments the builder does not take, without building (where that can be known up front).
     """
 
     spec: ModelSpec
     builder: Callable[[dict[str, Any]], nn.Module]
     portable: Callable[[dict[str, Any]], dict[str, Any]]
+    check: Callable[[dict[str, Any]], object] = lambda kwargs: None
 
     def build(self, kwargs: Mapping[str, Any]) -> nn.Module:
         model = self.builder(dict(kwargs))
@@ -195,14 +197,18 @@ def _as_is(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _call(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """``function(**kwargs)``; a bad argument or a failure inside becomes one ConfigError line."""
+def _check_arguments(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     try:
         inspect.signature(function).bind(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{what} does not take these arguments ({_one_line(err)})") from None
     except ValueError:  # no signature (a builtin): let the call decide
         pass
+
+
+def _call(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``function(**kwargs)``; a bad argument or a failure inside becomes one ConfigError line."""
+    _check_arguments(what, function, kwargs)
     try:
         return function(**kwargs)
     except Exception as err:
@@ -392,7 +398,7 @@ def _hf(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -> ModelSource
         config, task = config_and_task(kwargs)
         return {"task": task, "config": json.loads(config.to_json_string(use_diff=False))}
 
-    return ModelSource(spec, build, portable)
+    return ModelSource(spec, build, portable, config_and_task)
 
 
 # -- user code ------------------------------------------------------------------------------------
@@ -465,7 +471,10 @@ def _factory(spec: ModelSpec) -> ModelSource:
         model: nn.Module = _call(f"factory {spec.text}", factory, kwargs)
         return model
 
-    return ModelSource(spec, build, _as_is)
+    def check(kwargs: dict[str, Any]) -> None:
+        _check_arguments(f"factory {spec.text}", factory, kwargs)
+
+    return ModelSource(spec, build, _as_is, check)
 
 
 def resolve_external(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -> ModelSource:

@@ -148,7 +148,7 @@ def _build_model(config: TrainConfig) -> nn.Module:
     if config.init_checkpoint is not None:
         from lsakit.checkpoint import describe_mismatch, load_checkpoint
 
-        initial, meta = load_checkpoint(config.init_checkpoint)
+        initial, meta = load_checkpoint(config.init_checkpoint, model=config.model)
         if meta.model != config.model:
             raise ConfigError(
                 f"init_checkpoint {config.init_checkpoint} holds a {meta.model}, not a "
@@ -752,7 +752,7 @@ def _load_for_mvl(config: TrainConfig, device: torch.device) -> nn.Module:
     from lsakit.checkpoint import load_checkpoint
 
     assert config.mvl_checkpoint is not None
-    model, meta = load_checkpoint(config.mvl_checkpoint, map_location=device)
+    model, meta = load_checkpoint(config.mvl_checkpoint, map_location=device, model=config.model)
     if meta.model != config.model:
         raise ConfigError(
             f"mvl_checkpoint {config.mvl_checkpoint} holds a {meta.model}, not {config.model}; "
