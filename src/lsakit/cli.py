@@ -194,6 +194,13 @@ def train_command(
     mvl_checkpoint: Annotated[
         str | None, typer.Option(help="Normally trained model whose LSA gives the MVL list.")
     ] = None,
+    mvl_layers: Annotated[
+        str | None,
+        typer.Option(
+            help="With --lr-layers mvl: the layers the MVL analysis measures (as analyze "
+            "--layers, e.g. type:Conv2d); the MVL list is regularized by those same layers."
+        ),
+    ] = None,
     regularizer: Annotated[
         str | None,
         typer.Option(help="Extra penalties, comma-separated: lsp, lasso, group_lasso."),
@@ -264,7 +271,8 @@ def train_command(
     overrides: dict[str, Any] = {
         "dataset": dataset, "model": model, "method": method, "eps": eps, "alpha": alpha,
         "eps_warmup": eps_warmup, "steps": steps, "beta": beta, "grad_through": grad_through, "eta": eta,
-        "mvl_checkpoint": mvl_checkpoint, "epochs": epochs, "batch_size": batch_size,
+        "mvl_checkpoint": mvl_checkpoint, "mvl_layers": _split(mvl_layers),
+        "epochs": epochs, "batch_size": batch_size,
         "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
         "early_stopping": early_stopping, "seed": seed, "limit": limit,
         "lr_layers": _split(lr_layers),
@@ -518,7 +526,12 @@ def analyze_command(
         str | None, typer.Option(help="Perturbation whose result selects the MVL list.")
     ] = None,
     layers: Annotated[
-        str | None, typer.Option(help="Comma-separated module names, globs or L<k> labels.")
+        str | None,
+        typer.Option(
+            help="Layers to measure, comma-separated: module names, name#k (k-th call of a "
+            "reused module), globs, L<k> labels or type:ClassName (e.g. type:Conv2d); default: "
+            "every activation module."
+        ),
     ] = None,
     split: Annotated[str, typer.Option(help="Data split to analyse.")] = "test",
     limit: Annotated[int | None, typer.Option(help="Analyse only the first N samples.")] = None,
@@ -597,7 +610,9 @@ def analyze_command(
         dataset, split, batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir,
         **data_options,
     )  # fmt: skip
-    layer_spec = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
+    from lsakit.probe import parse_layers
+
+    layer_spec = parse_layers(layers)
     with speed.attack_precision(amp):
         result = analyze(
             net,
@@ -842,10 +857,35 @@ def _run_suite(
     data_options: dict[str, Any],
 ) -> None:
     from lsakit import data
+    from lsakit.domain import input_domain
+
+    x, y = data.load_tensors(dataset_name, "test", limit=limit, data_dir=data_dir, **data_options)
+    with input_domain(data.domain(dataset_name, **data_options)):
+        _suite_and_checks(
+            model, checkpoint, model_name, dataset_name, x, y, suite=suite, eps=eps,
+            batch_size=batch_size, state=state, checks=checks, seed=seed, out_dir=out_dir,
+        )  # fmt: skip
+
+
+def _suite_and_checks(
+    model: nn.Module,
+    checkpoint: Path,
+    model_name: str,
+    dataset_name: str,
+    x: Any,
+    y: Any,
+    *,
+    suite: str,
+    eps: float,
+    batch_size: int,
+    state: Path | None,
+    checks: bool,
+    seed: int,
+    out_dir: Path,
+) -> None:
     from lsakit.masking import masking_checks
     from lsakit.suite import run_suite
 
-    x, y = data.load_tensors(dataset_name, "test", limit=limit, data_dir=data_dir, **data_options)
     tag = f"suite-{suite}-eps{eps:g}-n{x.shape[0]}"
     state_path = state or out_dir / f"{tag}.state.json"
     if state_path.exists():
