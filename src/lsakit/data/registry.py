@@ -355,7 +355,7 @@ def info(name: str, **options: object) -> DatasetInfo:
 
     For a data set of the user's (folder, tensor file) it is read from the data, with the same
     options as :func:`load` (``size``/``mode`` change the input shape); registered data sets
-    accept and ignore them.
+    accept their own options, which do not change their description.
     """
     entry = _entry(name)
     _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options + _LOADER_OPTIONS)
