@@ -8,7 +8,7 @@ For each architecture: the default selection captures exactly the activation cal
 count of module calls sees, with the same tensors; hooks are gone after the block, error or not;
 relative errors equal an independent float64 computation; analyze restores modes and leaves the
 state_dict (BN statistics included) unchanged; one AT-LR step sends gradient to the parameters
-before the regularized layer.
+before the regularized layer. BERT runs in embedding space (lsakit.text), in the unbounded domain.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lsakit import LayerProbe, analyze, relative_errors
+from lsakit import LayerProbe, analyze, input_domain, relative_errors
 from lsakit.perturb import FGSM, GaussianNoise
 from lsakit.perturb.base import ZeroGradientWarning
 from lsakit.probe import InvisibleActivationWarning, register_activation
@@ -140,6 +140,17 @@ def tv_vit() -> nn.Module:  # starts with a zero head: its input gradient is exa
     )  # fmt: skip
 
 
+def hf_bert() -> nn.Module:  # a text model, in embedding space (lsakit.text)
+    t = _hf()
+    from lsakit.text import EmbeddingClassifier
+
+    config = t.BertConfig(
+        vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16, num_labels=3,
+    )  # fmt: skip
+    return EmbeddingClassifier(t.BertForSequenceClassification(config))
+
+
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "hf-vit": hf_vit,
     "hf-swin": hf_swin,
@@ -152,7 +163,10 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "tv-mobilenet-v3": tv_mobilenet_v3,
     "tv-densenet": tv_densenet,
     "tv-swin": tv_swin,
+    "hf-bert": hf_bert,
 }
+#: Inputs outside [0, 1]: embeddings (unbounded).
+UNBOUNDED_INPUTS = {"hf-bert"}
 
 
 def _build(name: str) -> nn.Module:
@@ -163,6 +177,23 @@ def _build(name: str) -> nn.Module:
 def _batch(n: int = 2) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(0)
     return torch.rand(n, 3, 32, 32, generator=g), torch.tensor([0, 2][:n])
+
+
+def _inputs(name: str) -> tuple[Tensor, Tensor]:
+    if name in UNBOUNDED_INPUTS:  # word embeddings of 8 tokens
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(2, 8, 16, generator=g), torch.tensor([0, 2])
+    return _batch()
+
+
+def _domain(name: str) -> Any:
+    """The input domain the architecture's inputs live in, declared for the test's body."""
+    return input_domain(None if name in UNBOUNDED_INPUTS else "unit")
+
+
+def _noisy(name: str, x: Tensor, std: float, seed: int) -> Tensor:
+    out = x + std * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    return out if name in UNBOUNDED_INPUTS else out.clamp(0, 1)
 
 
 def _logits(out: Any) -> Tensor:
@@ -204,92 +235,95 @@ def _hook_count(model: nn.Module) -> int:
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_default_selection_captures_every_activation_call(name: str) -> None:
-    model = _build(name).eval()
-    x, _ = _batch()
-    expected = _independent_capture(model, x)
-    hooks = _hook_count(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InvisibleActivationWarning)
-        with torch.no_grad(), LayerProbe(model) as probe:
-            model(x)
-            got = probe.take()
-    assert _hook_count(model) == hooks
-    assert len(got) == len(expected) > 0
-    for a, b in zip(got, expected, strict=True):
-        assert torch.equal(a, b)
-    with pytest.raises(RuntimeError, match="boom"), LayerProbe(model):  # error inside the block
-        raise RuntimeError("boom")
-    assert _hook_count(model) == hooks
+    with _domain(name):
+        model = _build(name).eval()
+        x, _ = _inputs(name)
+        expected = _independent_capture(model, x)
+        hooks = _hook_count(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InvisibleActivationWarning)
+            with torch.no_grad(), LayerProbe(model) as probe:
+                model(x)
+                got = probe.take()
+        assert _hook_count(model) == hooks
+        assert len(got) == len(expected) > 0
+        for a, b in zip(got, expected, strict=True):
+            assert torch.equal(a, b)
+        with pytest.raises(RuntimeError, match="boom"), LayerProbe(model):  # error inside the block
+            raise RuntimeError("boom")
+        assert _hook_count(model) == hooks
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_relative_errors_match_a_float64_computation(name: str) -> None:
-    model = _build(name).eval()
-    x, _ = _batch()
-    x_hat = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(
-        0, 1
-    )
-    clean, pert = _independent_capture(model, x), _independent_capture(model, x_hat)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InvisibleActivationWarning)
-        with torch.no_grad(), LayerProbe(model) as probe:
-            model(x)
-            probe.take()
-    # A layer whose clean float32 norm is 0 has no relative error (a random HF MobileNetV2's late
-    # activations are ~1e-22, whose squares underflow): leave it out, selecting the others by the
-    # names the probe printed.
-    defined = [i for i, c in enumerate(clean) if float(torch.linalg.vector_norm(c.flatten())) > 0]
-    expected = [
-        float(torch.linalg.vector_norm((clean[i].double() - pert[i].double()).flatten()))
-        / float(torch.linalg.vector_norm(clean[i].double().flatten()))
-        for i in defined
-    ]
-    values = relative_errors(model, x, x_hat, layers=[probe.layers[i].name for i in defined])
-    assert len(defined) >= len(clean) // 2
-    assert values == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    with _domain(name):
+        model = _build(name).eval()
+        x, _ = _inputs(name)
+        x_hat = _noisy(name, x, 0.05, 1)
+        clean, pert = _independent_capture(model, x), _independent_capture(model, x_hat)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InvisibleActivationWarning)
+            with torch.no_grad(), LayerProbe(model) as probe:
+                model(x)
+                probe.take()
+        # A layer whose clean float32 norm is 0 has no relative error (a random HF MobileNetV2's late
+        # activations are ~1e-22, whose squares underflow): leave it out, selecting the others by the
+        # names the probe printed.
+        defined = [
+            i for i, c in enumerate(clean) if float(torch.linalg.vector_norm(c.flatten())) > 0
+        ]
+        expected = [
+            float(torch.linalg.vector_norm((clean[i].double() - pert[i].double()).flatten()))
+            / float(torch.linalg.vector_norm(clean[i].double().flatten()))
+            for i in defined
+        ]
+        values = relative_errors(model, x, x_hat, layers=[probe.layers[i].name for i in defined])
+        assert len(defined) >= len(clean) // 2
+        assert values == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_analyze_restores_modes_and_state(name: str) -> None:
-    model = _build(name).train()
-    x, y = _batch()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    modes = [m.training for m in model.modules()]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (InvisibleActivationWarning, ZeroGradientWarning))
-        result = analyze(
-            model,
-            [(x, y)],
-            {"gaussian": GaussianNoise(std=0.05, seed=0), "fgsm": FGSM(model, eps=0.03)},
-        )
-    assert [m.training for m in model.modules()] == modes
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert len(result.layers) == len(result.perturbation("fgsm").layers) > 0
+    with _domain(name):
+        model = _build(name).train()
+        x, y = _inputs(name)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        modes = [m.training for m in model.modules()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (InvisibleActivationWarning, ZeroGradientWarning))
+            result = analyze(
+                model,
+                [(x, y)],
+                {"gaussian": GaussianNoise(std=0.05, seed=0), "fgsm": FGSM(model, eps=0.03)},
+            )
+        assert [m.training for m in model.modules()] == modes
+        after = model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        assert len(result.layers) == len(result.perturbation("fgsm").layers) > 0
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_an_at_lr_step_reaches_the_parameters_before_the_regularized_layer(name: str) -> None:
-    model = _build(name).eval()
-    x, _ = _batch()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (InvisibleActivationWarning, ZeroGradientWarning))
-        with torch.no_grad(), LayerProbe(model) as probe:
-            model(x)
-            probe.take()
-        middle = probe.layers[len(probe.layers) // 2]
-        reg = LayerwiseRegularizer([middle.name], gamma=1.0).resolve(model, x)
-        x_adv = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(
-            0, 1
-        )
-        with LayerProbe(model, reg.layers, detach=False) as train_probe:
-            model(x)
-            clean = train_probe.take()
-            model(x_adv)
-            adv = train_probe.take()
-    reg(clean, adv).backward()
-    first = next(p for p in model.parameters() if p.requires_grad)
-    assert first.grad is not None and float(first.grad.abs().sum()) > 0
+    with _domain(name):
+        model = _build(name).eval()
+        x, _ = _inputs(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (InvisibleActivationWarning, ZeroGradientWarning))
+            with torch.no_grad(), LayerProbe(model) as probe:
+                model(x)
+                probe.take()
+            middle = probe.layers[len(probe.layers) // 2]
+            reg = LayerwiseRegularizer([middle.name], gamma=1.0).resolve(model, x)
+            x_adv = _noisy(name, x, 0.1, 2)
+            with LayerProbe(model, reg.layers, detach=False) as train_probe:
+                model(x)
+                clean = train_probe.take()
+                model(x_adv)
+                adv = train_probe.take()
+        reg(clean, adv).backward()
+        # The first parameter the forward uses (in embedding space, the word-embedding table is not).
+        first = next(p for n, p in model.named_parameters() if "word_embeddings" not in n)
+        assert first.grad is not None and float(first.grad.abs().sum()) > 0
 
 
 # -- the three naming failures of the issue ------------------------------------------------------
