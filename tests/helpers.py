@@ -125,3 +125,15 @@ def trained_moons(steps: int = 500) -> tuple[nn.Module, Tensor, Tensor]:
     features, labels = make_moons(n_samples=300, noise=0.1, random_state=0)
     x, y = unit_scaled(features), torch.tensor(labels)
     return train_mlp(x, y, 2, steps), x, y
+
+
+def importable(package: str) -> bool:
+    """Whether ``package`` imports here (timm is installed in some venvs without torchvision,
+    and torchvision beside a torch it was not built for raises RuntimeError)."""
+    import importlib
+
+    try:
+        importlib.import_module(package)
+    except Exception:
+        return False
+    return True

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import importable
 from helpers import run_cli as run
 from lsakit import data
 from lsakit.analysis import LSAResult
@@ -29,15 +30,6 @@ def tiny(*, side: int = 16, channels: int = 3, width: int = 8, classes: int = 2)
         nn.Linear(width, width), nn.Tanh(), nn.Linear(width, classes),
     )
 """
-
-
-def importable(package: str) -> bool:
-    """Whether ``package`` imports (timm is installed in some venvs without torchvision)."""
-    try:
-        __import__(package)
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")

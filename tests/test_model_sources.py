@@ -10,6 +10,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from helpers import importable
 from lsakit import models
 from lsakit.checkpoint import load_checkpoint, load_weights, read_meta, save_checkpoint
 from lsakit.errors import CheckpointError, ConfigError
@@ -224,15 +225,6 @@ def test_hf_tasks_and_bad_arguments(tmp_path: Path) -> None:
     remote.write_text('{"model_type": "bert", "auto_map": {"AutoModel": "x.Y"}}')
     with pytest.raises(ConfigError, match="remote code"):
         models.build(f"hf:{remote}", task="sequence-classification")
-
-
-def importable(package: str) -> bool:
-    """Whether ``package`` imports (timm is installed in some venvs without torchvision)."""
-    try:
-        __import__(package)
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import importable
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -26,14 +28,6 @@ BLOCKS = re.findall(
 )
 
 
-def _importable(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except Exception:  # torchvision beside a torch it was not built for raises RuntimeError
-        return False
-    return True
-
-
 def test_the_section_has_its_examples() -> None:
     assert len(BLOCKS) >= 4
 
@@ -42,7 +36,7 @@ def test_the_section_has_its_examples() -> None:
 def test_readme_example_runs(index: int, tmp_path: Path) -> None:
     code = BLOCKS[index]
     needs = [m for m in ("timm", "torchvision", "transformers") if re.search(rf"\b{m}\b", code)]
-    missing = [m for m in needs if not _importable(m)]
+    missing = [m for m in needs if not importable(m)]
     if missing:
         pytest.skip(f"needs {', '.join(missing)}, which cannot be imported here")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -95,7 +89,7 @@ def test_readme_command_lines_run(tmp_path: Path) -> None:
     assert len(CLI) == 1
     lines = [line for line in CLI[0].splitlines() if line.startswith("lsakit ")]
     assert len(lines) >= 6
-    missing = [m for m in ("timm", "torchvision", "transformers") if not _importable(m)]
+    missing = [m for m in ("timm", "torchvision", "transformers") if not importable(m)]
     if missing:
         pytest.skip(f"needs {', '.join(missing)}, which cannot be imported here")
     _fixtures(tmp_path)

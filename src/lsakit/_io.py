@@ -92,3 +92,29 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (for the one-line errors of file readers)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def load_torch_file(path: Path, error: Callable[[str], Exception], hint: str) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only,
+    never code. Any failure raises ``error(message)`` with a one-line message ending in ``hint``
+    (how to save a file lsakit reads)."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise error(
+            f"{path} holds objects beyond tensors and plain containers ({one_line(err)[:160]}); "
+            f"lsakit never unpickles code: {hint}"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        raise error(
+            f"{path} is not a readable torch file ({one_line(err)[:160]}); {hint}"
+        ) from None

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from lsakit import models
-from lsakit._io import atomic_write
+from lsakit._io import atomic_write, load_torch_file, one_line
 from lsakit.defenses import TRANSFORMS, model_transforms
 from lsakit.errors import CheckpointError, ConfigError, InputError, LsakitError
 
@@ -154,7 +154,7 @@ def _encode_meta(model_name: str, model_kwargs: dict[str, Any], extra: dict[str,
         return json.dumps(meta)
     except (TypeError, ValueError) as err:
         raise InputError(
-            f"checkpoint metadata is not JSON-serializable ({_one_line(err)}); pass only str, "
+            f"checkpoint metadata is not JSON-serializable ({one_line(err)}); pass only str, "
             f"int, float, bool, None, lists and dicts in extra and model_kwargs"
         ) from None
 
@@ -247,7 +247,7 @@ def _write_atomically(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(
-            f"cannot create directory {directory} for checkpoint {target} ({_one_line(err)}); "
+            f"cannot create directory {directory} for checkpoint {target} ({one_line(err)}); "
             f"choose a writable location"
         ) from err
     if target.is_dir():
@@ -265,7 +265,7 @@ def _write_atomically(
         atomic_write(target, write)
     except (OSError, safetensors.SafetensorError, CheckpointError) as err:
         raise CheckpointError(
-            f"cannot write checkpoint {target} ({_one_line(err)}); check that the directory "
+            f"cannot write checkpoint {target} ({one_line(err)}); check that the directory "
             f"is writable and has free space (any previous checkpoint is unchanged)"
         ) from err
 
@@ -398,20 +398,9 @@ def _state_target(net: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Modul
 
 
 def _torch_state_dict(source: Path) -> dict[str, torch.Tensor]:
-    import pickle
-
-    try:
-        loaded = torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{source} holds objects beyond tensors and plain containers "
-            f"({_one_line(err)[:160]}); lsakit never unpickles code: save model.state_dict()"
-        ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
-        raise CheckpointError(
-            f"{source} is not a readable torch file ({_one_line(err)[:160]}); save "
-            f"model.state_dict() with torch.save or safetensors"
-        ) from None
+    loaded = load_torch_file(
+        source, CheckpointError, "save model.state_dict() with torch.save or safetensors"
+    )
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
@@ -470,7 +459,7 @@ def _as_device(map_location: str | torch.device) -> torch.device:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:  # CPU-only builds raise AssertionError
         raise InputError(
-            f"map_location={map_location!r} is not available here ({_one_line(err)}); "
+            f"map_location={map_location!r} is not available here ({one_line(err)}); "
             f"use 'cpu' or an available device"
         ) from None
     return device
@@ -497,7 +486,7 @@ def _header_metadata(source: Path) -> dict[str, str]:
             metadata: dict[str, str] | None = handle.metadata()
     except (safetensors.SafetensorError, OSError) as err:
         raise CheckpointError(
-            f"checkpoint {source} is not a valid safetensors file ({_one_line(err)}); it is "
+            f"checkpoint {source} is not a valid safetensors file ({one_line(err)}); it is "
             f"truncated, corrupt or another format: re-save or re-download it"
         ) from err
     return metadata or {}
@@ -590,7 +579,7 @@ def _apply_transforms(
         except LsakitError as err:
             raise CheckpointError(
                 f"checkpoint {source}: transform {name!r} does not fit model {meta.model!r} "
-                f"({_one_line(err)}); the file was altered or written by an incompatible "
+                f"({one_line(err)}); the file was altered or written by an incompatible "
                 f"version, re-save it"
             ) from err
 
@@ -600,11 +589,7 @@ def _load_tensors(source: Path) -> dict[str, torch.Tensor]:
         tensors: dict[str, torch.Tensor] = safetensors.torch.load_file(source, device="cpu")
     except (safetensors.SafetensorError, OSError) as err:
         raise CheckpointError(
-            f"checkpoint {source} has unreadable weights ({_one_line(err)}); it is corrupt: "
+            f"checkpoint {source} has unreadable weights ({one_line(err)}); it is corrupt: "
             f"re-save or re-download it"
         ) from err
     return tensors
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

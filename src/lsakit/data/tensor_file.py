@@ -39,6 +39,7 @@ from typing import Any, Final
 import numpy as np
 import torch
 
+from lsakit._io import load_torch_file, one_line
 from lsakit.data.folder import seed_option, seeded_split, test_fraction_option
 from lsakit.domain import UNIT, InputDomain, as_domain
 from lsakit.errors import DataError, LsakitError
@@ -102,7 +103,7 @@ def _read_npz(path: Path) -> dict[str, Any]:
         raise
     except (OSError, ValueError, EOFError) as err:
         raise DataError(
-            f"data file {path} is not a readable .npz archive ({_one_line(err)}); save it with "
+            f"data file {path} is not a readable .npz archive ({one_line(err)}); save it with "
             f"numpy.savez(path, x=…, y=…)"
         ) from None
     return fields
@@ -118,7 +119,7 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             metadata: dict[str, str] = handle.metadata() or {}
     except (safetensors.SafetensorError, OSError) as err:
         raise DataError(
-            f"data file {path} is not a readable safetensors file ({_one_line(err)}); save it "
+            f"data file {path} is not a readable safetensors file ({one_line(err)}); save it "
             f"with safetensors.torch.save_file({{'x': …, 'y': …}}, path)"
         ) from None
     for key in ("domain", "class_names"):
@@ -128,20 +129,11 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
 
 
 def _read_pt(path: Path) -> dict[str, Any]:
-    import pickle
-
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise DataError(
-            f"data file {path} holds objects beyond tensors and plain containers "
-            f"({_one_line(err)[:160]}); lsakit never unpickles code: save a dict of tensors"
-        ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
-        raise DataError(
-            f"data file {path} is not a readable torch file ({_one_line(err)[:160]}); save it "
-            f"with torch.save({{'x': …, 'y': …}}, path)"
-        ) from None
+    loaded = load_torch_file(
+        path,
+        lambda message: DataError(f"data file {message}"),
+        "save a dict of tensors with torch.save({'x': …, 'y': …}, path)",
+    )
     if not isinstance(loaded, Mapping):
         raise DataError(
             f"data file {path} holds a {type(loaded).__name__}, not a dict; save {{'x': …, 'y': …}}"
@@ -259,7 +251,7 @@ def _file_domain(path: Path, value: Any) -> InputDomain:
         raise _bad(
             path,
             "domain",
-            f"is not a domain ({_one_line(err)})",
+            f"is not a domain ({one_line(err)})",
             "store [low, high], or text like '-1,1' or 'unbounded'",
         ) from None
 
@@ -268,7 +260,7 @@ def _check_in_domain(path: Path, field: str, x: torch.Tensor, domain: InputDomai
     try:
         domain.check_sample_shape(tuple(x.shape[1:]))
     except LsakitError as err:
-        raise _bad(path, "domain", _one_line(err), "give bounds that fit one sample") from None
+        raise _bad(path, "domain", one_line(err), "give bounds that fit one sample") from None
     if not domain.contains(x):
         raise _bad(
             path, field,
@@ -383,7 +375,3 @@ def read(path: str | Path, options: Mapping[str, object]) -> TensorData:
         x_train, y_train = tensors["x"][train_idx], tensors["y"][train_idx]
         x_test, y_test, has_test = tensors["x"][test_idx], tensors["y"][test_idx], False
     return TensorData(source, x_train, y_train, x_test, y_test, domain, names, has_test)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
