@@ -99,7 +99,7 @@ def uncompiled(model: nn.Module) -> nn.Module:
 
 def channels_last_model(model: nn.Module) -> nn.Module:
     """``model`` with its 4-D (conv) weights in channels-last layout, in place; others unchanged."""
-    result: nn.Module = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    result: nn.Module = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload, unused-ignore]
     return result
 
 
