@@ -152,7 +152,10 @@ def _entry(name: object) -> _Entry:
     lowered = {key.lower(): key for key in _REGISTRY}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
     hint = f"did you mean {lowered[close[0]]!r}? " if close else ""
-    raise ConfigError(f"unknown model {name!r}; {hint}known models: {known}")
+    raise ConfigError(
+        f"unknown model {name!r}; {hint}known models: {known} — or torchvision:{name}, "
+        f"timm:{name}, hf:DIR, module.path:factory, path/file.py:factory"
+    )
 
 
 def _default_kwargs(builder: Callable[..., nn.Module]) -> dict[str, Any]:
