@@ -198,6 +198,39 @@ def test_model_a_parameter_count() -> None:
     assert models.count_parameters(_built("model_a")) == 20702
 
 
+def test_model_a_with_one_output_is_binary_cross_entropy_exactly() -> None:
+    """outputs=1: Linear(100, 1) then the logits [0, z]; CE on them is BCE with sigmoid(z)."""
+    torch.manual_seed(0)
+    model = models.build("model_a", outputs=1).double()
+    assert isinstance(model.fc4, nn.Linear) and model.fc4.out_features == 1
+    assert models.count_parameters(model) == 20702 - 101
+    assert {type(m) for m in _activations(model)} == {nn.ELU}  # the head is no activation
+    x = torch.randn(64, 2, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 2, (64,))
+    logits = model(x)
+    assert logits.shape == (64, 2) and bool((logits[:, 0] == 0).all())
+    z = model[:-1](x).squeeze(1)
+    ce = F.cross_entropy(logits, y)
+    bce = F.binary_cross_entropy_with_logits(z, y.double())
+    torch.testing.assert_close(ce, bce, rtol=1e-12, atol=1e-12)
+    (grad_ce,) = torch.autograd.grad(ce, x, retain_graph=True)
+    (grad_bce,) = torch.autograd.grad(bce, x)
+    torch.testing.assert_close(grad_ce, grad_bce, rtol=1e-10, atol=1e-14)
+    assert torch.equal(logits.argmax(1), (z > 0).long())  # predicts class 1 iff z > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"outputs": 1, "num_classes": 3}, "needs num_classes=2"),
+        ({"outputs": 3}, "1 or num_classes"),
+    ],
+)
+def test_model_a_outputs_is_checked(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        models.build("model_a", **kwargs)
+
+
 def test_model_b_parameter_count() -> None:
     conv1 = 16 * 1 * 25 + 16
     conv2 = 32 * 16 * 25 + 32
@@ -339,6 +372,7 @@ def test_info_describes_defaults() -> None:
         "in_features": 2,
         "hidden": 100,
         "num_classes": 2,
+        "outputs": None,
     }
     assert models.info("model_b").input_shape == (1, 28, 28)
     assert all(models.info(name).description for name in models.names())

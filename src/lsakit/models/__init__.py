@@ -10,7 +10,7 @@ Models (Khalooei et al. 2022, arXiv:2202.02626, Table 1):
 ========================  ============  ===========================================  ===========
 name                      data          architecture                                 activations
 ========================  ============  ===========================================  ===========
-``model_a``               two moons     MLP, 3 × (Linear(100) → ELU) → Linear(2)     3
+``model_a``               two moons     MLP, 3 × (Linear(100) → ELU) → Linear(2|1)   3
 ``model_b``               MNIST         3 conv + 2 linear (paper model B)            4
 ``vgg19``                 CIFAR-10      VGG-19 with BatchNorm (paper model C)        16
 ``wrn``                   CIFAR-10      WideResNet-28-10 by default (paper model D)  depth − 3
@@ -103,7 +103,8 @@ _CIFAR_SHAPE = (3, 32, 32)
 _REGISTRY: dict[str, _Entry] = {
     "model_a": _Entry(
         model_a,
-        "MLP for two moons (paper model A): 3 × (Linear(100) → ELU) → Linear(2)",
+        "MLP for two moons (paper model A): 3 × (Linear(100) → ELU) → Linear(2) "
+        "(outputs=1: the paper's Linear(1), returned as the logits [0, z])",
         (2,),
     ),
     "model_b": _Entry(
