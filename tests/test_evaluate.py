@@ -172,6 +172,9 @@ def test_paper_eps_grids() -> None:
     scale = moons_scale()
     assert paper_eps("moon") == tuple(e / scale for e in PAPER_EPS["moons"])
     assert 3.0 < scale < 4.0
+    # standardized (the paper protocol) and raw coordinates: the published ε as they are
+    assert paper_eps("moons", coordinates="standardized") == PAPER_EPS["moons"]
+    assert paper_eps("moons", coordinates="raw") == PAPER_EPS["moons"]
 
 
 def test_paper_eps_errors() -> None:
@@ -183,6 +186,12 @@ def test_paper_eps_errors() -> None:
         paper_eps("moons", moons_scale=0.0)
     with pytest.raises(InputError):
         paper_eps("moons", moons_scale=-1.0)
+    with pytest.raises(ConfigError, match="coordinates must be one of"):
+        paper_eps("moons", coordinates="polar")
+    with pytest.raises(ConfigError, match="unit coordinates only"):
+        paper_eps("moons", moons_scale=3.0, coordinates="standardized")
+    with pytest.raises(ConfigError, match="moons grid only"):
+        paper_eps("mnist", coordinates="standardized")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,8 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from helpers import run_cli
+from lsakit import data as datasets
+from lsakit.checkpoint import load_checkpoint
 from lsakit.data import moons_scale
+from lsakit.domain import input_domain
 from lsakit.errors import ConfigError, ResultsError
 from lsakit.experiments import (
     SUITES,
@@ -19,6 +24,7 @@ from lsakit.experiments import (
     run_experiment,
 )
 from lsakit.experiments.runner import train_config
+from lsakit.perturb import FGSM
 from test_data import write_cifar_batches
 
 
@@ -70,6 +76,7 @@ def test_unknown_experiment_and_profile() -> None:
 def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> None:
     result = run_experiment("moon", "smoke", tmp_path)
     assert len(result.rows) == 17 and result.seeds == [0]
+    assert result.protocol == "strict" and result.settings["protocol"] == "strict"  # the default
     assert result.layer_labels == ["L0", "L1", "L2"]
     assert set(result.normal_lsa) == {"gaussian", "salt", "pepper", "speckle", "fgsm", "pgd"}
     for row in result.rows:
@@ -91,6 +98,68 @@ def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> N
     again = run_experiment("moon", "smoke", tmp_path)
     assert checkpoint.stat().st_mtime_ns == stamp  # not trained again
     assert [r.runs[0].accuracies for r in again.rows] == [r.runs[0].accuracies for r in result.rows]
+
+
+def test_moon_protocols_override_the_top_level_by_name() -> None:
+    config = load_experiment("moon")
+    assert config.protocol_names() == ["strict", "paper"] and config.default_protocol == "strict"
+    strict = config.under()
+    assert strict.protocol == "strict" and strict.data_options == config.data_options
+    assert strict.model_kwargs == {} and strict.lsa_perturbations == config.lsa_perturbations
+    paper = config.under("paper")
+    assert paper.protocol == "paper"
+    assert paper.data_options == {
+        **config.data_options,
+        "noise": 0.2,
+        "coordinates": "standardized",
+    }
+    assert paper.model_kwargs == {"outputs": 1}
+    assert paper.train == {**config.train, "eps": 0.3, "schedule": "constant"}
+    assert paper.methods["trades"] == {"alpha": 0.075, "beta": 6.0}  # merged per method
+    assert not any(p.startswith(("salt", "pepper")) for p in paper.lsa_perturbations)
+    with pytest.raises(ConfigError, match=r"no protocol 'nope'; protocols: strict, paper"):
+        config.under("nope")
+    with pytest.raises(ConfigError, match="no protocol 'paper'; protocols: strict"):
+        load_experiment("mnist").under("paper")  # MNIST has none yet
+
+
+def test_moon_paper_protocol_is_recorded_unbounded_and_never_clamps(tmp_path: Path) -> None:
+    result = run_experiment("moon", "smoke", tmp_path, protocol="paper")
+    assert result.protocol == "paper" and result.settings["protocol"] == "paper"
+    assert "standardized" in result.settings["protocol_description"]
+    assert result.settings["model_kwargs"] == {"outputs": 1}
+    assert ExperimentResult.load(tmp_path / "results.json").protocol == "paper"
+    # the paper's ε used directly, in standardized units
+    assert result.eps == result.eps_paper == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert set(result.normal_lsa) == {"gaussian", "speckle", "fgsm", "pgd"}
+    assert len(result.rows) == 17
+    options = result.settings["data_options"]
+    domain = datasets.domain("moons", **options)
+    assert domain.unbounded
+    model, _ = load_checkpoint(tmp_path / result.row("Normal").runs[0].checkpoint)
+    assert model.fc4.out_features == 1  # one logit
+    test = datasets.load("moons", "test", batch_size=256, shuffle=False, **options)
+    x, y = next(iter(test))
+    assert float(x.min()) < 0  # z-scores, outside [0, 1]
+    with input_domain(domain):
+        x_adv = FGSM(model, eps=0.5)(x, y)
+    moved = (x_adv - x).abs().amax(dim=1) > 0
+    assert bool(moved.any())
+    # every moved coordinate moved by exactly ε: nothing was clipped to any box
+    torch.testing.assert_close((x_adv - x)[moved].abs(), torch.full_like(x[moved], 0.5))
+
+
+def test_cli_unknown_protocol_is_one_line_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        ["reproduce", "moon", "--protocol", "nope", "--profile", "smoke", "--out", str(out)],
+        capsys,
+    )
+    assert code == 2 and "no protocol 'nope'; protocols: strict, paper" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_corrupt_results_file(tmp_path: Path) -> None:

@@ -1102,6 +1102,14 @@ def reproduce_command(
     seeds: Annotated[
         str | None, typer.Option(help="Comma-separated seeds (default: the profile's).")
     ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="The conventions: strict (the default: inputs in [0, 1], attacks clamp, ε in "
+            "input units) or paper (Moon: the fit to the published Normal row — standardized "
+            "coordinates, unbounded, one output)."
+        ),
+    ] = None,
     jobs: JobsOpt = 1,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
     report: Annotated[bool, typer.Option(help="Write the Markdown/HTML report.")] = True,
@@ -1120,15 +1128,18 @@ def reproduce_command(
     With --executor ray each (row, seed) is one task on a Ray cluster; results.json and the
     report are written here, as in a local run.
     """
-    from lsakit.experiments import SUITES, run_experiment
+    from lsakit.experiments import SUITES, load_experiment, run_experiment
 
     if experiment not in SUITES:
         raise ConfigError(f"unknown experiment {experiment!r}; choose one of {', '.join(SUITES)}")
+    for name in SUITES[experiment]:  # an unknown protocol fails before anything runs
+        load_experiment(name).under(protocol)
     if quick and profile not in (None, "quick"):
         raise ConfigError("--quick and --profile disagree; give one of them")
     chosen = "quick" if quick else (profile or "full")
     seed_list = _seed_list(seeds)
-    root = out_dir or Path("runs") / f"reproduce-{experiment}-{chosen}"
+    suffix = f"-{protocol}" if protocol else ""
+    root = out_dir or Path("runs") / f"reproduce-{experiment}-{chosen}{suffix}"
     grid = _grid_executor(executor, jobs, address, cpus_per_run, gpus_per_run, max_retries)
     with grid or contextlib.nullcontext():  # one Ray connection for the whole suite
         for name in SUITES[experiment]:
@@ -1136,6 +1147,7 @@ def reproduce_command(
             result = run_experiment(
                 name, chosen, target, seeds=seed_list, jobs=jobs, data_dir=data_dir,
                 device=device, log=out.print, log_to=_split(log_to), executor=grid,
+                protocol=protocol,
             )  # fmt: skip
             _print_reproduction(result)
             out.print(f"wrote {target / 'results.json'} ({result.seconds:.0f} s)")
@@ -1155,7 +1167,10 @@ def _print_reproduction(result: Any) -> None:
         marked = f"[bold red]{label}*[/]" if label in result.mvl else label
         lsa.add_row(marked, *[_fmt(values[i]) for values in result.normal_lsa.values()])
     out.print(lsa)
-    table = Table(title=f"{result.experiment} ({result.profile}): FGSM accuracy %, ours (paper)")
+    table = Table(
+        title=f"{result.experiment} ({result.profile}, protocol {result.protocol}): "
+        "FGSM accuracy %, ours (paper)"
+    )
     table.add_column("training")
     for e in result.eps_paper:
         table.add_column(f"ε={e:g}", justify="right")

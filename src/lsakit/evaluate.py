@@ -60,17 +60,25 @@ DEFAULT_FGSM_EPS: tuple[float, ...] = PAPER_EPS["mnist"]
 _ALIASES = {"moon": "moons", "fmnist": "fashion-mnist", "cifar-10": "cifar10"}
 
 
-def paper_eps(dataset: str, *, moons_scale: float | None = None) -> tuple[float, ...]:
-    """The paper's FGSM ε grid for ``dataset``, in lsakit's input units ([0, 1]).
+def paper_eps(
+    dataset: str, *, moons_scale: float | None = None, coordinates: str = "unit"
+) -> tuple[float, ...]:
+    """The paper's FGSM ε grid for ``dataset``, in the units of lsakit's inputs.
 
     MNIST, Fashion-MNIST and CIFAR-10: the published grid unchanged (pixels in [0, 1] in both).
 
-    Moon: the paper does not say its two-moons inputs were rescaled, so its ε are read as raw
-    ``sklearn.datasets.make_moons`` coordinates *(inferred)*. lsakit maps moons into [0, 1] with
-    one isotropic scale (:mod:`lsakit.data.moons`), under which the L∞ ball of radius ε_raw is
-    exactly the ball of radius ε_raw / scale, so each ε is divided by ``moons_scale`` (default:
-    :func:`lsakit.data.moons_scale` of the default data set, ≈ 3.4; pass the scale of the data you
-    evaluate on if you generated it with other options).
+    Moon: the paper does not say in which coordinates its ε are, so it depends on the
+    ``coordinates`` of the moons data (:mod:`lsakit.data.moons`) *(inferred)*:
+
+    - ``unit`` (the default, the ``strict`` protocol): the ε are read as raw
+      ``sklearn.datasets.make_moons`` coordinates; lsakit maps moons into [0, 1] with one isotropic
+      scale, under which the L∞ ball of radius ε_raw is exactly the ball of radius ε_raw / scale,
+      so each ε is divided by ``moons_scale`` (default: :func:`lsakit.data.moons_scale` of the
+      default data set, ≈ 3.4; pass the scale of the data you evaluate on if you generated it with
+      other options);
+    - ``standardized`` (the ``paper`` protocol: the convention that fits the published Normal row,
+      ``benchmarks/exp_moon_protocol.py``) and ``raw``: the published ε are used directly, in
+      z-score units or raw coordinates respectively.
     """
     if not isinstance(dataset, str):
         raise ConfigError(f"dataset must be a string, got {dataset!r}")
@@ -83,8 +91,18 @@ def paper_eps(dataset: str, *, moons_scale: float | None = None) -> tuple[float,
         )
     grid = PAPER_EPS[key]
     if key != "moons":
+        if moons_scale is not None or coordinates != "unit":
+            raise ConfigError(
+                f"moons_scale and coordinates apply to the moons grid only, not to {key!r}"
+            )
+        return grid
+    if coordinates not in ("unit", "standardized", "raw"):
+        raise ConfigError(
+            f"coordinates must be one of unit, standardized, raw; got {coordinates!r}"
+        )
+    if coordinates != "unit":
         if moons_scale is not None:
-            raise ConfigError(f"moons_scale applies to the moons grid only, not to {key!r}")
+            raise ConfigError("moons_scale applies to unit coordinates only")
         return grid
     if moons_scale is None:
         from lsakit.data.moons import moons_scale as default_scale

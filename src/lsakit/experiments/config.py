@@ -4,6 +4,12 @@ An experiment names a data set, a model, the paper's table, the base AT methods 
 proposals; training settings shared by every row, per-method overrides, and profiles (``quick``,
 ``full``, ``smoke``) that change seeds, epochs and data sizes. The rows of the table are derived:
 ``Normal``, each base ``AT-<METHOD>``, and each ``AT-<METHOD>-LR-<proposal>``.
+
+``protocols`` name the conventions an experiment can run under (issue 12): each entry overrides
+the data options, model arguments, LSA perturbations and training settings of the config's top
+level, and :meth:`ExperimentConfig.under` applies one by name. The top level itself is the
+``default_protocol`` (``strict``: lsakit's conventions), whose entry then overrides nothing. The ε
+grid is not a protocol field: it follows the data's coordinates (:func:`lsakit.evaluate.paper_eps`).
 """
 
 from __future__ import annotations
@@ -55,6 +61,24 @@ class Profile(_Strict):
     expected_runtime: str = ""
 
 
+class Protocol(_Strict):
+    """A named set of conventions: overrides of the experiment's top-level settings.
+
+    ``data_options``, ``model_kwargs``, ``train`` and ``methods`` (per method) are merged over the
+    top level's; ``lsa_attack`` and ``lsa_perturbations`` replace it when given.
+    """
+
+    description: str
+    data_options: dict[str, Any] = Field(default_factory=dict)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    lsa_attack: str | None = None
+    lsa_perturbations: list[str] | None = None
+    #: replaces the profiles' expected_runtime text where the protocol's differs
+    expected_runtime: dict[str, str] = Field(default_factory=dict)
+
+
 class ExperimentConfig(_Strict):
     """One table of the paper and how we reproduce it."""
 
@@ -74,6 +98,54 @@ class ExperimentConfig(_Strict):
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
     data_options: dict[str, Any] = Field(default_factory=dict)
     profiles: dict[str, Profile]
+    #: named conventions (see the module docstring); empty: the top level is the only protocol
+    protocols: dict[str, Protocol] = Field(default_factory=dict)
+    default_protocol: str = "strict"
+    #: the protocol applied (set by :meth:`under`; None: the top level as written)
+    protocol: str | None = None
+
+    def protocol_names(self) -> list[str]:
+        """The protocols this experiment knows (the default one always)."""
+        return list(dict.fromkeys([self.default_protocol, *self.protocols]))
+
+    def under(self, protocol: str | None = None) -> ExperimentConfig:
+        """This experiment under ``protocol`` (default: ``default_protocol``): its overrides
+        applied, ``protocol`` set; ConfigError (one line, the known names) if unknown."""
+        name = protocol or self.default_protocol
+        if name not in self.protocol_names():
+            raise ConfigError(
+                f"experiment {self.experiment} has no protocol {name!r}; protocols: "
+                f"{', '.join(self.protocol_names())}"
+            )
+        entry = self.protocols.get(name)
+        if entry is None:
+            return self.model_copy(update={"protocol": name})
+        methods = {
+            key: {**self.methods.get(key, {}), **entry.methods.get(key, {})}
+            for key in {**self.methods, **entry.methods}
+        }
+        profiles = {
+            key: prof.model_copy(update={"expected_runtime": entry.expected_runtime[key]})
+            if key in entry.expected_runtime
+            else prof
+            for key, prof in self.profiles.items()
+        }
+        return self.model_copy(
+            update={
+                "protocol": name,
+                "data_options": {**self.data_options, **entry.data_options},
+                "model_kwargs": {**self.model_kwargs, **entry.model_kwargs},
+                "train": {**self.train, **entry.train},
+                "methods": methods,
+                "lsa_attack": entry.lsa_attack or self.lsa_attack,
+                "lsa_perturbations": (
+                    self.lsa_perturbations
+                    if entry.lsa_perturbations is None
+                    else entry.lsa_perturbations
+                ),
+                "profiles": profiles,
+            }
+        )
 
 
 class RowSpec(_Strict):

@@ -93,6 +93,9 @@ class ExperimentResult(JsonResult):
     lsakit_version: str = __version__
     experiment: str  # moon, mnist, cifar10
     profile: str  # quick or full
+    #: the conventions it ran under (Moon: strict or paper); results written before protocols
+    #: existed ran under today's strict conventions
+    protocol: str = "strict"
     dataset: str
     model: str
     eps: list[float]  # the FGSM grid, in lsakit's input units

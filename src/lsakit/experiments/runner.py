@@ -172,8 +172,13 @@ def run_experiment(
     device: str = "auto",
     log: Callable[[str], None] | None = None,
     log_to: list[str] | None = None,
+    protocol: str | None = None,
 ) -> ExperimentResult:
     """Run experiment ``name`` with ``profile`` into ``out_dir``; write and return ``results.json``.
+
+    ``protocol`` names the conventions (data, model head, ε units, LSA perturbations) from the
+    experiment's ``protocols`` (Moon: ``strict``, the default, or ``paper``); it is recorded in
+    the result and its settings.
 
     The runs go to ``executor`` (default: ``jobs`` local processes, one torch thread each).
 
@@ -187,7 +192,8 @@ def run_experiment(
     if executor is not None and jobs != 1:
         raise ConfigError("give jobs or an executor, not both (jobs is the local executor's)")
     started = time.perf_counter()
-    config = load_experiment(name)
+    config = load_experiment(name).under(protocol)
+    chosen = config.protocol or config.default_protocol
     if profile not in config.profiles:
         raise ConfigError(
             f"experiment {name} has no profile {profile!r}; profiles: {', '.join(config.profiles)}"
@@ -199,7 +205,7 @@ def run_experiment(
     eps = _eps_in_units(config, eps_paper)
     rows = row_specs(config, profile)
     say = log or (lambda _: None)
-    say(f"{name} ({profile}): {len(rows)} rows × {len(seeds)} seeds → {out}")
+    say(f"{name} ({profile}, protocol {chosen}): {len(rows)} rows × {len(seeds)} seeds → {out}")
 
     def task(row: RowSpec, seed: int, mvl_checkpoint: str | None = None) -> _Task:
         run_dir = out / "runs" / row.name / f"seed-{seed}"
@@ -208,7 +214,8 @@ def run_experiment(
             cfg = cfg.with_overrides(log_to=log_to)
         tracking = TrackingSetup(
             experiment=name, run_name=f"{row.name}/seed-{seed}", store=out / "mlruns",
-            tags={"lsakit.experiment": name, "lsakit.profile": profile, "lsakit.row": row.name,
+            tags={"lsakit.experiment": name, "lsakit.profile": profile,
+                  "lsakit.protocol": chosen, "lsakit.row": row.name,
                   "lsakit.seed": str(seed)},
         )  # fmt: skip
         return _Task(
@@ -246,11 +253,15 @@ def run_experiment(
 
     normal_lsa, mvl, labels = _normal_lsa(config, profile, out, seeds[0], data_dir, device)
     result = ExperimentResult(
-        experiment=name, profile=profile, dataset=config.dataset, model=config.model,
+        experiment=name, profile=profile, protocol=chosen, dataset=config.dataset,
+        model=config.model,
         eps=eps, eps_paper=eps_paper, seeds=seeds, layer_labels=labels, normal_lsa=normal_lsa,
         mvl=mvl, eta=config.eta, rows=results,
         settings={
-            "description": config.description, "train": config.train, "methods": config.methods,
+            "description": config.description, "protocol": chosen,
+            "protocol_description": _protocol_description(config),
+            "model_kwargs": config.model_kwargs,
+            "train": config.train, "methods": config.methods,
             "profile": prof.model_dump(), "lsa_attack": config.lsa_attack,
             "lsa_perturbations": config.lsa_perturbations, "data_options": config.data_options,
             "notes": prof.notes, "expected_runtime": prof.expected_runtime,
@@ -259,6 +270,11 @@ def run_experiment(
     )  # fmt: skip
     result.save(out / "results.json")
     return result
+
+
+def _protocol_description(config: ExperimentConfig) -> str:
+    entry = config.protocols.get(config.protocol or config.default_protocol)
+    return entry.description if entry is not None else ""
 
 
 def _relative_to(out: Path, run: RunResult) -> RunResult:
@@ -272,16 +288,22 @@ def _strip(outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def _eps_in_units(config: ExperimentConfig, eps_paper: list[float]) -> list[float]:
-    """The paper's grid in lsakit's input units (Moon: raw coordinates ÷ the data's scale)."""
+    """The paper's grid in the units of the experiment's inputs (Moon: follows the data's
+    ``coordinates``; unit coordinates divide the raw ε by the data's scale, see
+    :func:`lsakit.evaluate.paper_eps`)."""
     if config.dataset != "moons":
         return list(eps_paper)
     options = config.data_options
-    scale = datasets.moons_scale(
-        options.get("n_samples", datasets.moons.DEFAULT_N_SAMPLES),
-        options.get("noise", datasets.moons.DEFAULT_NOISE),
-        options.get("data_seed", datasets.moons.DEFAULT_SEED),
-    )
-    grid = paper_eps("moons", moons_scale=scale)
+    coordinates = str(options.get("coordinates", "unit"))
+    if coordinates == "unit":
+        scale = datasets.moons_scale(
+            options.get("n_samples", datasets.moons.DEFAULT_N_SAMPLES),
+            options.get("noise", datasets.moons.DEFAULT_NOISE),
+            options.get("data_seed", datasets.moons.DEFAULT_SEED),
+        )
+        grid = paper_eps("moons", moons_scale=scale)
+    else:
+        grid = paper_eps("moons", coordinates=coordinates)
     if len(grid) != len(eps_paper):
         raise ConfigError("the Moon table's ε grid differs from lsakit.evaluate.PAPER_EPS")
     return list(grid)
