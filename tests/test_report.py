@@ -324,7 +324,7 @@ def test_tables_hold_our_means_the_papers_numbers_and_the_differences(
 
 def test_report_lists_settings_mvl_and_notes(report: tuple[Path, Path, Path]) -> None:
     md_text = report[0].read_text(encoding="utf-8")
-    assert "ε grid in lsakit's units (inputs in [0, 1]): 0, 0.04, 0.08, 0.12, 0.16, 0.2" in md_text
+    assert "ε grid in the units of the model's inputs: 0, 0.04, 0.08, 0.12, 0.16, 0.2" in md_text
     assert "as the paper prints it: 0, 0.1, 0.2, 0.3, 0.4, 0.5" in md_text
     assert "| optimizer | adam |" in md_text
     assert "MVL list (Algorithm 1, η = 0.5" in md_text and "): L2." in md_text

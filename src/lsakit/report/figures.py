@@ -261,8 +261,17 @@ def plot_decision_boundaries(
         )
     rows = [r for r in result.rows if r.runs]
     models = [(row, load_first_model(row, base_dir)[0]) for row in rows]
-    grid = torch.linspace(0.0, 1.0, BOUNDARY_RESOLUTION)
-    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+    # [0, 1]² for unit inputs; the points' box with a margin for unbounded ones (z-scores).
+    if bool(((data_x >= 0) & (data_x <= 1)).all()):
+        low, high = torch.zeros(2), torch.ones(2)
+    else:
+        margin = 0.1 * (data_x.amax(0) - data_x.amin(0))
+        low, high = data_x.amin(0) - margin, data_x.amax(0) + margin
+    gx, gy = torch.meshgrid(
+        torch.linspace(float(low[0]), float(high[0]), BOUNDARY_RESOLUTION),
+        torch.linspace(float(low[1]), float(high[1]), BOUNDARY_RESOLUTION),
+        indexing="xy",
+    )
     points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
     ncols = min(4, len(rows))
     nrows = math.ceil(len(rows) / ncols)
@@ -290,14 +299,15 @@ def plot_decision_boundaries(
             s=3,
             lw=0,
         )
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set_xlim(float(low[0]), float(high[0]))
+        ax.set_ylim(float(low[1]), float(high[1]))
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{row.name}\nclean {row.runs[0].accuracies[0]:.1f}% (this seed)", fontsize=8)
     fig.suptitle(
-        f"{result.experiment}: decision regions (first seed), test points; inputs in [0, 1]²",
+        f"{result.experiment}: decision regions (first seed), test points; inputs in "
+        + ("[0, 1]²" if bool((low == 0).all() and (high == 1).all()) else "the points' box"),
         fontsize=9,
     )
     return _save(fig, path)

@@ -29,6 +29,7 @@ import torch
 from lsakit import data
 from lsakit._io import atomic_write_text
 from lsakit.checkpoint import read_meta
+from lsakit.domain import InputDomain, current_domain, input_domain
 from lsakit.errors import CheckpointError, ConfigError, InputError, ResultsError
 from lsakit.experiments.results import ExperimentResult, RowResult
 from lsakit.report.figures import (
@@ -131,6 +132,28 @@ def write_report(
             checked before anything is written.
         DataError: the data set the figures need is not available.
     """
+    # The figures run the models on the data: under the domain the experiment's data live in
+    # (unbounded for the paper protocol's standardized moons).
+    with input_domain(_result_domain(result)):
+        return _write_report(result, Path(out_dir), data_dir, landscape_steps, base_dir, device)
+
+
+def _result_domain(result: ExperimentResult) -> InputDomain:
+    """The input domain of the experiment's data; the one in force for a data set unknown here."""
+    try:
+        return data.domain(result.dataset, **_data_options(result, None))
+    except ConfigError:
+        return current_domain()
+
+
+def _write_report(
+    result: ExperimentResult,
+    out_dir: Path,
+    data_dir: PathLike | None,
+    landscape_steps: int,
+    base_dir: PathLike | None,
+    device: str | torch.device,
+) -> tuple[Path, Path]:
     _check_result(result)
     if landscape_steps and (
         isinstance(landscape_steps, bool)
@@ -193,8 +216,8 @@ def write_report(
         figures.append(
             Image(
                 path.relative_to(out),
-                "Decision regions of each row's first-seed model over "
-                "the input square [0, 1]², with the test points.",
+                "Decision regions of each row's first-seed model over the input square "
+                "([0, 1]², or the test points' box for unbounded inputs), with the test points.",
             )
         )
     if batch is not None:
@@ -323,7 +346,9 @@ def _landscapes(
 
 
 def _title(result: ExperimentResult) -> str:
-    return f"Reproduction: {result.experiment} ({result.profile} profile)"
+    return (
+        f"Reproduction: {result.experiment} ({result.profile} profile, {result.protocol} protocol)"
+    )
 
 
 def _num(value: float) -> str:
@@ -365,7 +390,8 @@ def _settings_section(result: ExperimentResult) -> list[Block]:
     facts = [
         f"Experiment: {result.experiment}; data set: {result.dataset}; model: {result.model}",
         f"Profile: {result.profile}; seeds: {', '.join(str(s) for s in result.seeds)}",
-        f"FGSM ε grid in lsakit's units (inputs in [0, 1]): {_eps_text(result.eps)}",
+        f"Protocol: {result.protocol}",
+        f"FGSM ε grid in the units of the model's inputs: {_eps_text(result.eps)}",
         f"The same grid as the paper prints it: {_eps_text(result.eps_paper)}",
         f"LSA: attack {settings.get('lsa_attack', lsa_attack_key(result) or '—')}, η = {result.eta:g}",
         f"Total time: {result.seconds:.0f} s; lsakit {result.lsakit_version}",
@@ -376,6 +402,8 @@ def _settings_section(result: ExperimentResult) -> list[Block]:
     if isinstance(settings.get("description"), str) and settings["description"]:
         blocks.append(Paragraph(settings["description"]))
     blocks.append(Bullets(facts))
+    if isinstance(settings.get("protocol_description"), str) and settings["protocol_description"]:
+        blocks.append(Paragraph(f"Protocol: {settings['protocol_description']}"))
     train = settings.get("train")
     if isinstance(train, dict) and train:
         blocks.append(Paragraph("Training settings shared by every row:"))
@@ -551,6 +579,21 @@ def _mvl_section(result: ExperimentResult) -> list[Block]:
     return blocks
 
 
+def _eps_reading(result: ExperimentResult) -> str:
+    if result.eps == result.eps_paper:
+        return (
+            f"ε: the grid {_eps_text(result.eps)} is the paper's, used as published in the units "
+            f"of the model's inputs (the {result.protocol} protocol: "
+            + ("pixels in [0, 1])." if result.dataset != "moons" else "see its description).")
+        )
+    return (
+        f"ε: lsakit takes inputs in [0, 1]; the grid {_eps_text(result.eps)} is the paper's "
+        f"{_eps_text(result.eps_paper)} expressed in those units (identical where the paper's "
+        "inputs were already in [0, 1]; for Moon the paper's raw coordinates are rescaled by one "
+        "isotropic factor)."
+    )
+
+
 def _reading_section(result: ExperimentResult, landscape_steps: int) -> list[Block]:
     items = [
         "Accuracies are FGSM accuracies (%) on the test set; R&G (robustness and generalization) "
@@ -558,10 +601,7 @@ def _reading_section(result: ExperimentResult, landscape_steps: int) -> list[Blo
         "ours = mean ± sample standard deviation over the seeds (0 for one seed); Δ = ours − paper "
         "in percentage points; Δ of a few points is within what seeds and unpublished training "
         "details (optimizer, epochs, training ε, γ) can explain.",
-        f"ε: lsakit takes inputs in [0, 1]; the grid {_eps_text(result.eps)} is the paper's "
-        f"{_eps_text(result.eps_paper)} expressed in those units (identical where the paper's "
-        "inputs were already in [0, 1]; for Moon the paper's raw coordinates are rescaled by one "
-        "isotropic factor).",
+        _eps_reading(result),
         "Relative-error curves: 'before' is the normally trained model under the LSA attack, the "
         "other lines the trained rows under the same attack (mean over samples, averaged over "
         "seeds). The paper reports that the regularized layer's error drops to about 0 after AT-LR.",
