@@ -326,6 +326,7 @@ def test_report_lists_settings_mvl_and_notes(report: tuple[Path, Path, Path]) ->
     md_text = report[0].read_text(encoding="utf-8")
     assert "ε grid in the units of the model's inputs: 0, 0.04, 0.08, 0.12, 0.16, 0.2" in md_text
     assert "as the paper prints it: 0, 0.1, 0.2, 0.3, 0.4, 0.5" in md_text
+    assert "- Protocol: strict" in md_text  # results without a protocol ran under strict
     assert "| optimizer | adam |" in md_text
     assert "MVL list (Algorithm 1, η = 0.5" in md_text and "): L2." in md_text
     assert "| pgd | 0.710 | 0.800 | 0.990 |" in md_text
