@@ -461,3 +461,30 @@ def test_bad_wrn_depth(depth: Any) -> None:
 def test_bad_kwarg_values(name: str, kwargs: dict[str, Any], argument: str) -> None:
     with pytest.raises(ConfigError, match=argument):
         models.build(name, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_every_attack_runs_on_model_a_with_one_output() -> None:
+    """The single-logit head needs nothing of the attacks: they see the two logits [0, z]
+    (APGD-T is left out: its targeted DLR loss needs ≥ 4 classes, for any binary model)."""
+    from lsakit import perturb
+    from lsakit.domain import input_domain
+
+    torch.manual_seed(0)
+    model = models.build("model_a", outputs=1).eval()
+    x, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
+    attacks = [
+        perturb.FGSM(model, eps=0.3),
+        perturb.PGD(model, eps=0.3, steps=3),
+        perturb.MIFGSM(model, eps=0.3, steps=3),
+        perturb.CWLinf(model, eps=0.3, steps=3),
+        perturb.APGD(model, eps=0.3, steps=3),
+        perturb.FABT(model, eps=0.3, steps=3, n_target_classes=1),
+        perturb.Square(model, eps=0.3, queries=10),
+        perturb.EOTPGD(model, eps=0.3, steps=2, samples=2),
+    ]
+    with input_domain(None):
+        for attack in attacks:
+            x_adv = attack(x, y)
+            assert x_adv.shape == x.shape and bool(torch.isfinite(x_adv).all()), attack.name
+            assert float((x_adv - x).abs().max()) <= 0.3 + 1e-5, attack.name
