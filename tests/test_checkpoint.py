@@ -91,7 +91,7 @@ def test_round_trip_model_a(tmp_path: Path) -> None:
     assert meta == CheckpointMeta(
         format_version=1,
         model="model_a",
-        model_kwargs={"in_features": 2, "hidden": 8, "num_classes": 2},
+        model_kwargs={"in_features": 2, "hidden": 8, "num_classes": 2, "outputs": None},
         extra={"dataset": "moons", "epoch": 7, "metrics": {"clean": 0.97, "fgsm": [0.9, 0.8]}},
     )
     assert read_meta(path) == meta
@@ -133,7 +133,7 @@ def test_file_layout_is_plain_safetensors_with_json_metadata(tmp_path: Path) -> 
     assert json.loads(metadata[METADATA_KEY]) == {
         "format_version": 1,
         "model": "model_a",
-        "model_kwargs": {"in_features": 2, "hidden": 8, "num_classes": 2},
+        "model_kwargs": {"in_features": 2, "hidden": 8, "num_classes": 2, "outputs": None},
         "epoch": 3,
     }
     assert keys == set(_model_a().state_dict())
