@@ -403,7 +403,7 @@ def _settings_section(result: ExperimentResult) -> list[Block]:
         blocks.append(Paragraph(settings["description"]))
     blocks.append(Bullets(facts))
     if isinstance(settings.get("protocol_description"), str) and settings["protocol_description"]:
-        blocks.append(Paragraph(f"Protocol: {settings['protocol_description']}"))
+        blocks.append(Paragraph(settings["protocol_description"]))  # starts with its name
     train = settings.get("train")
     if isinstance(train, dict) and train:
         blocks.append(Paragraph("Training settings shared by every row:"))
