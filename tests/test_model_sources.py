@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -37,13 +36,8 @@ VALUE = 1
 """
 
 
-def has(package: str) -> bool:
-    """Whether ``package`` is installed (it may still fail to import)."""
-    return importlib.util.find_spec(package) is not None
-
-
 needs_transformers = pytest.mark.skipif(
-    not has("transformers"), reason="transformers not installed (pip install 'lsakit[hf]')"
+    not importable("transformers"), reason="transformers not installed (pip install 'lsakit[hf]')"
 )
 
 

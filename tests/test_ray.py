@@ -57,7 +57,9 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    pytest.importorskip("ray")
+    pytest.importorskip(
+        "ray", reason="ray is the optional extra lsakit[ray] (make install puts it in)"
+    )
     folder = Path(tempfile.mkdtemp(prefix="lsakit-ray-", dir="/tmp"))  # short: Ray's socket paths
     tag = uuid.uuid4().hex
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "LSAKIT_TEST_CLUSTER": tag,
@@ -142,7 +144,9 @@ def test_without_ray_the_ray_executor_says_what_to_install(
 def test_bad_executor_options_are_one_line(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("ray")
+    pytest.importorskip(
+        "ray", reason="ray is the optional extra lsakit[ray] (make install puts it in)"
+    )
     from lsakit.cli import main
 
     with pytest.raises(SystemExit) as done:

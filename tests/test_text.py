@@ -13,7 +13,9 @@ from lsakit.text import EmbeddingClassifier, TextBatches, train_epoch
 from lsakit.train.objectives import build_objective
 from lsakit.train.regularizers import LayerwiseRegularizer
 
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip(
+    "transformers", reason="lsakit.text wraps transformers models: pip install 'lsakit[hf]'"
+)
 
 
 def _bert() -> EmbeddingClassifier:

@@ -309,16 +309,12 @@ def load_checkpoint(
     net = _build_model(source, meta, model)
     tensors = _load_tensors(source)
     _apply_transforms(source, net, meta, tensors.keys())
-    mismatch = describe_mismatch(expected=_shapes(net.state_dict()), found=_shapes(tensors))
-    if mismatch is not None:
-        raise CheckpointError(
-            f"checkpoint {source} does not fit model {meta.model!r} with {meta.model_kwargs}: "
-            f"{mismatch}; the file was altered or written by an incompatible version, re-save it"
-        )
-    net.load_state_dict(tensors, strict=True)
-    net.to(device)
-    net.eval()
-    return net, meta
+    _fill(
+        net, tensors,
+        f"checkpoint {source} does not fit model {meta.model!r} with {meta.model_kwargs}",
+        "the file was altered or written by an incompatible version, re-save it",
+    )  # fmt: skip
+    return net.to(device).eval(), meta
 
 
 #: Suffixes :func:`load_weights` reads as ``torch.load(weights_only=True)`` state dicts.
@@ -374,17 +370,13 @@ def load_weights(
         )
     kwargs = dict(model_kwargs or {})
     net = models.build(model, **kwargs)
-    target = _state_target(net, state)
-    mismatch = describe_mismatch(expected=_shapes(target.state_dict()), found=_shapes(state))
-    if mismatch is not None:
-        raise CheckpointError(
-            f"{source} does not fit model {model!r} with {kwargs}: {mismatch}; pass the --model "
-            f"and --model-arg the weights were saved from"
-        )
-    target.load_state_dict(state, strict=True)
-    net.to(device)
-    net.eval()
-    return net, CheckpointMeta(FORMAT_VERSION, model, models.portable_kwargs(model, kwargs))
+    _fill(
+        _state_target(net, state), state, f"{source} does not fit model {model!r} with {kwargs}",
+        "pass the --model and --model-arg the weights were saved from",
+    )  # fmt: skip
+    return net.to(device).eval(), CheckpointMeta(
+        FORMAT_VERSION, model, models.portable_kwargs(model, kwargs)
+    )
 
 
 def _state_target(net: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -395,6 +387,15 @@ def _state_target(net: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Modul
         if describe_mismatch(expected=own, found=_shapes(state)) is None:
             return net.model
     return net
+
+
+def _fill(target: nn.Module, tensors: Mapping[str, torch.Tensor], what: str, fix: str) -> None:
+    """Load ``tensors`` into ``target`` strictly, or one CheckpointError: ``what``, the keys and
+    shapes that differ, and ``fix``."""
+    mismatch = describe_mismatch(expected=_shapes(target.state_dict()), found=_shapes(tensors))
+    if mismatch is not None:
+        raise CheckpointError(f"{what}: {mismatch}; {fix}")
+    target.load_state_dict(tensors, strict=True)
 
 
 def _torch_state_dict(source: Path) -> dict[str, torch.Tensor]:

@@ -264,6 +264,7 @@ def train_command(
     accuracy), metrics.jsonl and state.pt (for --resume) into the run directory.
     """
     from lsakit.presets import preset
+    from lsakit.probe import parse_layers
     from lsakit.train import load_config, load_run_config, resolve_device, train
 
     _main_rank(resolve_device(device))
@@ -271,7 +272,7 @@ def train_command(
     overrides: dict[str, Any] = {
         "dataset": dataset, "model": model, "method": method, "eps": eps, "alpha": alpha,
         "eps_warmup": eps_warmup, "steps": steps, "beta": beta, "grad_through": grad_through, "eta": eta,
-        "mvl_checkpoint": mvl_checkpoint, "mvl_layers": _split(mvl_layers),
+        "mvl_checkpoint": mvl_checkpoint, "mvl_layers": parse_layers(mvl_layers),
         "epochs": epochs, "batch_size": batch_size,
         "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
         "early_stopping": early_stopping, "seed": seed, "limit": limit,

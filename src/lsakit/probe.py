@@ -212,6 +212,13 @@ class _Selection:
         return self.always | frozenset(self.calls)
 
 
+def unprinted(spec: str) -> str:
+    """A layer as an analysis prints it, ``"L5 (layer2.0.conv1)"``, to the name it selects;
+    any other spec unchanged."""
+    printed = _PRINTED.match(spec)
+    return spec if printed is None else printed.group(1)
+
+
 def _is_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
@@ -291,10 +298,7 @@ def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
     for spec in specs:
         if not isinstance(spec, str):
             raise ConfigError(f"layers= entries must be module names, globs or L<k>, got {spec!r}")
-        spec = spec.strip()
-        printed = _PRINTED.match(spec)
-        if printed is not None:
-            spec = printed.group(1)
+        spec = unprinted(spec.strip())
         label = _LABEL.match(spec)
         call = _CALL.match(spec)
         if label is not None and spec not in named:

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lsakit.domain import DOMAIN_ATTRIBUTE, UNBOUNDED, InputDomain
+from lsakit.domain import UNBOUNDED, InputDomain, declared_by
 from lsakit.errors import InputError
 
 
@@ -106,9 +106,7 @@ class TextBatches:
             raise InputError("TextBatches needs the EmbeddingClassifier the batches feed")
         self.classifier = classifier
         self.batches = batches
-        setattr(self, DOMAIN_ATTRIBUTE, UNBOUNDED)
-
-    input_domain: InputDomain
+        self.input_domain: InputDomain = UNBOUNDED  # carried as lsakit.domain.attach_domain does
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         device = next(self.classifier.parameters()).device
@@ -150,7 +148,7 @@ def train_epoch(
 
     totals = {"loss": 0.0, "reg": 0.0, "correct": 0.0, "seen": 0.0}
     active = None
-    with _declared(batches):
+    with declared_by(batches):
         for x, y in batches:
             if regularizer is not None and active is None:
                 active = regularizer.resolve(classifier, x)
@@ -171,12 +169,6 @@ def train_epoch(
             totals["seen"] += len(y)
     n = max(totals["seen"], 1.0)
     return {"loss": totals["loss"] / n, "reg": totals["reg"] / n, "accuracy": totals["correct"] / n}
-
-
-def _declared(batches: TextBatches) -> Any:
-    from lsakit.domain import declared_by
-
-    return declared_by(batches)
 
 
 __all__ = ["EmbeddingClassifier", "TextBatches", "train_epoch"]

@@ -51,6 +51,7 @@ from typing import Any, Final, Literal, TypeAlias
 import torch
 from torch import nn
 
+from lsakit._io import one_line
 from lsakit._outputs import select_logits
 from lsakit.errors import ConfigError
 
@@ -150,12 +151,12 @@ def import_optional(package: str, why: str, install: str) -> ModuleType:
             ) from None
         raise ConfigError(
             f"{why} needs {package}, which is installed but cannot be imported: it needs "
-            f"{err.name or err} ({_one_line(err)}); install it: "
+            f"{err.name or err} ({one_line(err)}); install it: "
             f"{ECOSYSTEMS.get(err.name or '', (None, f'pip install {err.name}'))[1]}"
         ) from None
     except ImportError as err:
         raise ConfigError(
-            f"{why} needs {package}, which cannot be imported ({_one_line(err)}); "
+            f"{why} needs {package}, which cannot be imported ({one_line(err)}); "
             f"reinstall it: {install}"
         ) from None
 
@@ -201,7 +202,7 @@ def _check_arguments(what: str, function: Callable[..., Any], kwargs: dict[str, 
     try:
         inspect.signature(function).bind(**kwargs)
     except TypeError as err:
-        raise ConfigError(f"{what} does not take these arguments ({_one_line(err)})") from None
+        raise ConfigError(f"{what} does not take these arguments ({one_line(err)})") from None
     except ValueError:  # no signature (a builtin): let the call decide
         pass
 
@@ -213,7 +214,7 @@ def _call(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> An
         return function(**kwargs)
     except Exception as err:
         raise ConfigError(
-            f"{what}(**{kwargs}) failed: {type(err).__name__}: {_one_line(err)}"
+            f"{what}(**{kwargs}) failed: {type(err).__name__}: {one_line(err)}"
         ) from err
 
 
@@ -316,7 +317,7 @@ def _hf_config_dict(spec: ModelSpec) -> dict[str, Any]:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(
-            f"model {spec.text!r}: cannot read {file} ({_one_line(err)}); give a transformers "
+            f"model {spec.text!r}: cannot read {file} ({one_line(err)}); give a transformers "
             f"config.json"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
@@ -371,7 +372,7 @@ def _hf(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -> ModelSource
             config = transformers.AutoConfig.for_model(model_type, **raw)
         except (ValueError, TypeError, KeyError) as err:
             raise ConfigError(
-                f"model {spec.text!r}: transformers cannot read this config ({_one_line(err)})"
+                f"model {spec.text!r}: transformers cannot read this config ({one_line(err)})"
             ) from None
         for key, value in kwargs.items():
             if not hasattr(config, key):
@@ -426,7 +427,7 @@ def _import_file(spec: ModelSpec) -> ModuleType:
     except Exception as err:
         del sys.modules[name]
         raise ConfigError(
-            f"model {spec.text!r}: importing {path} failed: {type(err).__name__}: {_one_line(err)}"
+            f"model {spec.text!r}: importing {path} failed: {type(err).__name__}: {one_line(err)}"
         ) from err
     _FILE_MODULES[path] = (mtime, module)
     return module
@@ -444,12 +445,12 @@ def _import_module(spec: ModelSpec) -> ModuleType:
                 f"{_SPEC_FORMS}"
             ) from None
         raise ConfigError(
-            f"model {spec.text!r}: importing {spec.target} failed: {_one_line(err)}"
+            f"model {spec.text!r}: importing {spec.target} failed: {one_line(err)}"
         ) from None
     except Exception as err:
         raise ConfigError(
             f"model {spec.text!r}: importing {spec.target} failed: {type(err).__name__}: "
-            f"{_one_line(err)}"
+            f"{one_line(err)}"
         ) from err
 
 
@@ -490,7 +491,3 @@ def resolve_external(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -
     if spec.kind == "timm":
         return _timm(spec)
     return _factory(spec)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

@@ -216,6 +216,11 @@ class Attack(Perturbation):
     #: after a call: samples of the batch whose input gradient was exactly zero at every
     #: gradient the attack took of the whole batch (0 when it took none)
     last_zero_gradient: int = 0
+    # Per call (set by _attack_context): the batch size, and which samples had only zero
+    # whole-batch gradients so far. Per object: whether the zero-gradient warning was given.
+    _batch_size: int = -1
+    _zero_gradient: Tensor | None = None
+    _warned_zero_gradient: bool = False
 
     def _run(self, x: Tensor, y: Tensor | None) -> Tensor:
         with self._attack_context(x, y) as (x_dev, y_dev):
@@ -227,7 +232,7 @@ class Attack(Perturbation):
         """Count (and, once per attack object, warn about) samples the gradient never moved."""
         mask = self._zero_gradient
         self.last_zero_gradient = 0 if mask is None or self.eps == 0 else int(mask.sum())
-        if self.last_zero_gradient and not getattr(self, "_warned_zero_gradient", False):
+        if self.last_zero_gradient and not self._warned_zero_gradient:
             self._warned_zero_gradient = True
             warnings.warn(
                 ZeroGradientWarning(
@@ -259,7 +264,7 @@ class Attack(Perturbation):
         # pass (see _logits), so validation costs no extra forward.
         self._labels_to_check: Tensor | None = y
         self._batch_size = x.shape[0]
-        self._zero_gradient: Tensor | None = None
+        self._zero_gradient = None
         try:
             with eval_mode(self.model), torch.enable_grad():
                 yield x, y
@@ -310,7 +315,7 @@ class Attack(Perturbation):
                 "(detached or computed under no_grad); gradient attacks need a differentiable model"
             )
         grad = grad.detach()
-        if grad.shape[0] == getattr(self, "_batch_size", -1):  # whole-batch gradients only
+        if grad.shape[0] == self._batch_size:  # whole-batch gradients only
             zero = grad.flatten(1).abs().amax(dim=1) == 0
             self._zero_gradient = (
                 zero if self._zero_gradient is None else self._zero_gradient & zero

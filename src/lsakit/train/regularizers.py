@@ -37,7 +37,7 @@ from lsakit.analysis import DEFAULT_ETA, LSAResult, PerturbationFn, analyze
 from lsakit.errors import ConfigError, InputError
 from lsakit.measures import measure_rows
 from lsakit.perturb import PGD
-from lsakit.probe import LayerProbe, LayerSpec, default_layers
+from lsakit.probe import LayerProbe, LayerSpec, default_layers, unprinted
 
 GradThrough = Literal["both", "adversarial", "clean"]
 LRReduction = Literal["batch", "sample"]
@@ -67,7 +67,6 @@ MVL_PGD_STEPS = 10
 _GRAD_THROUGH: tuple[str, ...] = get_args(GradThrough)
 _REDUCTIONS: tuple[str, ...] = get_args(LRReduction)
 _LABEL = re.compile(r"^L(\d+)$")
-_PRINTED = re.compile(r"^L\d+ \((.+)\)$")
 
 
 def _check_gamma(value: object, where: str) -> float:
@@ -148,10 +147,7 @@ class LayerwiseRegularizer:
     @staticmethod
     def _check_layers(layers: Sequence[str] | str) -> list[str]:
         specs = [layers] if isinstance(layers, str) else list(layers)
-        specs = [
-            printed.group(1) if isinstance(s, str) and (printed := _PRINTED.match(s)) else s
-            for s in specs
-        ]
+        specs = [unprinted(s) if isinstance(s, str) else s for s in specs]
         if not specs:
             raise ConfigError("the regularizer needs at least one layer, e.g. layers=['L2']")
         for spec in specs:
