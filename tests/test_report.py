@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.transforms import Bbox
 from torch import nn
 
 from helpers import tiny_cnn, tiny_mlp
@@ -26,7 +28,7 @@ from lsakit.report import (
     plot_rg_bars,
     write_report,
 )
-from lsakit.report.figures import lsa_attack_key, resolve_checkpoint
+from lsakit.report.figures import decision_boundaries_figure, lsa_attack_key, resolve_checkpoint
 from lsakit.report.landscape import grid_coordinates
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -187,11 +189,19 @@ def _save_model(path: Path, seed: int) -> str:
     return str(path)
 
 
-def _result(run_dir: Path, *, relative: bool = False, notes: str = "") -> ExperimentResult:
+def _result(
+    run_dir: Path,
+    *,
+    relative: bool = False,
+    notes: str = "",
+    seeds: tuple[int, ...] = (0, 1),
+    run_seconds: float = 1.0,
+    profile: dict[str, object] | None = None,
+) -> ExperimentResult:
     rows = []
     for k, (name, (method, base, lr_layers, acc, errors)) in enumerate(ROWS.items()):
         runs = []
-        for s in (0, 1):
+        for s in seeds:
             file = run_dir / name / f"seed{s}.safetensors"
             _save_model(file, seed=10 * k + s)
             runs.append(
@@ -201,7 +211,7 @@ def _result(run_dir: Path, *, relative: bool = False, notes: str = "") -> Experi
                     accuracies=[a + 2 * s for a in acc],
                     rg=sum(acc) + 12 * s,
                     relative_errors=list(errors),
-                    seconds=1.0,
+                    seconds=run_seconds,
                 )
             )
         rows.append(
@@ -222,7 +232,7 @@ def _result(run_dir: Path, *, relative: bool = False, notes: str = "") -> Experi
         model="model_a",
         eps=EPS,
         eps_paper=EPS_PAPER,
-        seeds=[0, 1],
+        seeds=list(seeds),
         layer_labels=LABELS,
         # Keyed by perturbation name, as the runner writes it; the spec is in the settings.
         normal_lsa={"gaussian": [0.05, 0.04, None], "pgd": [0.71, 0.8, 0.99]},
@@ -233,7 +243,7 @@ def _result(run_dir: Path, *, relative: bool = False, notes: str = "") -> Experi
             "lsa_attack": "pgd=0.3,steps=20",
             "train": {"epochs": 3, "optimizer": "adam", "lr": 0.01},
             "methods": {"pgd": {"steps": 10}},
-            "profile": {"notes": notes, "train": {"epochs": 3}, "test_limit": 200},
+            "profile": profile or {"notes": notes, "train": {"epochs": 2}, "test_limit": 200},
             "notes": notes,
         },
         seconds=12.0,
@@ -308,17 +318,25 @@ def test_tables_hold_our_means_the_papers_numbers_and_the_differences(
     assert len(lines) - 2 == len(ROWS)  # header and separator, then one line per result row
     by_name = {line.split("|")[1].strip(): line for line in lines[2:]}
     assert list(by_name) == list(ROWS)  # in the result's (the paper's) order
-    # AT-FGSM: seeds 95 and 97 → 96.00 ± 1.41; paper 95.86; Δ +0.14. R&G 479 and 491 → 485.
+    # The headline R&G first: 479 and 491 → 485.00 ± 8.49; paper 486.28. Then ε = 0: seeds 95
+    # and 97 → 96.00 ± 1.41; paper 95.86; Δ +0.14.
+    header = [c.strip() for c in lines[0].split("|")[1:-1]]
+    assert header[:5] == ["training", "R&G ours", "paper", "Δ", "ε=0 ours"]
+    assert header[-3:] == ["ε=0.5 ours", "paper", "Δ"]
     fgsm = [c.strip() for c in by_name["AT-FGSM"].split("|")[1:-1]]
-    assert fgsm[1:4] == ["96.00 ± 1.41", "95.86", "+0.14"]
-    assert fgsm[-3:] == ["485.00 ± 8.49", "486.28", "-1.28"]
+    assert fgsm[1:4] == ["485.00 ± 8.49", "486.28", "-1.28"]
+    assert fgsm[4:7] == ["96.00 ± 1.41", "95.86", "+0.14"]
     pgd = [c.strip() for c in by_name["AT-PGD"].split("|")[1:-1]]
-    assert pgd[2:4] == ["—", "—"]  # no published row
+    assert pgd[2:4] == ["—", "—"] and pgd[5:7] == ["—", "—"]  # no published row
     html_text = page.read_text(encoding="utf-8")
     for row in PUBLISHED.values():
         for value in [*row.accuracies, row.rg]:
             assert f"{value:.2f}" in html_text
     assert '<td class="pos">+0.14</td>' in html_text
+    assert "<td>96.00 ±&nbsp;1.41</td>" in html_text  # wraps before the ±, never after it
+    assert re.search(
+        r"<tr><th></th><th colspan=\"3\">R&amp;G</th><th colspan=\"3\">ε = 0 ", html_text
+    )
     assert "ε = 0.1 (ours 0.04)" in html_text
 
 
@@ -332,11 +350,58 @@ def test_report_lists_settings_mvl_and_notes(report: tuple[Path, Path, Path]) ->
     assert "| pgd | 0.710 | 0.800 | 0.990 |" in md_text
     assert "| gaussian | 0.050 | 0.040 | — |" in md_text
     assert md_text.count("Profile note: Quick: 3 epochs instead of 100") == 1
-    assert '| training, every row | {"epochs": 3} |' in md_text
+    # Training settings as this run used them: the profile's epochs, the experiment's beside it.
+    assert "| epochs | 2 (quick profile; the experiment: 3) |" in md_text
+    assert '| pgd | {"steps": 10} |' in md_text  # a method this run trained
     assert "| test samples | 200 |" in md_text
+    # 8 runs of 1 s each; the invocation that wrote the results took 12 s.
+    assert "Compute time: the 8 runs (row × seed) took 8 s (the sum" in md_text
+    assert "the invocation that wrote these results took 12 s wall clock" in md_text
     # The LR row against its base: L2's relative error 0.7 → 0.2 is a 71% drop.
     assert "L2: 0.700 → 0.200 (-71%)" in md_text
     assert "![" in md_text and "(figures/rg_scores.png)" in md_text
+
+
+def test_one_seed_prints_no_spread(tmp_path: Path) -> None:
+    result = _result(tmp_path / "run", seeds=(0,))
+    md, page = write_report(result, tmp_path / "out", landscape_steps=0)
+    md_text = md.read_text(encoding="utf-8")
+    fgsm = next(line for line in _results_table(md_text) if line.startswith("| AT-FGSM |"))
+    # One seed: R&G 479 and 95 at ε = 0, with nothing varied there is no "± 0.00".
+    assert [c.strip() for c in fgsm.split("|")[1:-1]][1:5] == ["479.00", "486.28", "-7.28", "95.00"]
+    assert "±" not in "".join(_results_table(md_text))
+    assert "ours from one seed (no ±: nothing varied)" in md_text
+    assert "R&G score per row (one seed)" in md_text
+    assert "±&nbsp;" not in page.read_text(encoding="utf-8")
+
+
+def test_settings_describe_the_profile_that_ran(tmp_path: Path) -> None:
+    # A demo-like run: one base method, one proposal, one seed; reused runs of 50 s each, and a
+    # re-run that took 2 s.
+    result = _result(
+        tmp_path / "run",
+        seeds=(0,),
+        run_seconds=50.0,
+        profile={"seeds": [0], "base_methods": ["fgsm"], "proposals": ["L2"], "notes": "demo"},
+    )
+    result = result.model_copy(
+        update={
+            "profile": "demo",
+            "rows": [r for r in result.rows if r.method in ("standard", "fgsm")],
+            "settings": {**result.settings, "description": "Table 2: every base and proposal."},
+            "seconds": 2.0,
+        }
+    )
+    md, _ = write_report(result, tmp_path / "out", landscape_steps=0)
+    settings = md.read_text(encoding="utf-8").split("## Settings", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "The demo profile runs part of the experiment: base methods fgsm; proposals L2. "
+        "The whole experiment (other profiles): Table 2: every base and proposal." in settings
+    )
+    assert "- Rows run: 3 (Normal, AT-FGSM, AT-FGSM-LR-L2), each with 1 seed (0)" in settings
+    assert "| pgd |" not in settings  # no PGD row ran: its settings are not this run's
+    assert "Compute time: the 3 runs (row × seed) took 2 min 30 s" in settings
+    assert "the invocation that wrote these results took 2 s wall clock" in settings
 
 
 def test_missing_checkpoint_fails_before_writing_and_names_the_file(tmp_path: Path) -> None:
@@ -417,3 +482,41 @@ def test_figure_functions_write_pngs(
         plot_relative_error_curves(result, tmp_path / "x.png", group="AT-TRADE")
     with pytest.raises(InputError, match="at least one"):
         plot_landscapes({}, tmp_path / "l.png")
+
+
+def _boxes_overlap(a: Bbox, b: Bbox) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_decision_regions_have_axes_in_the_data_coordinates_and_a_class_legend(
+    experiment: tuple[ExperimentResult, Path],
+) -> None:
+    result, _ = experiment
+    x, y = torch.rand(40, 2), torch.arange(40) % 2
+    fig = decision_boundaries_figure(result, data_x=x, data_y=y)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    panels = fig.axes
+    assert [ax.get_title().split("\n")[0] for ax in panels] == list(ROWS)
+    for ax in panels:
+        assert ax.get_xlim() == (0.0, 1.0) and ax.get_ylim() == (0.0, 1.0)
+        ticks = [float(t.get_text()) for t in ax.get_xticklabels() if t.get_text()]
+        assert min(ticks) == 0.0 and max(ticks) == 1.0
+        assert ax.get_xlabel() == "x₁ (unit coordinates)"  # one row of four: all at the bottom
+    assert panels[0].get_ylabel() == "x₂ (unit coordinates)" and panels[1].get_ylabel() == ""
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "test points of class 0",
+        "test points of class 1",
+        "decision boundary: p(class 1) = 0.5",
+    ]
+    box = legend.get_window_extent(renderer)
+    assert not any(_boxes_overlap(box, ax.get_tightbbox(renderer)) for ax in panels)
+    # Standardized coordinates (the paper protocol): the points' box, named as such.
+    standardized = result.model_copy(
+        update={"settings": {**result.settings, "data_options": {"coordinates": "standardized"}}}
+    )
+    fig = decision_boundaries_figure(standardized, data_x=3 * x - 1.5, data_y=y)
+    assert fig.axes[0].get_xlabel() == "x₁ (standardized coordinates)"
+    assert fig.axes[0].get_xlim()[0] < -1.5 < 1.5 < fig.axes[0].get_xlim()[1]

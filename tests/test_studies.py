@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from lsakit.errors import ConfigError
 from lsakit.experiments import studies
@@ -144,3 +145,22 @@ def test_the_search_command_prints_the_constraint_and_writes_the_genotype(
         main(["train", "--model-arg", "cells"])
     assert done.value.code == 2
     assert "--model-arg takes KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_study_plot_keeps_its_legend_off_the_bars() -> None:
+    # Tall bars everywhere: a legend inside the axes would cover one of them.
+    metrics = {"clean": (0.97, 0.01), "pgd=0.05": (0.95, None), "fgsm=0.05": (0.96, 0.02)}
+    summary = {row: dict(metrics) for row in ("plain", "lsp", "pni", "pni-pruned")}
+    result = StudyResult(study="tiny", profile="quick", runs=[], summary=summary)
+    fig = studies.study_figure(result)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (ax,) = fig.axes
+    bars = [patch.get_window_extent(renderer) for patch in ax.patches]
+    assert len(bars) == 4 * 3
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(metrics)
+    box = legend.get_window_extent(renderer)
+    assert box.y0 >= ax.get_window_extent(renderer).y1  # above the axes, outside them
+    assert not any(box.overlaps(bar) for bar in bars)

@@ -36,17 +36,19 @@ from typing import Any, ClassVar
 
 import torch
 import yaml
+from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from lsakit import __version__, perturb
 from lsakit import data as datasets
-from lsakit._io import atomic_write_text
+from lsakit._io import atomic_write, atomic_write_text
 from lsakit._results import JsonResult
 from lsakit.checkpoint import load_checkpoint
 from lsakit.errors import ConfigError
 from lsakit.evaluate import robust_accuracy
 from lsakit.experiments.executors import Executor, Job, LocalExecutor
+from lsakit.report.reproduction import mean_std
 from lsakit.tracking import TrackingSetup, log_results
 from lsakit.tracking import require as require_tracking
 from lsakit.train import train, validate_config
@@ -177,7 +179,6 @@ class StudyResult(JsonResult):
     study: str
     profile: str
     runs: list[StudyRun]
-    #: row → metric → (mean, std) over seeds
     #: row → metric → (mean, std); std None where nothing varied (one seed, deterministic model)
     summary: dict[str, dict[str, tuple[float, float | None]]]
 
@@ -512,8 +513,7 @@ def write_study_report(config: StudyConfig, result: StudyResult, out_dir: str | 
             scale = 100 if _percent(key) else 1
             digits = 2 if _percent(key) else 3
             cells.append(
-                f"{scale * mean:.{digits}f}"
-                + (f" ± {scale * std:.{digits}f}" if std is not None else "")
+                mean_std(scale * mean, None if std is None else scale * std, digits=digits)
             )
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     if config.targets:
@@ -530,24 +530,30 @@ def write_study_report(config: StudyConfig, result: StudyResult, out_dir: str | 
 
 
 def _plot(result: StudyResult, path: Path) -> None:
-    import matplotlib
+    fig = study_figure(result)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def study_figure(result: StudyResult) -> Figure:
+    """The accuracies of every row as grouped bars (± std where something varied); the legend
+    of the metrics above the bars, outside the axes, so it covers none of them."""
     rows = list(result.summary)
     keys = [k for k in next(iter(result.summary.values())) if _percent(k) and "noise off" not in k]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows) * max(1, len(keys)) / 2), 4))
+    fig = Figure(
+        figsize=(max(6.0, 1.2 * len(rows) * max(1, len(keys)) / 2), 4.4),
+        dpi=120,
+        layout="constrained",
+    )
+    ax = fig.add_subplot()
     width = 0.8 / max(1, len(keys))
     for i, key in enumerate(keys):
-        means = [100 * result.summary[r].get(key, (0.0, 0.0))[0] for r in rows]
-        stds = [100 * (result.summary[r].get(key, (0.0, None))[1] or 0.0) for r in rows]
+        means = [100 * result.summary[r].get(key, (0.0, None))[0] for r in rows]
+        stds = [result.summary[r].get(key, (0.0, None))[1] for r in rows]
         positions = [j + i * width for j in range(len(rows))]
-        ax.bar(positions, means, width, yerr=stds, label=key, capsize=2)
+        errors = [100 * s if s is not None else 0.0 for s in stds]
+        ax.bar(positions, means, width, yerr=errors if any(stds) else None, label=key, capsize=2)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], rows, rotation=20, ha="right")
     ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if keys:
+        fig.legend(loc="outside upper center", ncol=min(len(keys), 3), fontsize=7, frameon=False)
+    return fig

@@ -7,7 +7,8 @@ atomically and returns its path:
 - :func:`plot_relative_error_curves`: per-layer relative error under the LSA attack, before
   (normally trained model) and after training, for one base method and its LR variants;
 - :func:`plot_rg_bars`: the R&G score per row (mean ± std over seeds) beside the published one;
-- :func:`plot_decision_boundaries`: Moon only, each row's decision regions over [0, 1]²;
+- :func:`plot_decision_boundaries`: Moon only, each row's decision regions over [0, 1]², with axes
+  in the data's coordinates and a class legend;
 - :func:`plot_landscapes`: filter-normalized loss slices (Li et al. 2018), one panel per variant.
 """
 
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
-from matplotlib.colors import ListedColormap, LogNorm
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from lsakit._io import atomic_write
 from lsakit._outputs import select_logits
@@ -208,7 +211,7 @@ def plot_rg_bars(result: ExperimentResult, path: PathLike) -> Path:
         ax.bar(
             x,
             row.rg_mean,
-            yerr=row.rg_std,
+            yerr=row.rg_std if len(row.runs) > 1 else None,  # one seed: nothing varied
             color=color,
             alpha=0.55 if row.base is not None else 0.9,
             hatch="//" if row.base is not None else None,
@@ -227,11 +230,9 @@ def plot_rg_bars(result: ExperimentResult, path: PathLike) -> Path:
     ax.set_xticks(xs, [r.name for r in rows], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel(f"R&G score (axis from {bottom:g})")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(
-        f"{result.experiment}: R&G per training variant, mean ± std over "
-        f"{len(result.seeds)} seed(s)",
-        fontsize=10,
-    )
+    n = len(result.seeds)
+    spread = f"mean ± std over {n} seeds" if n > 1 else "one seed"
+    ax.set_title(f"{result.experiment}: R&G per training variant, {spread}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -246,13 +247,30 @@ def plot_decision_boundaries(
 ) -> Path:
     """Decision regions of each row's first-seed model over [0, 1]², with the given points (Moon).
 
-    One small panel per row. For two classes the colour is p(class 1) and the 0.5 contour is the
-    boundary; otherwise the regions of the predicted class. Models are loaded from
-    ``run.checkpoint`` (see :func:`resolve_checkpoint` for ``base_dir``).
+    One small panel per row (see :func:`decision_boundaries_figure`), written as PNG.
 
     Raises:
         InputError: the points are not 2-D inputs with one label each.
         CheckpointError: a row's checkpoint is missing or unreadable (names the file).
+    """
+    fig = decision_boundaries_figure(result, data_x=data_x, data_y=data_y, base_dir=base_dir)
+    return _save(fig, path)
+
+
+def decision_boundaries_figure(
+    result: ExperimentResult,
+    *,
+    data_x: torch.Tensor,
+    data_y: torch.Tensor,
+    base_dir: PathLike | None = None,
+) -> Figure:
+    """The decision-region panels of :func:`plot_decision_boundaries`, as a figure.
+
+    For two classes the colour is p(class 1) and the 0.5 contour is the boundary; otherwise the
+    regions of the predicted class. Axes are in the coordinates the models read (``x₁``, ``x₂``;
+    the data's ``coordinates`` option names them: unit, standardized, raw), and one legend under
+    the panels names the classes. Models are loaded from ``run.checkpoint`` (see
+    :func:`resolve_checkpoint` for ``base_dir``).
     """
     if data_x.dim() != 2 or data_x.shape[1] != 2 or data_y.shape != (data_x.shape[0],):
         raise InputError(
@@ -262,7 +280,8 @@ def plot_decision_boundaries(
     rows = [r for r in result.rows if r.runs]
     models = [(row, load_first_model(row, base_dir)[0]) for row in rows]
     # [0, 1]² for unit inputs; the points' box with a margin for unbounded ones (z-scores).
-    if bool(((data_x >= 0) & (data_x <= 1)).all()):
+    unit = bool(((data_x >= 0) & (data_x <= 1)).all())
+    if unit:
         low, high = torch.zeros(2), torch.ones(2)
     else:
         margin = 0.1 * (data_x.amax(0) - data_x.amin(0))
@@ -273,16 +292,19 @@ def plot_decision_boundaries(
         indexing="xy",
     )
     points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+    coordinates = _coordinates(result, unit)
     ncols = min(4, len(rows))
     nrows = math.ceil(len(rows) / ncols)
-    fig = Figure(figsize=(2.6 * ncols, 2.6 * nrows + 0.4), dpi=110, layout="constrained")
-    point_colors = ListedColormap(["tab:red", "tab:blue"])
+    fig = Figure(figsize=(2.7 * ncols, 2.7 * nrows + 0.8), dpi=110, layout="constrained")
+    labels = data_y.numpy() % 2
+    two_classes = False
     for k, (row, model) in enumerate(models):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         with torch.no_grad():
             logits = select_logits(model(points))
         shape = (BOUNDARY_RESOLUTION, BOUNDARY_RESOLUTION)
         if logits.shape[1] == 2:
+            two_classes = True
             p1 = torch.softmax(logits, dim=1)[:, 1].reshape(shape).numpy()
             ax.contourf(
                 gx.numpy(), gy.numpy(), p1, levels=np.linspace(0, 1, 11), cmap="RdBu", alpha=0.4
@@ -291,26 +313,48 @@ def plot_decision_boundaries(
         else:
             pred = logits.argmax(dim=1).reshape(shape).numpy()
             ax.contourf(gx.numpy(), gy.numpy(), pred, cmap="tab10", alpha=0.4)
-        ax.scatter(
-            data_x[:, 0].numpy(),
-            data_x[:, 1].numpy(),
-            c=data_y.numpy() % 2,
-            cmap=point_colors,
-            s=3,
-            lw=0,
-        )
+        for label, color in enumerate(_CLASS_COLORS):
+            chosen = labels == label
+            ax.scatter(data_x[chosen, 0].numpy(), data_x[chosen, 1].numpy(), color=color, s=3, lw=0)
         ax.set_xlim(float(low[0]), float(high[0]))
         ax.set_ylim(float(low[1]), float(high[1]))
         ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.tick_params(labelsize=6, length=2, pad=1)
+        if k % ncols == 0:
+            ax.set_ylabel(f"x₂ ({coordinates})", fontsize=7)
+        if k + ncols >= len(rows):  # the lowest panel of its column
+            ax.set_xlabel(f"x₁ ({coordinates})", fontsize=7)
         ax.set_title(f"{row.name}\nclean {row.runs[0].accuracies[0]:.1f}% (this seed)", fontsize=8)
+    handles: list[Artist] = [
+        Line2D([], [], ls="none", marker="o", ms=4, color=color, label=f"test points of class {c}")
+        for c, color in enumerate(_CLASS_COLORS)
+    ]
+    if two_classes:
+        handles.append(Line2D([], [], color="k", lw=1, label="decision boundary: p(class 1) = 0.5"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7,
+               frameon=False)  # fmt: skip
     fig.suptitle(
         f"{result.experiment}: decision regions (first seed), test points; inputs in "
-        + ("[0, 1]²" if bool((low == 0).all() and (high == 1).all()) else "the points' box"),
+        + ("[0, 1]²" if unit else "the points' box")
+        + (
+            "; shading: p(class 1), red 0 → blue 1" if two_classes else "; shading: predicted class"
+        ),
         fontsize=9,
     )
-    return _save(fig, path)
+    return fig
+
+
+#: Colours of the test points of class 0 and class 1 (the ends of the RdBu shading).
+_CLASS_COLORS = ("tab:red", "tab:blue")
+
+
+def _coordinates(result: ExperimentResult, unit: bool) -> str:
+    """The name of the coordinates the inputs are in (the data's ``coordinates`` option)."""
+    options = result.settings.get("data_options")
+    given = options.get("coordinates") if isinstance(options, dict) else None
+    if isinstance(given, str) and given:
+        return f"{given} coordinates"
+    return "unit coordinates" if unit else "input coordinates"
 
 
 def plot_landscapes(

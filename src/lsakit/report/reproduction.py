@@ -19,7 +19,7 @@ import base64
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -202,9 +202,8 @@ def _write_report(
             )
         )
     path = plot_rg_bars(result, figures_dir / "rg_scores.png")
-    figures.append(
-        Image(path.relative_to(out), "R&G score per row: mean ± std over seeds; ◆ = paper.")
-    )
+    spread = "mean ± std over seeds" if len(result.seeds) > 1 else "one seed"
+    figures.append(Image(path.relative_to(out), f"R&G score per row ({spread}); ◆ = paper."))
     if test_points is not None:
         path = plot_decision_boundaries(
             result,
@@ -373,68 +372,93 @@ def _notes(settings: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+@dataclass(frozen=True)
+class ReportContext:
+    """What every section of the report is drawn from."""
+
+    result: ExperimentResult
+    figures: list[Image]
+    landscape_steps: int  # grid points per axis of the loss landscapes; 0: none were drawn
+
+
+#: A section of the report: its blocks, from the context (an empty list leaves it out).
+Section: TypeAlias = Callable[[ReportContext], list[Block]]
+
+
 def _document(result: ExperimentResult, figures: list[Image], landscape_steps: int) -> list[Block]:
+    context = ReportContext(result, figures, landscape_steps)
     blocks: list[Block] = [Heading(1, _title(result))]
-    blocks += _settings_section(result)
-    blocks += _table_section(result)
-    blocks += _lr_section(result)
-    blocks += _mvl_section(result)
-    blocks.append(Heading(2, "Figures"))
-    blocks += figures
-    blocks += _reading_section(result, landscape_steps)
+    for section in SECTIONS:
+        blocks += section(context)
     return blocks
 
 
-def _settings_section(result: ExperimentResult) -> list[Block]:
+def _settings_section(context: ReportContext) -> list[Block]:
+    result = context.result
     settings = result.settings
+    profile = _mapping(settings.get("profile"))
+    seeds = ", ".join(str(s) for s in result.seeds)
     facts = [
         f"Experiment: {result.experiment}; data set: {result.dataset}; model: {result.model}",
-        f"Profile: {result.profile}; seeds: {', '.join(str(s) for s in result.seeds)}",
+        f"Rows run: {len(result.rows)} ({', '.join(r.name for r in result.rows)}), each with "
+        f"{_count(len(result.seeds), 'seed')} ({seeds})",
+        f"Profile: {result.profile}",
         f"Protocol: {result.protocol}",
         f"FGSM ε grid in the units of the model's inputs: {_eps_text(result.eps)}",
         f"The same grid as the paper prints it: {_eps_text(result.eps_paper)}",
         f"LSA: attack {settings.get('lsa_attack', lsa_attack_key(result) or '—')}, η = {result.eta:g}",
-        f"Total time: {result.seconds:.0f} s; lsakit {result.lsakit_version}",
+        _time_text(result),
+        f"lsakit {result.lsakit_version}",
     ]
     if isinstance(settings.get("expected_runtime"), str) and settings["expected_runtime"]:
         facts.append(f"Expected runtime of this profile: {settings['expected_runtime']}")
     blocks: list[Block] = [Heading(2, "Settings")]
-    if isinstance(settings.get("description"), str) and settings["description"]:
-        blocks.append(Paragraph(settings["description"]))
+    description = settings.get("description")
+    if isinstance(description, str) and description:
+        narrowed = {k: profile[k] for k in ("base_methods", "proposals") if profile.get(k)}
+        if narrowed:
+            # The description is the whole experiment's; this run is a part of it.
+            blocks.append(
+                Paragraph(
+                    f"The {result.profile} profile runs part of the experiment: "
+                    + "; ".join(
+                        f"{k.replace('_', ' ')} {', '.join(v)}" for k, v in narrowed.items()
+                    )
+                    + f". The whole experiment (other profiles): {description}"
+                )
+            )
+        else:
+            blocks.append(Paragraph(description))
     blocks.append(Bullets(facts))
     if isinstance(settings.get("protocol_description"), str) and settings["protocol_description"]:
         blocks.append(Paragraph(settings["protocol_description"]))  # starts with its name
     train = settings.get("train")
     if isinstance(train, dict) and train:
-        blocks.append(Paragraph("Training settings shared by every row:"))
         blocks.append(
-            Table(["setting", "value"], [[str(k), _value_text(v)] for k, v in train.items()])
+            Paragraph(f"Training settings of every row, as this run ({result.profile}) used them:")
+        )
+        blocks.append(
+            Table(["setting", "value"], _merged_rows(train, profile.get("train"), result.profile))
         )
     methods = settings.get("methods")
-    if isinstance(methods, dict) and methods:
-        blocks.append(Paragraph("Per-method overrides:"))
-        blocks.append(
-            Table(
-                ["method", "overrides"],
-                [[str(k), _value_text(v)] for k, v in methods.items()],
-            )
-        )
-    profile = settings.get("profile")
-    if isinstance(profile, dict):
-        overrides: list[list[Cell]] = [
-            [f"training, {scope}", _value_text(value)]
-            for scope, value in [("every row", profile.get("train"))]
-            + [(f"method {k}", v) for k, v in (profile.get("methods") or {}).items()]
-            if value
+    run_methods = {r.method for r in result.rows}
+    if isinstance(methods, dict):
+        extra = _mapping(profile.get("methods"))
+        names = [m for m in dict.fromkeys([*methods, *extra]) if m in run_methods]
+        rows: list[list[Cell]] = [
+            [str(m), _value_text({**(methods.get(m) or {}), **(extra.get(m) or {})})] for m in names
         ]
-        overrides += [
-            [name, str(profile[key])]
-            for key, name in [("test_limit", "test samples"), ("lsa_limit", "LSA samples")]
-            if profile.get(key) is not None
-        ]
-        if overrides:
-            blocks.append(Paragraph(f"What the {result.profile} profile changes:"))
-            blocks.append(Table(["scope", "overrides"], overrides))
+        if rows:
+            blocks.append(Paragraph("Per-method settings of the methods run:"))
+            blocks.append(Table(["method", "settings"], rows))
+    overrides: list[list[Cell]] = [
+        [name, str(profile[key])]
+        for key, name in [("test_limit", "test samples"), ("lsa_limit", "LSA samples")]
+        if profile.get(key) is not None
+    ]
+    if overrides:
+        blocks.append(Paragraph(f"Evaluation limits of the {result.profile} profile:"))
+        blocks.append(Table(["scope", "value"], overrides))
     notes = _notes(settings)
     if notes:
         blocks.append(Paragraph("Notes on this profile:"))
@@ -443,51 +467,113 @@ def _settings_section(result: ExperimentResult) -> list[Block]:
     return blocks
 
 
+def _merged_rows(base: dict[str, Any], override: object, profile: str) -> list[list[Cell]]:
+    """One row per setting: the profile's value where it sets one (the experiment's beside it)."""
+    changed = override if isinstance(override, dict) else {}
+    rows: list[list[Cell]] = []
+    for key in dict.fromkeys([*base, *changed]):
+        if key in changed and key in base and changed[key] != base[key]:
+            text = f"{_value_text(changed[key])} ({profile} profile; the experiment: {_value_text(base[key])})"
+        elif key in changed:
+            text = f"{_value_text(changed[key])}" + ("" if key in base else f" ({profile} profile)")
+        else:
+            text = _value_text(base[key])
+        rows.append([str(key), text])
+    return rows
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``1 min 40 s``, ``2 h 5 min``."""
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _time_text(result: ExperimentResult) -> str:
+    """The rows' own compute time, and what the invocation that wrote the results took."""
+    runs = [run for row in result.rows for run in row.runs]
+    trained = sum(run.seconds for run in runs)
+    return (
+        f"Compute time: the {_count(len(runs), 'run')} (row × seed) took {_duration(trained)} "
+        f"(the sum of their recorded times, whichever invocation ran them); the invocation that "
+        f"wrote these results took {_duration(result.seconds)} wall clock (runs finished earlier "
+        f"are reused, not retrained)"
+    )
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _value_text(value: object) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
     return str(value)
 
 
-def _table_section(result: ExperimentResult) -> list[Block]:
-    header = ["training"]
-    groups: list[tuple[str, int]] = [("", 1)]
+def mean_std(mean: float, std: float | None, *, digits: int = 2) -> str:
+    """``mean ± std``, or the mean alone where nothing varied (``std`` None: one seed).
+
+    The rule of every lsakit report (the reproduction tables, the studies): a ± is printed only
+    where there was something to vary over.
+    """
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def _table_section(context: ReportContext) -> list[Block]:
+    result = context.result
+    header = ["training", "R&G ours", "paper", "Δ"]
+    groups: list[tuple[str, int]] = [("", 1), ("R&G", 3)]
     for ours, paper in zip(result.eps, result.eps_paper, strict=True):
         header += [f"ε={paper:g} ours", "paper", "Δ"]
         groups.append((f"ε = {paper:g} (ours {ours:.4g})", 3))
-    header += ["R&G ours", "paper", "Δ"]
-    groups.append(("R&G", 3))
     html_header = ["training"] + ["ours", "paper", "Δ"] * (len(result.eps) + 1)
     rows: list[list[Cell]] = []
     for row in result.rows:
-        cells: list[Cell] = [row.name]
+        varied = len(row.runs) > 1  # one seed: nothing varied, no ±
         published = row.published
-        for k, (mean, std) in enumerate(zip(row.mean, row.std, strict=True)):
-            cells.append(f"{_num(mean)} ± {_num(std)}")
-            if published is None:
-                cells += ["—", "—"]
-            else:
-                cells += [_num(published.accuracies[k]), _delta(mean - published.accuracies[k])]
-        cells.append(f"{_num(row.rg_mean)} ± {_num(row.rg_std)}")
+        cells: list[Cell] = [row.name, mean_std(row.rg_mean, row.rg_std if varied else None)]
         if published is None:
             cells += ["—", "—"]
         else:
             cells += [_num(published.rg), _delta(row.rg_mean - published.rg)]
+        for k, (mean, std) in enumerate(zip(row.mean, row.std, strict=True)):
+            cells.append(mean_std(mean, std if varied else None))
+            if published is None:
+                cells += ["—", "—"]
+            else:
+                cells += [_num(published.accuracies[k]), _delta(mean - published.accuracies[k])]
         rows.append(cells)
+    n = len(result.seeds)
+    spread = (
+        f"ours as mean ± sample std over {n} seeds"
+        if n > 1
+        else "ours from one seed (no ±: nothing varied)"
+    )
     return [
         Heading(2, "Results beside the paper"),
         Paragraph(
-            f"FGSM accuracy (%) at each ε and the R&G score (their sum, clean included): ours as "
-            f"mean ± sample std over {len(result.seeds)} seed(s), the paper's published value, and "
-            f"Δ = ours − paper in percentage points. Rows in the paper's order; — where the paper "
-            f"has no such row."
+            f"The R&G score (the sum of the FGSM accuracies over the ε grid, clean included; the "
+            f"paper's headline number) first, then the FGSM accuracy (%) at each ε: {spread}, the "
+            f"paper's published value, and Δ = ours − paper in percentage points. Rows in the "
+            f"paper's order; — where the paper has no such row."
         ),
         Table(header, rows, groups=groups, html_header=html_header, css="results"),
     ]
 
 
-def _lr_section(result: ExperimentResult) -> list[Block]:
+def _lr_section(context: ReportContext) -> list[Block]:
     """Each LR row against its base: the comparison the paper's claims are about."""
+    result = context.result
     lr_rows = [
         r for r in result.rows if r.base is not None and r.base in {x.name for x in result.rows}
     ]
@@ -555,7 +641,8 @@ def _re_change(result: ExperimentResult, base: RowResult, row: RowResult, layers
     return "; ".join(parts) or "—"
 
 
-def _mvl_section(result: ExperimentResult) -> list[Block]:
+def _mvl_section(context: ReportContext) -> list[Block]:
+    result = context.result
     mvl = ", ".join(result.mvl) if result.mvl else "(empty: no layer above the cut-off)"
     blocks: list[Block] = [
         Heading(2, "Most vulnerable layers of the normally trained model"),
@@ -594,11 +681,16 @@ def _eps_reading(result: ExperimentResult) -> str:
     )
 
 
-def _reading_section(result: ExperimentResult, landscape_steps: int) -> list[Block]:
+def _figures_section(context: ReportContext) -> list[Block]:
+    return [Heading(2, "Figures"), *context.figures]
+
+
+def _reading_section(context: ReportContext) -> list[Block]:
+    result, landscape_steps = context.result, context.landscape_steps
     items = [
         "Accuracies are FGSM accuracies (%) on the test set; R&G (robustness and generalization) "
         "is their sum over the ε grid, clean included, as in the paper's tables.",
-        "ours = mean ± sample standard deviation over the seeds (0 for one seed); Δ = ours − paper "
+        "ours = mean ± sample standard deviation over the seeds (no ± for one seed); Δ = ours − paper "
         "in percentage points; Δ of a few points is within what seeds and unpublished training "
         "details (optimizer, epochs, training ε, γ) can explain.",
         _eps_reading(result),
@@ -620,6 +712,17 @@ def _reading_section(result: ExperimentResult, landscape_steps: int) -> list[Blo
     notes = _notes(result.settings)
     items += [f"Profile note: {note}" for note in notes]
     return [Heading(2, "How to read this / differences from the paper"), Bullets(items)]
+
+
+#: The report's sections, in order; a section that has nothing to say returns no blocks.
+SECTIONS: list[Section] = [
+    _settings_section,
+    _table_section,
+    _lr_section,
+    _mvl_section,
+    _figures_section,
+    _reading_section,
+]
 
 
 def _slug(name: str) -> str:
@@ -676,14 +779,19 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
        max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; display: block;
-        overflow-x: auto; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
+        max-width: 100%; overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; vertical-align: top;
+         overflow-wrap: anywhere; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 td.pos { color: #1a7f37; } td.neg { color: #c62828; }
+table.results { font-size: 0.75em; font-variant-numeric: tabular-nums; }
+table.results th, table.results td { padding: 0.15em 0.3em; overflow-wrap: normal; }
+table.results td:first-child { white-space: nowrap; }
 table.results tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
-pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+pre { background: #f6f6f6; padding: 0.8em; font-size: 0.8em; white-space: pre-wrap;
+      overflow-wrap: anywhere; }
 """
 
 
@@ -691,7 +799,8 @@ def _html_cell(tag: str, cell: Cell, span: int = 1) -> str:
     text, css = (cell, "") if isinstance(cell, str) else cell
     attrs = f' class="{html.escape(css)}"' if css else ""
     attrs += f' colspan="{span}"' if span > 1 else ""
-    return f"<{tag}{attrs}>{html.escape(text)}</{tag}>"
+    # "mean ± std" may wrap in a narrow column, but only before the ±, never after it.
+    return f"<{tag}{attrs}>{html.escape(text).replace('± ', '±&nbsp;')}</{tag}>"
 
 
 def render_html(blocks: Sequence[Block], root: Path, *, title: str) -> str:
