@@ -12,6 +12,9 @@ Options, all keyword-only:
   caller can pass them uniformly);
 - for :func:`load` also: ``batch_size`` (128), ``shuffle`` (True for train, False for test),
   ``num_workers`` (0) and ``seed`` (the shuffle order only, never the data);
+- for ``mnist``, ``fashion-mnist``, ``cifar10``: ``domain`` (``unit``, the default: every
+  perturbation is clipped to [0, 1]; ``unbounded``: the pixels are still in [0, 1] but attacks and
+  noises may leave it — no clamping, the paper protocol's convention for MNIST);
 - for ``moons``: ``n_samples`` (1500, a third of them test), ``noise`` (0.1), ``data_seed``
   (0: the generator and the train/test split) and ``coordinates`` (``unit``: the isotropic map
   into [0, 1], the default; ``standardized``: per-feature z-scores with the training split's mean
@@ -27,8 +30,8 @@ classes are read from the data):
   ``y_test``, ``domain``, ``class_names``; :mod:`lsakit.data.tensor_file`; options ``domain``,
   ``test_fraction``, ``data_seed``), domain from the ``domain`` option, else the file, else [0, 1].
 
-Every data set carries its input domain (:func:`domain`): [0, 1] for the image sets and unit
-moons, unbounded for standardized or raw moons. The trainer, the CLI and the experiment runner
+Every data set carries its input domain (:func:`domain`): [0, 1] for the image sets (unless
+``domain=unbounded``) and unit moons, unbounded for standardized or raw moons. The trainer, the CLI and the experiment runner
 declare it (:func:`lsakit.domain.input_domain`) for the work they run on the data.
 """
 
@@ -91,6 +94,22 @@ _DomainOf: TypeAlias = Callable[[Mapping[str, object]], InputDomain]
 
 def _unit_domain(options: Mapping[str, object]) -> InputDomain:
     return UNIT
+
+
+#: The ``domain`` option of the image sets: their pixels are always in [0, 1]; the option says
+#: whether perturbations stay there (``unit``, the default) or may leave it (``unbounded``: no
+#: clamping anywhere — the unclamped convention of the paper protocol, issue 12).
+_IMAGE_DOMAINS = {"unit": UNIT, "unbounded": UNBOUNDED}
+
+
+def _image_domain(options: Mapping[str, object]) -> InputDomain:
+    value = options.get("domain", "unit")
+    if not isinstance(value, str) or value.strip().lower() not in _IMAGE_DOMAINS:
+        raise ConfigError(
+            f"data option domain of an image data set must be 'unit' (perturbations stay in "
+            f"[0, 1]) or 'unbounded' (they may leave it), got {value!r}"
+        )
+    return _IMAGE_DOMAINS[value.strip().lower()]
 
 
 @dataclass(frozen=True)
@@ -231,6 +250,8 @@ _REGISTRY: dict[str, _Entry] = {
             class_names=_DIGITS,
         ),
         _idx_loader("mnist"),
+        options=("domain",),
+        domain=_image_domain,
     ),
     "fashion-mnist": _Entry(
         DatasetInfo(
@@ -242,6 +263,8 @@ _REGISTRY: dict[str, _Entry] = {
             class_names=_FASHION,
         ),
         _idx_loader("fashion-mnist"),
+        options=("domain",),
+        domain=_image_domain,
     ),
     "cifar10": _Entry(
         DatasetInfo(
@@ -253,6 +276,8 @@ _REGISTRY: dict[str, _Entry] = {
             class_names=_CIFAR10,
         ),
         _load_cifar10,
+        options=("domain",),
+        domain=_image_domain,
     ),
 }
 

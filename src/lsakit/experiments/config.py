@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lsakit.analysis import DEFAULT_ETA
 from lsakit.errors import ConfigError
-from lsakit.experiments.results import PublishedRow
+from lsakit.experiments.results import PublishedClaims, PublishedRow
 
 #: The paper's names of the base methods (Table 2 writes TRADES as "AT-TRADE").
 BASE_NAMES = {
@@ -226,3 +226,9 @@ def load_table(filename: str) -> tuple[list[float], dict[str, PublishedRow]]:
     data = _read_yaml("tables", filename)
     rows = {name: PublishedRow.model_validate(row) for name, row in data["rows"].items()}
     return [float(e) for e in data["eps"]], rows
+
+
+def load_claims(filename: str) -> PublishedClaims | None:
+    """The paper's claims about the table's experiment (its ``claims`` entry), if it states any."""
+    claims = _read_yaml("tables", filename).get("claims")
+    return None if claims is None else PublishedClaims.model_validate(claims)

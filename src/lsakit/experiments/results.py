@@ -28,6 +28,24 @@ class PublishedRow(_Frozen):
     rg: float
 
 
+class PublishedCurve(_Frozen):
+    """A per-layer curve the paper states: relative error per layer under one perturbation."""
+
+    perturbation: str  # the perturbation's kind, e.g. "pgd"
+    values: list[float]
+
+
+class PublishedClaims(_Frozen):
+    """What the paper's text claims about an experiment (``claims`` in ``tables/*.yaml``)."""
+
+    #: the normal model's relative error per layer (the "before" curve)
+    normal_curve: PublishedCurve | None = None
+    #: the MVL list / proposal the paper reads off the normal model
+    mvl: list[str] | None = None
+    #: the proposal of the paper's headline rows (Moon: L2 for every base; MNIST: L0)
+    best_proposal: str | None = None
+
+
 class RunResult(_Frozen):
     """One seed of one row."""
 
@@ -110,6 +128,8 @@ class ExperimentResult(JsonResult):
     rows: list[RowResult]
     settings: dict[str, Any]  # the resolved experiment config (training, attacks, profile notes)
     seconds: float
+    #: the paper's claims about this experiment (copied from its table file; None: none stated)
+    published_claims: PublishedClaims | None = None
 
     def row(self, name: str) -> RowResult:
         """The row called ``name`` (KeyError if absent)."""

@@ -39,7 +39,7 @@ from torch import nn
 from lsakit.errors import ConfigError
 from lsakit.models.cnn import model_b
 from lsakit.models.mlp import model_a
-from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, Normalize
 from lsakit.models.preact_resnet import PreActResNet, preact_resnet18
 from lsakit.models.sources import HFClassifier, ModelSource, ModelSpec, parse_spec, resolve_external
 from lsakit.models.vgg import VGG, vgg19
@@ -49,6 +49,8 @@ from lsakit.nas.genotype import genotype_network, portable_genotype_kwargs
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "MNIST_MEAN",
+    "MNIST_STD",
     "VGG",
     "HFClassifier",
     "ModelInfo",

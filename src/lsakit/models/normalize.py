@@ -18,6 +18,10 @@ from lsakit.errors import ConfigError, InputError
 #: CIFAR-10 training-set channel means and standard deviations (the values used by RobustBench).
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2471, 0.2435, 0.2616)
+#: MNIST training-set mean and standard deviation of the pixels (the values of torchvision's
+#: MNIST examples).
+MNIST_MEAN: tuple[float] = (0.1307,)
+MNIST_STD: tuple[float] = (0.3081,)
 
 
 class Normalize(nn.Module):

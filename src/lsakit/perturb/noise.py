@@ -6,7 +6,9 @@ the per-element semantics of ``skimage.util.random_noise`` (mode ``gaussian``, `
 ``pepper``, ``s&p``, ``speckle``): every element (pixel × channel) is drawn independently, and the
 result is clipped to the declared input domain (:mod:`lsakit.domain`; [0, 1] by default, no
 clipping for unbounded inputs). Salt writes the domain's high bound and pepper its low bound (1 and
-0 in [0, 1]); they need a bounded domain. The labels ``y`` are ignored.
+0 in [0, 1]); they need a bounded domain, unless ``value`` names what they write (e.g.
+``pepper=0.3,value=0`` for MNIST pixels under the unbounded domain of the paper protocol). The
+labels ``y`` are ignored.
 
 With ``seed`` set, draws come from a :class:`torch.Generator` on the input's device that is created
 on the first call and re-used, so a fresh object with the same seed reproduces the same sequence.
@@ -26,6 +28,7 @@ from torch import Tensor
 
 from lsakit._checks import check_nonnegative, check_probability
 from lsakit.domain import check_finite_width, current_domain
+from lsakit.errors import ConfigError
 from lsakit.perturb.base import Perturbation, SeededGenerators, clamp_domain
 
 
@@ -131,22 +134,34 @@ class SaltPepperNoise(_Noise):
 
 
 class _Impulse(_Noise):
-    """Each element is set to ``_value`` with probability ``amount`` (salt: 1, pepper: 0)."""
+    """Each element is set to a value with probability ``amount``: ``value`` when given, else
+    the domain's high (salt) or low (pepper) bound."""
 
     _high: ClassVar[bool]
 
-    def __init__(self, *, amount: float, seed: int | None = None) -> None:
+    def __init__(
+        self, *, amount: float, value: float | None = None, seed: int | None = None
+    ) -> None:
         super().__init__(seed=seed)
         self.amount = check_probability(amount, "amount")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value != value
+        ):
+            raise ConfigError(f"{self.name} noise: value must be a number, got {value!r}")
+        self.value = None if value is None else float(value)
 
     def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        hits = self._random.uniform(x) < self.amount
+        if self.value is not None:
+            return torch.where(hits, torch.full_like(x, self.value), x)
         domain = current_domain()
-        check_finite_width(domain, f"{self.name} noise")
+        check_finite_width(domain, f"{self.name} noise (or give value=…)")
         value = domain.high_like(x) if self._high else domain.low_like(x)
-        return _fill(x, self._random.uniform(x) < self.amount, value, domain.scalar)
+        return _fill(x, hits, value, domain.scalar)
 
     def params(self) -> dict[str, Any]:
-        return {"amount": self.amount, "seed": self.seed}
+        given = {} if self.value is None else {"value": self.value}
+        return {"amount": self.amount, **given, "seed": self.seed}
 
 
 class SaltNoise(_Impulse):
@@ -156,6 +171,7 @@ class SaltNoise(_Impulse):
 
     Args:
         amount: probability in [0, 1] that an element becomes 1; 0 returns x.
+        value: what a salted element becomes (default: the domain's high bound).
         seed: seed of a dedicated generator (``None``: torch's global generator).
     """
 
@@ -170,6 +186,7 @@ class PepperNoise(_Impulse):
 
     Args:
         amount: probability in [0, 1] that an element becomes 0; 0 returns x.
+        value: what a peppered element becomes (default: the domain's low bound).
         seed: seed of a dedicated generator (``None``: torch's global generator).
     """
 
