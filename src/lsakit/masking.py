@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from lsakit._checks import check_inputs, check_labels, check_nonnegative, check_positive_int
 from lsakit._outputs import OutputSelector, select_logits
+from lsakit._progress import Progress
 from lsakit._torch import eval_mode, model_device
 from lsakit.domain import current_domain
 from lsakit.perturb.pgd import PGD
@@ -176,26 +177,32 @@ def check_eps_growth(
     output: OutputSelector = None,
     *,
     seed: int = 0,
+    progress: bool = False,
 ) -> CheckOutcome:
     """Does PGD's robust accuracy fall to ~0 as ε grows to 1?
 
-    ``x`` should hold correctly classified samples (the accuracy is over them).
+    ``x`` should hold correctly classified samples (the accuracy is over them). ``progress``
+    shows a bar over the ε values (plain lines where stdout is not a terminal).
     """
     eps = check_nonnegative(eps, "eps")
     width = current_domain().width()
     grid = growth_grid(eps, width)
     accuracies = []
-    for value in grid:
-        attack = PGD(
-            model,
-            eps=value,
-            alpha=GROWTH_STEP_FACTOR * value / GROWTH_STEPS,
-            steps=GROWTH_STEPS,
-            seed=seed,
-            output=output,
-        )
-        x_adv = attack(x, y)
-        accuracies.append(float((_logits(model, x_adv, output).argmax(dim=1) == y).float().mean()))
+    with Progress(progress) as shown:
+        task = shown.add_task("check eps-growth (PGD-20)", len(grid), "ε values")
+        for value in grid:
+            attack = PGD(
+                model,
+                eps=value,
+                alpha=GROWTH_STEP_FACTOR * value / GROWTH_STEPS,
+                steps=GROWTH_STEPS,
+                seed=seed,
+                output=output,
+            )
+            x_adv = attack(x, y)
+            correct = _logits(model, x_adv, output).argmax(dim=1) == y
+            accuracies.append(float(correct.float().mean()))
+            shown.advance(task)
     evidence = "PGD-20 accuracy on correctly classified samples at ε = " + ", ".join(
         f"{e:g}: {100 * a:.1f}%" for e, a in zip(grid, accuracies, strict=True)
     )
@@ -253,10 +260,12 @@ def masking_checks(
     n: int = 256,
     output: OutputSelector = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[CheckOutcome]:
     """All the checks on the first ``n`` correctly classified points of ``(x, y)``.
 
     ``suite_result`` adds the black-box check (and, for the rand suite, accepts randomness).
+    ``progress`` shows the progress of the ε-growth check, the one that takes time.
     """
     x = check_inputs(x, "x")
     y = check_labels(y, x.shape[0], "y")
@@ -286,7 +295,7 @@ def masking_checks(
     else:
         xs, ys = x[keep], y[keep]
         outcomes.append(check_gradients(model, xs, ys, output))
-        outcomes.append(check_eps_growth(model, xs, ys, eps, output, seed=seed))
+        outcomes.append(check_eps_growth(model, xs, ys, eps, output, seed=seed, progress=progress))
     if suite_result is not None:
         outcomes.append(check_black_box(suite_result))
     return outcomes

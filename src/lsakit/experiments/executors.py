@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from lsakit._progress import Progress
 from lsakit.errors import ConfigError, LsakitError
 
 P = TypeVar("P")
@@ -110,13 +111,23 @@ class Executor(ABC):
         """``{(row, seed): fn(payload, *needed)}`` of every job, or :class:`GridError` at the end.
 
         ``out_dir`` (and ``data_dir``) are where the runs read and write their files; ``on_done``
-        is called in this process as each run finishes, in the order they finish.
+        is called in this process as each run finishes, in the order they finish. With ``log``
+        (its lines: failures, warnings), the finished runs are counted on a progress bar (plain
+        lines where stdout is not a terminal, :mod:`lsakit._progress`).
         """
         _check_order(jobs)
-        outcome = self._execute(
-            fn, jobs, out_dir=out_dir, data_dir=data_dir,
-            on_done=on_done or (lambda job, result: None), log=log or (lambda line: None),
-        )  # fmt: skip
+        with Progress(log is not None) as shown:
+            task = shown.add_task("grid", len(jobs), "runs")
+
+            def finished(job: Job[Any], result: Result) -> None:
+                if on_done is not None:
+                    on_done(job, result)
+                shown.advance(task)
+
+            outcome = self._execute(
+                fn, jobs, out_dir=out_dir, data_dir=data_dir, on_done=finished,
+                log=log or (lambda line: None),
+            )  # fmt: skip
         outcome.settle(jobs)
         if outcome.failed:
             raise GridError(_failure_message(jobs, outcome, out_dir), [

@@ -236,7 +236,7 @@ def run_experiment(
 
     outcomes = (executor or LocalExecutor(jobs, threads=1)).run(
         _run, grid, out_dir=out, data_dir=None if data_dir is None else Path(data_dir),
-        on_done=done, log=say,
+        on_done=done, log=log,
     )  # fmt: skip
 
     results = []
@@ -251,7 +251,9 @@ def run_experiment(
             resolved_layers=resolved, runs=runs, published=published.get(row.name),
         ))  # fmt: skip
 
-    normal_lsa, mvl, labels = _normal_lsa(config, profile, out, seeds[0], data_dir, device)
+    normal_lsa, mvl, labels = _normal_lsa(
+        config, profile, out, seeds[0], data_dir, device, progress=log is not None
+    )
     result = ExperimentResult(
         experiment=name, profile=profile, protocol=chosen, dataset=config.dataset,
         model=config.model,
@@ -316,6 +318,8 @@ def _normal_lsa(
     seed: int,
     data_dir: str | Path | None,
     device: str,
+    *,
+    progress: bool = False,
 ) -> tuple[dict[str, list[float | None]], list[str], list[str]]:
     """LSA of the normally trained model under the noises and attacks: curves, MVL, labels."""
     model, _ = load_checkpoint(out / "runs" / "Normal" / f"seed-{seed}" / CHECKPOINT_NAME)
@@ -328,7 +332,7 @@ def _normal_lsa(
         config.dataset, "test", batch_size=256, shuffle=False,
         limit=config.profiles[profile].lsa_limit, data_dir=data_dir, **config.data_options,
     )  # fmt: skip
-    result = analyze(model, loader, perturbations)
+    result = analyze(model, loader, perturbations, progress=progress)
     attack_name = perturb.parse_spec(config.lsa_attack)[0]
     mvl = [layer.label for layer in result.most_vulnerable_layers(config.eta, attack_name)]
     curves = {p.name: p.means() for p in result.perturbations}
