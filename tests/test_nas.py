@@ -533,6 +533,58 @@ def test_search_dual_update_per_step_and_warmup() -> None:
     assert warm[2].log_lam_bar == pytest.approx(warm[2].mu_f)  # factor 1: ln λ̄_F = μ_F⁽⁰⁾
 
 
+def test_the_default_warm_up_leaves_the_architecture_at_least_one_epoch() -> None:
+    assert SearchConfig().arch_warmup_epochs == 1  # 5 epochs: the first weight-only
+    assert SearchConfig(epochs=2).arch_warmup_epochs == 1
+    assert SearchConfig(epochs=1).arch_warmup_epochs == 0  # a one-epoch search: none
+    assert SearchConfig(epochs=1).to_dict()["arch_warmup_epochs"] == 0  # recorded resolved
+    assert SearchConfig(epochs=3, arch_warmup_epochs=2).arch_warmup_epochs == 2
+    _, records = run_tiny_search(True, arch_warmup_epochs=None)  # 1 epoch: architecture steps
+    assert all(math.isfinite(r.val_loss) for r in records)
+
+
+def test_epochs_count_from_one_and_the_lines_show_g_and_u_once_they_exist() -> None:
+    _, warm = run_tiny_search(True, epochs=2, arch_warmup_epochs=1, max_steps=1)
+    assert [(r.kind, r.epoch, r.step) for r in warm] == [
+        ("step", 1, 1), ("epoch", 1, 1), ("step", 2, 2), ("epoch", 2, 2),
+    ]  # fmt: skip
+    first, second = warm[1], warm[3]
+    assert first.describe() == (
+        f"epoch 1 (weight-only warm-up): train loss {first.train_loss:.4f}, "
+        f"μ_F {first.mu_f:.3f}, σ_F {first.sigma_f:.3f}, val acc {first.val_accuracy:.3f}"
+    )
+    assert second.describe() == (
+        f"epoch 2: train loss {second.train_loss:.4f}, μ_F {second.mu_f:.3f}, "
+        f"σ_F {second.sigma_f:.3f}, g {second.g:+.3f}, u {second.u:.3f}, "
+        f"val acc {second.val_accuracy:.3f}"
+    )
+    assert warm[2].describe().startswith(f"step 2: train loss {warm[2].train_loss:.4f}, ")
+
+
+def test_a_one_epoch_search_command_runs_and_prints_its_progress(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    shared_data: Path,
+) -> None:
+    from helpers import run_cli
+
+    monkeypatch.setenv("LSAKIT_PROGRESS_INTERVAL", "0")  # a line for every step
+    code, out, err = run_cli(["search", "--cells", "1", "--nodes", "2", "--channels", "4",
+                              "--epochs", "1", "--limit", "256", "--out", str(tmp_path),
+                              "--data-dir", str(shared_data)], capsys)  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    # 128 training images in batches of 64: two steps of epoch 1 of 1
+    steps = [line.split(",")[0] for line in lines if line.startswith("epoch 1/1: ")]
+    assert steps == ["epoch 1/1: 1/2 steps (50%)", "epoch 1/1: 2/2 steps (100%)"]
+    (epoch,) = [line for line in lines if line.startswith("epoch 1: ")]  # counted from 1
+    assert ", g " in epoch and ", u " in epoch and "nan" not in out
+    saved = json.loads((tmp_path / "search.json").read_text())
+    assert saved["config"]["arch_warmup_epochs"] == 0
+    assert [r["epoch"] for r in saved["history"]] == [1, 1, 1]
+
+
 def test_search_config_and_data_validation() -> None:
     with pytest.raises(ConfigError, match="eta must lie strictly"):
         SearchConfig(eta=1.5)
@@ -540,7 +592,7 @@ def test_search_config_and_data_validation() -> None:
         SearchConfig(dual_update="batch")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"reduction cell positions must lie in \[0, 2\)"):
         SearchConfig(cells=2, reductions=(2,))
-    with pytest.raises(ConfigError, match="would never be trained"):
+    with pytest.raises(ConfigError, match="would never be trained; lower arch_warmup_epochs"):
         SearchConfig(epochs=2, arch_warmup_epochs=2)
     x, y, xv, yv = tiny_data()
     with pytest.raises(InputError, match="outside \\[0, 1\\]"):

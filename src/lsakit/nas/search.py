@@ -21,7 +21,8 @@ Choices where the paper is silent *(inferred/chosen, all in* :class:`SearchConfi
 * λ̄_F = exp(μ_F⁽⁰⁾)·``lam_bar_factor`` with μ_F⁽⁰⁾ at the first architecture step (after
   ``arch_warmup_epochs``), or the absolute ``lam_bar``; factor 1 asks the 90% quantile of λ_F not
   to exceed the initial median;
-* one weight-only warm-up epoch by default (``arch_warmup_epochs=1``; PC-DARTS uses 15 of 50):
+* one weight-only warm-up epoch by default (``arch_warmup_epochs`` None: 1, or 0 for a one-epoch
+  search; PC-DARTS uses 15 of 50):
   the BN factors of λ_o use the running variances, which start at 1; while they settle on the
   data, μ_F moves for reasons no architecture choice controls (measured on 10×10 random inputs,
   8 channels: +1 nat per step over the first steps), so μ_F⁽⁰⁾ is taken after the warm-up;
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lsakit._checks import check_inputs, check_labels
+from lsakit._progress import Progress
 from lsakit._torch import eval_mode, seed_everything
 from lsakit.errors import ConfigError, InputError
 from lsakit.nas._validation import (
@@ -62,6 +64,8 @@ from lsakit.nas.ops import DEFAULT_POOL_BOUND, POOL_BOUNDS, SMALL_SEARCH_OPS, Po
 from lsakit.nas.supernet import DEFAULT_SIGMA_INIT, Supernet
 
 DualUpdate = Literal["epoch", "step"]
+#: Weight-only epochs before the first architecture step, by default (PC-DARTS: 15 of 50).
+ARCH_WARMUP_EPOCHS = 1
 DUAL_UPDATES: tuple[str, ...] = get_args(DualUpdate)
 
 
@@ -72,7 +76,8 @@ class SearchConfig:
     Supernet: ``cells``, ``nodes``, ``channels``, ``ops``, ``reductions``, ``stem_multiplier``,
     ``num_classes``, ``sigma_init`` (see :class:`~lsakit.nas.supernet.Supernet`).
     Schedule: ``epochs``, ``batch_size``, ``seed``, ``max_steps`` (per epoch, None = all
-    batches), ``arch_warmup_epochs`` (weight-only epochs first, as PC-DARTS).
+    batches), ``arch_warmup_epochs`` (weight-only epochs first, as PC-DARTS; None, the default:
+    :data:`ARCH_WARMUP_EPOCHS`, fewer when the search has no more epochs, resolved on creation).
     Weights (SGD): ``weight_lr`` → ``weight_lr_min`` (cosine), ``weight_momentum``,
     ``weight_decay``, ``grad_clip``. Architecture (Adam): ``arch_lr``, ``arch_betas``,
     ``arch_weight_decay``.
@@ -95,7 +100,7 @@ class SearchConfig:
     batch_size: int = 64
     seed: int = 0
     max_steps: int | None = None
-    arch_warmup_epochs: int = 1
+    arch_warmup_epochs: int | None = None
 
     weight_lr: float = 0.025
     weight_lr_min: float = 0.001
@@ -124,13 +129,18 @@ class SearchConfig:
         for name in ("epochs", "batch_size", "power_iters"):
             positive_int(getattr(self, name), name)
         nonnegative_int(self.seed, "seed")
-        nonnegative_int(self.arch_warmup_epochs, "arch_warmup_epochs")
+        warmup = self.arch_warmup_epochs
+        if warmup is None:  # the default, fewer for a short search: the architecture gets ≥ 1 epoch
+            warmup = min(ARCH_WARMUP_EPOCHS, self.epochs - 1)
+            object.__setattr__(self, "arch_warmup_epochs", warmup)
+        nonnegative_int(warmup, "arch_warmup_epochs")
         if self.max_steps is not None:
             positive_int(self.max_steps, "max_steps")
-        if self.arch_warmup_epochs >= self.epochs:
+        if warmup >= self.epochs:
             raise ConfigError(
-                f"arch_warmup_epochs ({self.arch_warmup_epochs}) must be < epochs "
-                f"({self.epochs}): the architecture would never be trained"
+                f"arch_warmup_epochs ({warmup}) must be < epochs "
+                f"({self.epochs}): the architecture would never be trained; lower "
+                f"arch_warmup_epochs or give more epochs"
             )
         object.__setattr__(self, "ops", tuple(self.ops))
         object.__setattr__(self, "reductions", check_reductions(self.reductions, self.cells))
@@ -174,6 +184,8 @@ class SearchConfig:
 class SearchRecord:
     """Progress of one step (``kind="step"``) or one epoch (``kind="epoch"``, means over steps).
 
+    ``epoch`` counts from 1 (as ``lsakit train``); ``step`` counts the search's steps from 1.
+
     ``val_loss`` is the architecture step's CE (NaN during weight-only warm-up epochs);
     ``arch_loss`` the full objective; μ_F, σ_F, g as the step's architecture update used them
     (before it), u after the step (for an epoch record: μ_F, σ_F, g at the epoch's end and u
@@ -194,6 +206,23 @@ class SearchRecord:
     log_lam_bar: float
     weight_lr: float
     val_accuracy: float | None = None
+
+    def describe(self) -> str:
+        """One line, as ``lsakit search`` prints it; g and u only once they exist (the
+        constraint starts with the first architecture step, after the weight-only warm-up)."""
+        warm_up = math.isnan(self.g)
+        head = f"epoch {self.epoch}" if self.kind == "epoch" else f"step {self.step}"
+        parts = [
+            f"{head}{' (weight-only warm-up)' if warm_up else ''}: train loss "
+            f"{self.train_loss:.4f}",
+            f"μ_F {self.mu_f:.3f}",
+            f"σ_F {self.sigma_f:.3f}",
+        ]
+        if not warm_up:
+            parts += [f"g {self.g:+.3f}", f"u {self.u:.3f}"]
+        if self.val_accuracy is not None:
+            parts.append(f"val acc {self.val_accuracy:.3f}")
+        return ", ".join(parts)
 
 
 @dataclass
@@ -282,6 +311,7 @@ def search(
     y_val: Tensor,
     *,
     progress: ProgressFn | None = None,
+    show_progress: bool = False,
     device: torch.device | str | None = None,
 ) -> SearchResult:
     """Run a RACL search (module docstring) and discretize the result.
@@ -291,6 +321,8 @@ def search(
         x_train, y_train: the weights' data, images (N, C, H, W) in [0, 1] and labels (N,).
         x_val, y_val: the architecture's data (DARTS splits the training set in halves).
         progress: called with a :class:`SearchRecord` after every step and every epoch.
+        show_progress: a bar over each epoch's steps (plain lines where stdout is not a
+            terminal; :mod:`lsakit._progress`).
         device: where the supernet runs (default: ``x_train``'s device); batches are moved there.
 
     Returns:
@@ -344,78 +376,83 @@ def search(
         if progress is not None:
             progress(record)
 
-    for epoch in range(config.epochs):
-        arch_active = epoch >= config.arch_warmup_epochs
-        train_batches = _batches(x_train.shape[0], config.batch_size, order)
-        val_batches = _batches(x_val.shape[0], config.batch_size, order)
-        if config.max_steps is not None:
-            train_batches = train_batches[: config.max_steps]
-        lr = float(weight_opt.param_groups[0]["lr"])
-        step_records: list[SearchRecord] = []
-        for b, idx in enumerate(train_batches):
-            val_loss = arch_loss = math.nan
-            # -- architecture step (validation batch) ------------------------------------------
-            net.train()
-            with torch.set_grad_enabled(arch_active):
-                mu_f, sigma_f = bound()
-            if log_lam_bar is None and arch_active:
-                log_lam_bar = _initial_log_lam_bar(config, float(mu_f.detach()))
-            if arch_active:
-                assert log_lam_bar is not None
-                vidx = val_batches[b % len(val_batches)]
-                g = constraint(mu_f, sigma_f, math.exp(log_lam_bar), config.eta)
-                ce_val, loss = _architecture_step(
-                    net, arch_opt, x_val[vidx].to(target), y_val[vidx].to(target), g, u, config
+    warmup = config.arch_warmup_epochs or 0  # an int once the config exists
+    with Progress(show_progress) as shown:
+        for epoch in range(1, config.epochs + 1):
+            arch_active = epoch > warmup
+            train_batches = _batches(x_train.shape[0], config.batch_size, order)
+            val_batches = _batches(x_val.shape[0], config.batch_size, order)
+            if config.max_steps is not None:
+                train_batches = train_batches[: config.max_steps]
+            lr = float(weight_opt.param_groups[0]["lr"])
+            step_records: list[SearchRecord] = []
+            task = shown.add_task(f"epoch {epoch}/{config.epochs}", len(train_batches), "steps")
+            for b, idx in enumerate(train_batches):
+                val_loss = arch_loss = math.nan
+                # -- architecture step (validation batch) --------------------------------------
+                net.train()
+                with torch.set_grad_enabled(arch_active):
+                    mu_f, sigma_f = bound()
+                if log_lam_bar is None and arch_active:
+                    log_lam_bar = _initial_log_lam_bar(config, float(mu_f.detach()))
+                if arch_active:
+                    assert log_lam_bar is not None
+                    vidx = val_batches[b % len(val_batches)]
+                    g = constraint(mu_f, sigma_f, math.exp(log_lam_bar), config.eta)
+                    ce_val, loss = _architecture_step(
+                        net, arch_opt, x_val[vidx].to(target), y_val[vidx].to(target), g, u, config
+                    )
+                    if config.lipschitz and config.dual_update == "step":
+                        u = max(0.0, u + config.penalty * float(g.detach()))
+                    val_loss, arch_loss = float(ce_val), float(loss)
+                # -- weight step (training batch) ---------------------------------------------
+                ce = _weight_step(
+                    net, weight_opt, x_train[idx].to(target), y_train[idx].to(target), config
                 )
-                if config.lipschitz and config.dual_update == "step":
-                    u = max(0.0, u + config.penalty * float(g.detach()))
-                val_loss, arch_loss = float(ce_val), float(loss)
-            # -- weight step (training batch) -------------------------------------------------
-            ce = _weight_step(
-                net, weight_opt, x_train[idx].to(target), y_train[idx].to(target), config
+                step += 1
+                record = SearchRecord(
+                    kind="step",
+                    epoch=epoch,
+                    step=step,
+                    train_loss=float(ce),
+                    val_loss=val_loss,
+                    arch_loss=arch_loss,
+                    mu_f=float(mu_f.detach()),
+                    sigma_f=float(sigma_f.detach()),
+                    g=float(g.detach()) if arch_active else math.nan,
+                    u=u,
+                    log_lam_bar=math.nan if log_lam_bar is None else log_lam_bar,
+                    weight_lr=lr,
+                )
+                step_records.append(record)
+                emit(record)
+                shown.advance(task, note=f"train loss {record.train_loss:.4f}")
+            shown.remove_task(task)
+            schedule.step()
+            # -- epoch end: the bound with the current weights, the dual update ----------------
+            with torch.no_grad():
+                mu_f, sigma_f = bound()
+                if log_lam_bar is not None:
+                    g = constraint(mu_f, sigma_f, math.exp(log_lam_bar), config.eta)
+            if arch_active and config.lipschitz and config.dual_update == "epoch":
+                u = max(0.0, u + config.penalty * float(g))
+            emit(
+                SearchRecord(
+                    kind="epoch",
+                    epoch=epoch,
+                    step=step,
+                    train_loss=_mean(r.train_loss for r in step_records),
+                    val_loss=_mean(r.val_loss for r in step_records),
+                    arch_loss=_mean(r.arch_loss for r in step_records),
+                    mu_f=float(mu_f),
+                    sigma_f=float(sigma_f),
+                    g=float(g) if log_lam_bar is not None else math.nan,
+                    u=u,
+                    log_lam_bar=math.nan if log_lam_bar is None else log_lam_bar,
+                    weight_lr=lr,
+                    val_accuracy=_accuracy(net, x_val, y_val, config.batch_size, target),
+                )
             )
-            step += 1
-            record = SearchRecord(
-                kind="step",
-                epoch=epoch,
-                step=step,
-                train_loss=float(ce),
-                val_loss=val_loss,
-                arch_loss=arch_loss,
-                mu_f=float(mu_f.detach()),
-                sigma_f=float(sigma_f.detach()),
-                g=float(g.detach()) if arch_active else math.nan,
-                u=u,
-                log_lam_bar=math.nan if log_lam_bar is None else log_lam_bar,
-                weight_lr=lr,
-            )
-            step_records.append(record)
-            emit(record)
-        schedule.step()
-        # -- epoch end: the bound with the current weights, the dual update --------------------
-        with torch.no_grad():
-            mu_f, sigma_f = bound()
-            if log_lam_bar is not None:
-                g = constraint(mu_f, sigma_f, math.exp(log_lam_bar), config.eta)
-        if arch_active and config.lipschitz and config.dual_update == "epoch":
-            u = max(0.0, u + config.penalty * float(g))
-        emit(
-            SearchRecord(
-                kind="epoch",
-                epoch=epoch,
-                step=step,
-                train_loss=_mean(r.train_loss for r in step_records),
-                val_loss=_mean(r.val_loss for r in step_records),
-                arch_loss=_mean(r.arch_loss for r in step_records),
-                mu_f=float(mu_f),
-                sigma_f=float(sigma_f),
-                g=float(g) if log_lam_bar is not None else math.nan,
-                u=u,
-                log_lam_bar=math.nan if log_lam_bar is None else log_lam_bar,
-                weight_lr=lr,
-                val_accuracy=_accuracy(net, x_val, y_val, config.batch_size, target),
-            )
-        )
     genotype = discretize(net, config.discretize_rule, config.discretize_z)
     return SearchResult(
         config=config,

@@ -60,6 +60,7 @@ def search_for_study(
     data_dir: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: ProgressFn | None = None,
+    show_progress: bool = False,
 ) -> dict[str, float]:
     """Search on ``dataset``, write the genotype (and search.json, cell.png), return metrics.
 
@@ -71,6 +72,7 @@ def search_for_study(
         data_dir: the data directory (default: lsakit's).
         device: where the supernet runs (default: the CPU, where the data is).
         progress: per-step/epoch callback, as :func:`~lsakit.nas.search.search`.
+        show_progress: a bar (or plain lines) over each epoch's steps, as there.
 
     Returns:
         ``{"mu_F": μ_F, "sigma_F": σ_F, "mu_F target (ln λ̄_F)": ln λ̄_F}`` at the search's end
@@ -83,8 +85,9 @@ def search_for_study(
     if half < 1:
         raise ConfigError(f"the search needs at least 2 training images, got {x.shape[0]}")
     result = search(
-        config, x[:half], y[:half], x[half:], y[half:], device=device, progress=progress
-    )
+        config, x[:half], y[:half], x[half:], y[half:], device=device, progress=progress,
+        show_progress=show_progress,
+    )  # fmt: skip
     write_search_outputs(result, genotype_path)
     return {
         "mu_F": result.mu_f,
