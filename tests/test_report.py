@@ -281,6 +281,7 @@ def test_report_writes_both_documents_and_the_figures(report: tuple[Path, Path, 
     assert names == [
         "decision_boundaries.png",
         "landscape_at-fgsm.png",  # only AT-FGSM has LR rows
+        "normal_lsa.png",
         "relative_error_at-fgsm.png",
         "relative_error_at-pgd.png",
         "rg_scores.png",
@@ -295,7 +296,7 @@ def test_html_is_self_contained(report: tuple[Path, Path, Path]) -> None:
     for external in ('src="http', "href=", "<link", "<script", "url(", "@import"):
         assert external not in text
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == len(list((out / "figures").iterdir())) == 5
+    assert len(images) == len(list((out / "figures").iterdir())) == 6
 
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
 
@@ -520,3 +521,26 @@ def test_decision_regions_have_axes_in_the_data_coordinates_and_a_class_legend(
     fig = decision_boundaries_figure(standardized, data_x=3 * x - 1.5, data_y=y)
     assert fig.axes[0].get_xlabel() == "x₁ (standardized coordinates)"
     assert fig.axes[0].get_xlim()[0] < -1.5 < 1.5 < fig.axes[0].get_xlim()[1]
+
+
+def test_normal_lsa_figure_overlays_the_papers_curve() -> None:
+    """The normal model's LSA figure draws one line per perturbation and, where the paper states
+    a curve, that curve's values as the last line."""
+    from lsakit.experiments.results import PublishedClaims, PublishedCurve
+    from lsakit.report.figures import normal_lsa_figure
+
+    result = ExperimentResult.model_validate(
+        {
+            "experiment": "mnist", "profile": "quick", "dataset": "mnist", "model": "model_b",
+            "eps": [0.0], "eps_paper": [0.0], "seeds": [0], "layer_labels": ["L0", "L1", "L2"],
+            "normal_lsa": {"fgsm": [0.9, 0.8, 0.7], "gaussian": [0.3, 0.2, None]},
+            "mvl": ["L0"], "eta": 0.5, "rows": [], "settings": {}, "seconds": 1.0,
+            "published_claims": PublishedClaims(
+                normal_curve=PublishedCurve(perturbation="pgd", values=[0.94, 0.92, 0.81])
+            ).model_dump(),
+        }
+    )  # fmt: skip
+    lines = normal_lsa_figure(result).axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["fgsm", "gaussian", "paper: pgd"]
+    assert list(lines[1].get_ydata()) == [0.3, 0.2]  # the undefined layer left out
+    assert list(lines[2].get_ydata()) == [0.94, 0.92, 0.81]

@@ -177,6 +177,40 @@ def plot_relative_error_curves(
     return _save(fig, path)
 
 
+def plot_normal_lsa(result: ExperimentResult, path: PathLike) -> Path:
+    """:func:`normal_lsa_figure` saved as a PNG at ``path``."""
+    return _save(normal_lsa_figure(result), path)
+
+
+def normal_lsa_figure(result: ExperimentResult) -> Figure:
+    """The normally trained model's relative error per layer, one line per perturbation of its
+    LSA (paper Fig. 3), with the paper's stated curve (``published_claims.normal_curve``)
+    overlaid as black crosses where the paper gives one."""
+    labels = result.layer_labels
+    xs = list(range(len(labels)))
+    fig = Figure(figsize=(max(5.5, 0.45 * len(labels) + 3.5), 3.8), dpi=120)
+    ax = fig.add_subplot()
+    for k, (name, values) in enumerate(result.normal_lsa.items()):
+        _curve(ax, xs, values, label=name, color=f"C{k}", ls="-")
+    claims = result.published_claims
+    curve = claims.normal_curve if claims is not None else None
+    if curve is not None and len(curve.values) == len(labels):
+        ax.plot(xs, curve.values, ls=":", marker="x", ms=8, mew=2, color="black",
+                label=f"paper: {curve.perturbation}")  # fmt: skip
+    ax.set_xticks(xs, labels, rotation=0 if len(labels) < 12 else 90)
+    ax.set_xlabel("layer (forward order)")
+    ax.set_ylabel("relative error ‖φ(x) − φ(x̂)‖ / ‖φ(x)‖")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(
+        f"normally trained model ({result.protocol} protocol): relative error per perturbation",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def _curve(
     ax: Axes, xs: list[int], values: list[float | None], *, label: str, color: str, ls: str
 ) -> None:

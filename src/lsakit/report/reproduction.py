@@ -40,6 +40,7 @@ from lsakit.report.figures import (
     lsa_attack_key,
     plot_decision_boundaries,
     plot_landscapes,
+    plot_normal_lsa,
     plot_relative_error_curves,
     plot_rg_bars,
     resolve_checkpoint,
@@ -189,6 +190,21 @@ def _write_report(
     )
 
     figures: list[Image] = []
+    if result.normal_lsa:
+        path = plot_normal_lsa(result, figures_dir / "normal_lsa.png")
+        claims = result.published_claims
+        overlay = (
+            f"; black crosses: the paper's {claims.normal_curve.perturbation} curve"
+            if claims is not None and claims.normal_curve is not None
+            else ""
+        )
+        figures.append(
+            Image(
+                path.relative_to(out),
+                f"LSA of the normally trained model (first seed): relative error per layer under "
+                f"each perturbation{overlay}.",
+            )
+        )
     for group in base_groups(result):
         path = plot_relative_error_curves(
             result, figures_dir / f"relative_error_{_slug(group)}.png", group=group
