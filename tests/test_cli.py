@@ -219,8 +219,9 @@ def test_train_refuses_a_directory_holding_a_run_unless_overwrite(
     args = ["train", "--dataset", "moons", "--epochs", "1", "--out", str(tmp_path)]
     assert run(args, capsys)[0] == 0
     model = (tmp_path / "model.safetensors").read_bytes()
-    code, _, err = run([*args, "--seed", "3"], capsys)
+    code, out, err = run([*args, "--seed", "3"], capsys)
     assert code == 2
+    assert out == ""  # refused before anything is printed (no "training … →" header first)
     assert err.count("\n") == 1 and "already holds a training run" in err and "--overwrite" in err
     assert "Traceback" not in err
     assert (tmp_path / "model.safetensors").read_bytes() == model
@@ -228,3 +229,75 @@ def test_train_refuses_a_directory_holding_a_run_unless_overwrite(
     assert code == 0, err
     assert (tmp_path / "model.safetensors").read_bytes() != model
     assert read_meta(tmp_path / "model.safetensors").extra["config"]["seed"] == 3
+
+
+def test_resuming_a_finished_run_says_so_and_epochs_extend_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--data-option", "n_samples=300", "--out", str(run_dir)]
+    assert run(args, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    code, out, err = run(["train", "--resume", str(run_dir)], capsys)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{run_dir} is already complete (1/1 epochs); nothing to resume — use --epochs N to "
+        f"extend it, or start it over with lsakit train --config {run_dir / 'config.yaml'} "
+        f"--out {run_dir} --overwrite"
+    ]
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing touched
+    code, out, err = run(["train", "--resume", str(run_dir), "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert f"resuming at epoch 2/2: model_a on moons with standard → {run_dir}" in out
+    assert "epoch 2/2" in out and "epoch 1/" not in out
+    assert [r["epoch"] for r in map(json.loads, (run_dir / "metrics.jsonl").open())] == [1, 2]
+    assert read_meta(run_dir / "model.safetensors").extra["config"]["epochs"] == 2
+    assert "epochs: 2" in (run_dir / "config.yaml").read_text()
+    code, _, err = run(["train", "--resume", str(run_dir), "--epochs", "1"], capsys)
+    assert code == 2 and "has trained 2 epochs already; --epochs 1 would shorten it" in err
+    code, _, err = run(["train", "--resume", str(run_dir), "--lr", "0.1"], capsys)
+    assert code == 2 and "drop --lr" in err
+
+
+def test_the_training_line_names_the_regularizer_and_the_learning_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--epochs", "1", "--method", "fgsm", "--lr-layers", "L2",
+            "--data-option", "n_samples=300", "--out", str(tmp_path)]  # fmt: skip
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if line.startswith("epoch 1/1")]
+    assert ", reg " in line and ", lr 0.01," in line and "LR" not in line
+
+
+@pytest.mark.slow
+def test_resume_finds_the_data_directory_the_run_was_trained_with(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run trained with --data-dir resumes with no flags: state.pt records the directory (no
+    download into $LSAKIT_DATA, which is empty here)."""
+    from helpers import Interrupted
+    from lsakit.presets import train_config
+    from lsakit.train import train
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("LSAKIT_DATA", str(empty))
+    config = train_config({"dataset": "mnist", "epochs": 2, "limit": 600, "test_limit": 200})
+    run_dir = tmp_path / "run"
+
+    def stop_after_first(epoch: int, record: dict[str, object]) -> None:
+        if epoch == 1:
+            raise Interrupted  # as a crash after epoch 1 would
+
+    with pytest.raises(Interrupted):
+        train(config, run_dir, data_dir=shared_data, on_epoch_end=stop_after_first)
+    code, out, err = run(["--threads", "1", "train", "--resume", str(run_dir)], capsys)
+    assert code == 0, err
+    assert "resuming at epoch 2/2" in out and "epoch 2/2:" in out
+    assert list(empty.iterdir()) == []  # nothing was downloaded
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in records] == [1, 2]

@@ -208,6 +208,8 @@ def test_yaml_config_round_trip_and_errors(tmp_path: Path) -> None:
     assert load_config(path) == AT
     assert load_config(path, epochs=7).epochs == 7
     path.write_text("model: model_a\ndataset: moons\nmethod: pgd\n")
+    assert load_config(path).eps == PRESETS["moons"].train_eps  # as --method pgd: the preset's ε
+    path.write_text("model: model_a\ndataset: moons\nmethod: pgd\neps: 0\n")
     with pytest.raises(ConfigError, match="eps > 0"):
         load_config(path)
     path.write_text("model: model_a\ndataset: moons\nepochz: 3\n")
@@ -216,6 +218,25 @@ def test_yaml_config_round_trip_and_errors(tmp_path: Path) -> None:
     path.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match=r"cannot read config file .*c\.yaml"):
         load_config(path)
+
+
+def test_resume_continues_only_its_own_config_and_records_its_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lsakit.train.trainer import resume_point
+
+    monkeypatch.setenv("LSAKIT_DATA", str(tmp_path / "env"))
+    train_one_epoch_then_stop(SMALL, tmp_path / "run")  # SMALL: 2 epochs
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert state["data_dir"] == str(tmp_path / "env")  # the directory it resolved, recorded
+    point = resume_point(tmp_path / "run")
+    assert (point.epoch, point.epochs, point.complete) == (1, 2, False)
+    with pytest.raises(ConfigError, match=r"differs from the one .* trained with \(lr\)"):
+        train(SMALL.model_copy(update={"lr": 0.5}), tmp_path / "run", resume=True)
+    train(SMALL.model_copy(update={"epochs": 1}), tmp_path / "done", data_dir=tmp_path / "d")
+    state = torch.load(tmp_path / "done" / "state.pt", weights_only=True)
+    assert state["data_dir"] == str(tmp_path / "d")
+    assert resume_point(tmp_path / "done").complete
 
 
 def test_resume_of_a_missing_or_corrupt_state(tmp_path: Path) -> None:

@@ -18,7 +18,11 @@ from rich.table import Table
 from torch import nn
 
 from lsakit import __version__
+from lsakit.analysis import DEFAULT_ETA
 from lsakit.errors import ConfigError, LsakitError
+from lsakit.options import OWN_DATA_EPS, preset_text, train_option
+from lsakit.presets import DEFAULT_DATASET
+from lsakit.train.config import TrainConfig
 
 app = typer.Typer(
     name="lsakit",
@@ -49,8 +53,9 @@ def _root(
         typer.Option(
             "--threads",
             min=1,
-            help="CPU threads for torch (default: torch's, one per core). Use 1 for small models "
-            "on a busy machine: oversubscribed threads can make them many times slower.",
+            help="CPU threads for torch. Use 1 for small models on a busy machine: "
+            "oversubscribed threads can make them many times slower.",
+            show_default="torch's, one per core",
         ),
     ] = None,
 ) -> None:
@@ -65,15 +70,7 @@ def _root(
 DatasetOpt = Annotated[
     str, typer.Option("--dataset", "-d", help="Data set (see `lsakit datasets`).")
 ]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model: a name of `lsakit models` (default: the data set's), torchvision:NAME, "
-        "timm:NAME, hf:DIR (a local config.json), package.module:factory or file.py:factory.",
-    ),
-]
+ModelOpt = Annotated[str | None, train_option("model", "--model", "-m")]
 ModelArgsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -81,6 +78,7 @@ ModelArgsOpt = Annotated[
         help="Model constructor argument KEY=VALUE (repeatable; VALUE read as YAML), e.g. "
         "num_classes=2 for timm:/torchvision:, num_labels=2 or task=… for hf:, "
         "genotype=runs/search/genotype.json for genotype_net.",
+        show_default="none",
     ),
 ]
 DataOptionsOpt = Annotated[
@@ -89,30 +87,28 @@ DataOptionsOpt = Annotated[
         "--data-option",
         help="Data set option KEY=VALUE (repeatable; VALUE read as YAML), e.g. size=32, mode=L "
         "for folder:PATH; test_fraction=0.2, data_seed=0 for your own data; noise=0.2 for moons.",
+        show_default="the data set's",
     ),
 ]
 DomainOpt = Annotated[
     str | None,
     typer.Option(
         "--domain",
-        help="Input domain of a tensor-file data set: LOW,HIGH, unit or unbounded (default: the "
-        "file's domain field, else 0,1).",
+        help="Input domain of a tensor-file data set: LOW,HIGH, unit or unbounded.",
+        show_default="the file's domain field, else 0,1",
     ),
 ]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Data directory (else $LSAKIT_DATA, else ~/.cache)."),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the preset's).")]
-LogToOpt = Annotated[
-    str | None,
     typer.Option(
-        "--log-to",
-        help="Also track the runs in tensorboard and/or mlflow (comma-separated; needs "
-        "lsakit[tracking]): RUN_DIR/tb, and $MLFLOW_TRACKING_URI or a local mlruns store.",
+        "--data-dir",
+        help="Data directory.",
+        show_default="$LSAKIT_DATA, else ~/.cache/lsakit/data",
     ),
 ]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+SeedOpt = Annotated[int | None, train_option("seed", "--seed")]
+LogToOpt = Annotated[str | None, train_option("log_to", "--log-to")]
 AmpOpt = Annotated[
     str,
     typer.Option(
@@ -151,183 +147,197 @@ def datasets_command() -> None:
 
 
 # -- train -------------------------------------------------------------------------------------
+# Every option that sets a TrainConfig field takes its help and shown default from the field
+# (lsakit.options.train_option); an option left out is the --config file's, else the preset's.
 @app.command("train")
 def train_command(
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Data set (default: moons).")
-    ] = None,
-    model: ModelOpt = None,
+    dataset: Annotated[str | None, train_option("dataset", "--dataset", "-d")] = None,
+    model: Annotated[str | None, train_option("model", "--model", "-m")] = None,
     model_args: ModelArgsOpt = None,
     data_option: DataOptionsOpt = None,
     domain: DomainOpt = None,
+    limit: Annotated[int | None, train_option("limit")] = None,
+    test_limit: Annotated[int | None, train_option("test_limit")] = None,
+    val_fraction: Annotated[float | None, train_option("val_fraction")] = None,
+    # objective
+    method: Annotated[str | None, train_option("method")] = None,
+    eps: Annotated[float | None, train_option("eps")] = None,
+    alpha: Annotated[float | None, train_option("alpha")] = None,
+    steps: Annotated[int | None, train_option("steps")] = None,
+    beta: Annotated[float | None, train_option("beta")] = None,
+    eps_warmup: Annotated[float | None, train_option("eps_warmup")] = None,
+    # the layer-wise regularizer (AT-LR)
+    lr_layers: Annotated[str | None, train_option("lr_layers")] = None,
+    gamma: Annotated[str | None, train_option("gamma")] = None,
+    grad_through: Annotated[str | None, train_option("grad_through")] = None,
+    eta: Annotated[float | None, train_option("eta")] = None,
+    mvl_checkpoint: Annotated[str | None, train_option("mvl_checkpoint")] = None,
+    mvl_epoch: Annotated[int | None, train_option("mvl_epoch")] = None,
+    mvl_layers: Annotated[str | None, train_option("mvl_layers")] = None,
+    # companion regularizers and defenses
+    regularizer: Annotated[str | None, train_option("regularizer")] = None,
+    lsp_weight: Annotated[float | None, train_option("lsp_weight")] = None,
+    lsp_variant: Annotated[str | None, train_option("lsp_variant")] = None,
+    lsp_layer: Annotated[str | None, train_option("lsp_layer")] = None,
+    lsp_on: Annotated[str | None, train_option("lsp_on")] = None,
+    lsp_k: Annotated[int | None, train_option("lsp_k")] = None,
+    lsp_bandwidth: Annotated[str | None, train_option("lsp_bandwidth")] = None,
+    lsp_perplexity: Annotated[float | None, train_option("lsp_perplexity")] = None,
+    lasso_weight: Annotated[float | None, train_option("lasso_weight")] = None,
+    group_lasso_weight: Annotated[float | None, train_option("group_lasso_weight")] = None,
+    noise_injection: Annotated[
+        bool | None, train_option("noise_injection", "--noise-injection/--no-noise-injection")
+    ] = None,
+    alpha_init: Annotated[float | None, train_option("alpha_init")] = None,
+    init_checkpoint: Annotated[str | None, train_option("init_checkpoint")] = None,
+    # optimization
+    epochs: Annotated[int | None, train_option("epochs")] = None,
+    batch_size: Annotated[int | None, train_option("batch_size")] = None,
+    optimizer: Annotated[str | None, train_option("optimizer")] = None,
+    lr: Annotated[float | None, train_option("lr")] = None,
+    momentum: Annotated[float | None, train_option("momentum")] = None,
+    weight_decay: Annotated[float | None, train_option("weight_decay")] = None,
+    schedule: Annotated[str | None, train_option("schedule")] = None,
+    milestones: Annotated[str | None, train_option("milestones")] = None,
+    lr_decay: Annotated[float | None, train_option("lr_decay")] = None,
+    seed: Annotated[int | None, train_option("seed")] = None,
+    # validation, speed, tracking
+    val_steps: Annotated[int | None, train_option("val_steps")] = None,
+    early_stopping: Annotated[int | None, train_option("early_stopping")] = None,
+    amp: Annotated[str | None, train_option("amp")] = None,
+    channels_last: Annotated[
+        bool | None, train_option("channels_last", "--channels-last/--no-channels-last")
+    ] = None,
+    compile: Annotated[bool | None, train_option("compile", "--compile/--no-compile")] = None,
+    log_to: LogToOpt = None,
+    # the run
     config_file: Annotated[
-        Path | None, typer.Option("--config", help="YAML file with any training option.")
+        Path | None,
+        typer.Option(
+            "--config",
+            help="YAML file with any training option (flags override it).",
+            show_default="none",
+        ),
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run in this directory from its last epoch.")
+        Path | None,
+        typer.Option(
+            help="Continue the run in this directory from its last epoch (with --epochs N: "
+            "extend it to N epochs).",
+            show_default="none, a new run",
+        ),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Delete a previous run in --out and start over.")
     ] = False,
-    method: Annotated[
-        str | None, typer.Option(help="standard, fgsm, fast, pgd, trades, mart, apgd or pni.")
-    ] = None,
-    eps: Annotated[float | None, typer.Option(help="Attack budget ε (input units).")] = None,
-    eps_warmup: Annotated[
-        float | None,
-        typer.Option(help="Epochs over which ε (and --alpha) rise linearly from 0 (default 0)."),
-    ] = None,
-    alpha: Annotated[float | None, typer.Option(help="Attack step size.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Attack steps.")] = None,
-    beta: Annotated[float | None, typer.Option(help="TRADES / MART β.")] = None,
-    lr_layers: Annotated[
-        str | None,
-        typer.Option("--lr-layers", help="Layers to regularize (AT-LR): L2, L0,L1, names, or mvl."),
-    ] = None,
-    gamma: Annotated[
-        str | None, typer.Option(help="γ of the regularizer: one value or one per layer (a,b).")
-    ] = None,
-    grad_through: Annotated[
-        str | None, typer.Option(help="Regularizer gradient through both, adversarial or clean.")
-    ] = None,
-    eta: Annotated[float | None, typer.Option(help="η of the MVL selection (with mvl).")] = None,
-    mvl_checkpoint: Annotated[
-        str | None, typer.Option(help="Normally trained model whose LSA gives the MVL list.")
-    ] = None,
-    mvl_layers: Annotated[
-        str | None,
+    print_config: Annotated[
+        bool,
         typer.Option(
-            help="With --lr-layers mvl: the layers the MVL analysis measures (as analyze "
-            "--layers, e.g. type:Conv2d); the MVL list is regularized by those same layers."
+            "--print-config", help="Print the resolved config as YAML and exit (trains nothing)."
+        ),
+    ] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Run directory.", show_default="runs/train-DATASET-MODEL-METHOD"
         ),
     ] = None,
-    regularizer: Annotated[
-        str | None,
-        typer.Option(help="Extra penalties, comma-separated: lsp, lasso, group_lasso."),
-    ] = None,
-    lsp_weight: Annotated[float | None, typer.Option(help="λ of LSP.")] = None,
-    lsp_variant: Annotated[str | None, typer.Option(help="LSP form: kl or laplacian.")] = None,
-    lsp_layer: Annotated[
-        str | None, typer.Option(help="LSP embedding layer (default: penultimate).")
-    ] = None,
-    lsp_on: Annotated[str | None, typer.Option(help="LSP on clean or clean+adv points.")] = None,
-    lsp_k: Annotated[int | None, typer.Option(help="LSP k-NN restriction.")] = None,
-    lasso_weight: Annotated[float | None, typer.Option(help="λ₁ of the lasso penalty.")] = None,
-    group_lasso_weight: Annotated[
-        float | None, typer.Option(help="λ_g of the group-lasso penalty.")
-    ] = None,
-    noise_injection: Annotated[
-        bool | None,
+    data_dir: Annotated[
+        Path | None,
         typer.Option(
-            "--noise-injection/--no-noise-injection",
-            help="PNI: channel-wise learnable weight noise on every conv/linear layer.",
+            "--data-dir",
+            help="Data directory (a --resume finds the run's own: state.pt records it).",
+            show_default="$LSAKIT_DATA, else ~/.cache/lsakit/data",
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
-    schedule: Annotated[
-        str | None, typer.Option(help="constant, multistep, cosine or cyclic.")
-    ] = None,
-    early_stopping: Annotated[
-        int | None, typer.Option(help="Stop after N epochs without a better validation score.")
-    ] = None,
-    seed: SeedOpt = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Use only the first N training samples.")
-    ] = None,
-    amp: Annotated[
-        str | None,
-        typer.Option(help="Mixed precision of training and its attacks: off, bf16 or fp16 (GPU)."),
-    ] = None,
-    channels_last: Annotated[
-        bool | None,
-        typer.Option(
-            "--channels-last/--no-channels-last", help="Channels-last layout for image batches."
-        ),
-    ] = None,
-    compile_model: Annotated[
-        bool | None,
-        typer.Option("--compile/--no-compile", help="torch.compile the model (needs a compiler)."),
-    ] = None,
-    log_to: LogToOpt = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
-    data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Train a model: normal or adversarial training, with the layer-wise regularizer, LSP, lasso
     penalties or noise injection as configured.
 
     Writes config.yaml, model.safetensors (last), best.safetensors (best robust validation
-    accuracy), metrics.jsonl and state.pt (for --resume) into the run directory.
+    accuracy), metrics.jsonl and state.pt (for --resume: it records the data directory too) into
+    the run directory.
     """
-    from lsakit.presets import preset
-    from lsakit.probe import parse_layers
-    from lsakit.train import load_config, load_run_config, resolve_device, train
+    # The options that set TrainConfig fields (parameters named as the fields), before any other
+    # local variable exists.
+    given = {k: v for k, v in locals().items() if k in TrainConfig.model_fields and v is not None}
+    from lsakit.presets import train_config
+    from lsakit.train import dump_config, load_config, load_run_config, resolve_device, train
+    from lsakit.train.trainer import check_run_dir, resume_point
 
     _main_rank(resolve_device(device))
-
-    overrides: dict[str, Any] = {
-        "dataset": dataset, "model": model, "method": method, "eps": eps, "alpha": alpha,
-        "eps_warmup": eps_warmup, "steps": steps, "beta": beta, "grad_through": grad_through, "eta": eta,
-        "mvl_checkpoint": mvl_checkpoint, "mvl_layers": parse_layers(mvl_layers),
-        "epochs": epochs, "batch_size": batch_size,
-        "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
-        "early_stopping": early_stopping, "seed": seed, "limit": limit,
-        "lr_layers": _split(lr_layers),
-        "gamma": _gammas(gamma),
-        "regularizer": _split(regularizer), "lsp_weight": lsp_weight, "lsp_variant": lsp_variant,
-        "lsp_layer": lsp_layer, "lsp_on": lsp_on, "lsp_k": lsp_k, "lasso_weight": lasso_weight,
-        "group_lasso_weight": group_lasso_weight, "noise_injection": noise_injection,
-        "amp": amp, "channels_last": channels_last, "compile": compile_model,
-        "log_to": _split(log_to),
-    }  # fmt: skip
+    for key, parse in _LIST_OPTIONS.items():
+        if key in given:
+            given[key] = parse(given[key])
+    given = {k: v for k, v in given.items() if v is not None}  # "--layers default" is unset
     data_options = _data_options(data_option, domain)
     if resume is not None:
-        given = (
-            [k for k, v in overrides.items() if v is not None]
-            + (["model_arg"] if model_args else [])
-            + (["data_option"] if data_options else [])
-        )
-        if given or config_file is not None:
+        refused = [f"--{k.replace('_', '-')}" for k in given if k != "epochs"]
+        refused += ["--model-arg"] * bool(model_args) + ["--data-option"] * bool(data_options)
+        refused += ["--config"] * (config_file is not None) + ["--overwrite"] * overwrite
+        refused += ["--out"] * (out_dir is not None and out_dir != resume)
+        if refused:
             raise ConfigError(
-                f"--resume continues a run with its own config.yaml; drop "
-                f"{', '.join('--' + k.replace('_', '-') for k in given) or '--config'}"
+                f"--resume continues a run with its own config.yaml (--epochs N extends it); "
+                f"drop {', '.join(refused)}"
             )
-        config = load_run_config(resume)
+        config = load_run_config(resume).with_overrides(epochs=epochs)
         run_dir = resume
     else:
-        if config_file is not None:
-            config = load_config(config_file, **overrides)
-        else:
-            base = preset(dataset or "moons", **data_options)
-            defaults = base.train
-            if (method or "standard") != "standard" and eps is None:
-                overrides["eps"] = base.train_eps
-            config = defaults.with_overrides(**overrides)
         if model_args:
-            config = config.with_overrides(
-                model_kwargs={**config.model_kwargs, **_model_args(model_args)}
-            )
+            given["model_kwargs"] = _model_args(model_args)
         if data_options:
-            config = config.with_overrides(data_options={**config.data_options, **data_options})
+            given["data_options"] = data_options
+        config = load_config(config_file, **given) if config_file else train_config(given)
         run_dir = out_dir or Path("runs") / (
             f"train-{_slug(config.dataset)}-{_slug(config.model)}-{config.method}"
         )
     _check_model_and_data(config)  # an unknown model or data set fails before anything is printed
+    if print_config:
+        typer.echo(dump_config(config), nl=False)
+        return
+    # Refusals before anything is printed: a --out holding a run, a run with nothing left to do.
+    if resume is None:
+        check_run_dir(run_dir, overwrite=overwrite)
+        started = "training"
+    else:
+        point = resume_point(resume, config.epochs)
+        if point.epoch > config.epochs:
+            raise ConfigError(
+                f"{resume} has trained {point.epoch} epochs already; --epochs {config.epochs} "
+                "would shorten it"
+            )
+        if point.complete:
+            out.print(_complete(point, config), highlight=False, soft_wrap=True)
+            return
+        started = f"resuming at epoch {point.epoch + 1}/{config.epochs}:"
     out.print(
-        f"{'resuming' if resume else 'training'} [bold]{config.model}[/] on "
-        f"[bold]{config.dataset}[/] with {config.method}"
+        f"{started} [bold]{escape(config.model)}[/] on [bold]{escape(config.dataset)}[/] with "
+        f"{config.method}"
         + (f" + LR on {', '.join(config.lr_layers)}" if config.lr_layers else "")
-        + f" → {run_dir}"
+        + f" → {escape(str(run_dir))}"
     )
     result = train(
         config, run_dir, device=device, data_dir=data_dir, progress=True, log=out.print,
         resume=resume is not None, overwrite=overwrite,
     )  # fmt: skip
     out.print(f"last checkpoint: {result.checkpoint}; best: {result.best_checkpoint}")
+
+
+def _complete(point: Any, config: Any) -> str:
+    """The one line for a --resume with nothing left to train."""
+    if point.stopped_early:
+        done = f"early stopping ended it at epoch {point.epoch}/{point.epochs}"
+        extend = ""
+    else:
+        done = f"{point.epoch}/{point.epochs} epochs"
+        extend = " use --epochs N to extend it, or"
+    return (
+        f"{point.run_dir} is already complete ({done}); nothing to resume —{extend} start it over "
+        f"with lsakit train --config {point.run_dir / 'config.yaml'} --out {point.run_dir} "
+        "--overwrite"
+    )
 
 
 @app.command("prune")
@@ -344,14 +354,21 @@ def prune_command(
     ] = "global",
     checkpoint: Annotated[
         Path | None,
-        typer.Option(help="Weights to prune (default: RUN_DIR/best.safetensors, else model)."),
+        typer.Option(
+            help="Weights to prune.",
+            show_default="RUN_DIR/best.safetensors, else RUN_DIR/model.safetensors",
+        ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Masked fine-tuning epochs (default: a fifth of the run's).")
+        int | None,
+        typer.Option(help="Masked fine-tuning epochs.", show_default="a fifth of the run's"),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Fine-tuning learning rate.")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Fine-tuning learning rate.", show_default="the run's")
+    ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output (default: RUN_DIR/pruned-SPARSITY).")
+        Path | None,
+        typer.Option("--out", help="Output directory.", show_default="RUN_DIR/pruned-SPARSITY"),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Delete a previous pruning run in the output and start over.")
@@ -418,6 +435,26 @@ def _seed_list(text: str | None) -> list[int] | None:
 
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _milestones(text: str) -> list[float]:
+    try:
+        return [float(part) for part in _split(text) or []]
+    except ValueError:
+        raise ConfigError(f"--milestones takes comma-separated fractions, got {text!r}") from None
+
+
+def _layers(text: str) -> list[str] | None:
+    from lsakit.probe import parse_layers
+
+    return parse_layers(text)
+
+
+#: ``lsakit train``'s comma-separated options and how each becomes its TrainConfig field.
+_LIST_OPTIONS: dict[str, Any] = {
+    "lr_layers": _split, "gamma": lambda text: _gammas(text), "mvl_layers": _layers,
+    "regularizer": _split, "log_to": _split, "milestones": _milestones,
+}  # fmt: skip
 
 
 def _model_args(items: list[str], flag: str = "--model-arg") -> dict[str, Any]:
@@ -495,14 +532,15 @@ def _gammas(text: str | None) -> float | list[float] | None:
 # -- analyze ----------------------------------------------------------------------------------------
 @app.command("analyze")
 def analyze_command(
-    dataset: DatasetOpt = "moons",
+    dataset: DatasetOpt = DEFAULT_DATASET,
     model: ModelOpt = None,
     model_args: ModelArgsOpt = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
             help="Trained model: an lsakit checkpoint, or a plain state dict (.safetensors, .pt) "
-            "of --model; default: train one first."
+            "of --model.",
+            show_default="none: train the data set's model normally first",
         ),
     ] = None,
     data_option: DataOptionsOpt = None,
@@ -512,8 +550,8 @@ def analyze_command(
         typer.Option(
             "--perturb",
             "-p",
-            help="NAME[=STRENGTH][,key=value…], repeatable, e.g. gaussian=0.1 or pgd=0.3,steps=40 "
-            "(default: the preset's noise and attacks).",
+            help="NAME[=STRENGTH][,key=value…], repeatable, e.g. gaussian=0.1 or pgd=0.3,steps=40.",
+            show_default="the preset's noise and attacks",
         ),
     ] = None,
     measure: Annotated[str, typer.Option(help="relative_error, mse, cosine_distance or linf.")] = (
@@ -522,24 +560,39 @@ def analyze_command(
     reduction: Annotated[str, typer.Option(help="sample (statistics over samples) or batch.")] = (
         "sample"
     ),
-    eta: Annotated[float | None, typer.Option(help="MVL cut-off η (Algorithm 1).")] = None,
+    eta: Annotated[
+        float | None,
+        typer.Option(
+            help="MVL cut-off η (Algorithm 1).",
+            show_default=preset_text(lambda p: p.eta, DEFAULT_ETA),
+        ),
+    ] = None,
     mvl_from: Annotated[
-        str | None, typer.Option(help="Perturbation whose result selects the MVL list.")
+        str | None,
+        typer.Option(
+            help="Perturbation whose result selects the MVL list.",
+            show_default="the preset's attack (pgd), else the last adversarial one",
+        ),
     ] = None,
     layers: Annotated[
         str | None,
         typer.Option(
             help="Layers to measure, comma-separated: module names, name#k (k-th call of a "
-            "reused module), globs, L<k> labels or type:ClassName (e.g. type:Conv2d); default: "
-            "every activation module."
+            "reused module), globs, L<k> labels or type:ClassName (e.g. type:Conv2d).",
+            show_default="every activation module",
         ),
     ] = None,
-    split: Annotated[str, typer.Option(help="Data split to analyse.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Analyse only the first N samples.")] = None,
+    split: Annotated[str, typer.Option(help="Data split to analyse: train or test.")] = "test",
+    limit: Annotated[
+        int | None, typer.Option(help="Analyse only the first N samples.", show_default="all")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size for the analysis.")] = 256,
     seed: SeedOpt = None,
     amp: AmpOpt = "off",
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output directory.", show_default="runs/analyze-DATASET"),
+    ] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -676,7 +729,8 @@ def evaluate_command(
         ),
     ],
     dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Data set (default: the checkpoint's).")
+        str | None,
+        typer.Option("--dataset", "-d", help="Data set.", show_default="the checkpoint's"),
     ] = None,
     model_spec: Annotated[
         str | None,
@@ -686,6 +740,7 @@ def evaluate_command(
             help="The model a plain state dict holds (any `analyze --model` form); for an lsakit "
             "checkpoint only needed to allow a model built by your code (module:factory, "
             "file.py:factory).",
+            show_default="the checkpoint's",
         ),
     ] = None,
     model_args: ModelArgsOpt = None,
@@ -693,7 +748,10 @@ def evaluate_command(
     domain: DomainOpt = None,
     fgsm_eps: Annotated[
         str | None,
-        typer.Option(help="FGSM ε sweep, comma-separated (default: the paper's grid)."),
+        typer.Option(
+            help="FGSM ε sweep, comma-separated.",
+            show_default="the paper's grid for the data set; own data 0, ε/4, ε/2, ε, 2ε",
+        ),
     ] = None,
     attack_specs: Annotated[
         list[str] | None,
@@ -701,7 +759,8 @@ def evaluate_command(
             "--attack",
             "-a",
             help="Further attacks, NAME=EPS[,key=value…], repeatable, e.g. pgd=0.3,steps=40 or "
-            "apgd=0.3 (default: PGD-20 and APGD-CE at the preset's training ε).",
+            "apgd=0.3.",
+            show_default="PGD-20 and APGD-CE at the preset's training ε",
         ),
     ] = None,
     suite: Annotated[
@@ -709,21 +768,31 @@ def evaluate_command(
         typer.Option(
             help="Run an attack suite instead: standard (APGD-CE, APGD-T, FAB-T, Square; "
             "AutoAttack's protocol) or rand (EOT-APGD, for randomized models).",
+            show_default="none",
         ),
     ] = None,
     eps: Annotated[
-        float | None, typer.Option(help="ε of the suite (default: the preset's training ε).")
+        float | None,
+        typer.Option(
+            help="ε of the suite.", show_default=preset_text(lambda p: p.train_eps, OWN_DATA_EPS)
+        ),
     ] = None,
     limit: Annotated[
         int | None,
-        typer.Option("--n-examples", "--limit", help="Evaluate the first N test samples."),
+        typer.Option(
+            "--n-examples",
+            "--limit",
+            help="Evaluate the first N test samples.",
+            show_default="all",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 256,
     state: Annotated[
         Path | None,
         typer.Option(
             help="Suite state file, rewritten after every batch; an interrupted run resumes from "
-            "it (default: OUT/suite-SUITE-epsEPS-nN.state.json)."
+            "it.",
+            show_default="OUT/suite-SUITE-epsEPS-nN.state.json",
         ),
     ] = None,
     checks: Annotated[
@@ -731,7 +800,10 @@ def evaluate_command(
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the suite's random starts.")] = 0,
     amp: AmpOpt = "off",
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output directory.", show_default="the checkpoint's folder"),
+    ] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -922,27 +994,41 @@ def _suite_and_checks(
 
 
 # -- search (RACL) ------------------------------------------------------------------------------
+# The defaults of cells, nodes, channels, epochs and lam_bar_factor are SearchConfig's (the CLI
+# shows them in --help without importing lsakit.nas, which loads matplotlib; a test keeps them
+# equal).
 @app.command("search")
 def search_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Image data set.")] = "mnist",
-    cells: Annotated[int | None, typer.Option(help="Cells of the supernet.")] = None,
-    nodes: Annotated[int | None, typer.Option(help="Intermediate nodes per cell.")] = None,
-    channels: Annotated[int | None, typer.Option(help="Channels of the first cell.")] = None,
+    cells: Annotated[int, typer.Option(help="Cells of the supernet.")] = 2,
+    nodes: Annotated[int, typer.Option(help="Intermediate nodes per cell.")] = 3,
+    channels: Annotated[int, typer.Option(help="Channels of the first cell.")] = 8,
     reductions: Annotated[
-        str | None, typer.Option(help="Indices of reduction cells, comma-separated (e.g. 1,2).")
+        str | None,
+        typer.Option(
+            help="Indices of reduction cells, comma-separated (e.g. 1,2).", show_default="none"
+        ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Search epochs.")] = None,
+    epochs: Annotated[int, typer.Option(help="Search epochs.")] = 5,
     limit: Annotated[
-        int | None, typer.Option(help="Training images used (half weights, half architecture).")
+        int | None,
+        typer.Option(
+            help="Training images used (half weights, half architecture).", show_default="all"
+        ),
     ] = None,
     lipschitz: Annotated[
         bool, typer.Option("--lipschitz/--no-lipschitz", help="The Lipschitz constraint.")
     ] = True,
     lam_bar_factor: Annotated[
-        float | None, typer.Option(help="λ̄_F = exp(initial μ_F) × this factor.")
-    ] = None,
+        float, typer.Option(help="λ̄_F = exp(initial μ_F) × this factor.")
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Search seed.")] = 0,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Output directory.", show_default="runs/search-DATASET-racl|plain"
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -1008,21 +1094,27 @@ AddressOpt = Annotated[
     str | None,
     typer.Option(
         "--address",
-        help="Ray: the cluster (HEAD:PORT, auto or ray://HEAD:10001); default $RAY_ADDRESS, "
-        "else a cluster started on this machine, else a new local one.",
+        help="Ray: the cluster (HEAD:PORT, auto or ray://HEAD:10001).",
+        show_default="$RAY_ADDRESS, else a cluster started on this machine, else a new local one",
     ),
 ]
 CpusPerRunOpt = Annotated[
     float | None,
-    typer.Option("--cpus-per-run", help="Ray: CPUs of each run, also its torch threads (1)."),
+    typer.Option(
+        "--cpus-per-run", help="Ray: CPUs of each run, also its torch threads.", show_default="1"
+    ),
 ]
 GpusPerRunOpt = Annotated[
     float | None,
-    typer.Option("--gpus-per-run", help="Ray: GPUs of each run (0; a fraction shares a GPU)."),
+    typer.Option(
+        "--gpus-per-run", help="Ray: GPUs of each run (a fraction shares a GPU).", show_default="0"
+    ),
 ]
 RetriesOpt = Annotated[
     int | None,
-    typer.Option("--max-retries", help="Ray: reruns of a run whose worker or node died (3)."),
+    typer.Option(
+        "--max-retries", help="Ray: reruns of a run whose worker or node died.", show_default="3"
+    ),
 ]
 
 
@@ -1062,9 +1154,12 @@ def study_command(
     name: Annotated[str, typer.Argument(help="lsp, rsr or racl (or a study YAML file).")],
     profile: Annotated[str, typer.Option(help="quick, full or smoke.")] = "quick",
     seeds: Annotated[
-        str | None, typer.Option(help="Comma-separated seeds (default: the profile's).")
+        str | None, typer.Option(help="Comma-separated seeds.", show_default="the profile's")
     ] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output directory.", show_default="runs/study-STUDY-PROFILE"),
+    ] = None,
     log_to: LogToOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -1098,21 +1193,28 @@ def reproduce_command(
         bool, typer.Option("--quick", help="The quick profile (fewer epochs).")
     ] = False,
     profile: Annotated[
-        str | None, typer.Option(help="quick, full or smoke (a pipeline test); default full.")
+        str | None,
+        typer.Option(help="quick, full or smoke (a pipeline test).", show_default="full"),
     ] = None,
     seeds: Annotated[
-        str | None, typer.Option(help="Comma-separated seeds (default: the profile's).")
+        str | None, typer.Option(help="Comma-separated seeds.", show_default="the profile's")
     ] = None,
     protocol: Annotated[
         str | None,
         typer.Option(
             help="The conventions: strict (the default: inputs in [0, 1], attacks clamp, ε in "
             "input units) or paper (Moon: the fit to the published Normal row — standardized "
-            "coordinates, unbounded, one output)."
+            "coordinates, unbounded, one output).",
+            show_default="strict",
         ),
     ] = None,
     jobs: JobsOpt = 1,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Output directory.", show_default="runs/reproduce-EXPERIMENT-PROFILE"
+        ),
+    ] = None,
     report: Annotated[bool, typer.Option(help="Write the Markdown/HTML report.")] = True,
     log_to: LogToOpt = None,
     data_dir: DataDirOpt = None,

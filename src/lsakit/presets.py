@@ -25,11 +25,16 @@ of ``lsakit evaluate`` is 0, ε/4, ε/2, ε, 2ε.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from lsakit.analysis import DEFAULT_ETA
 from lsakit.errors import ConfigError
-from lsakit.train.config import TrainConfig
+from lsakit.train.config import TrainConfig, validate_config
+
+#: The data set of ``lsakit train`` / ``analyze`` (and of a YAML config) that names none.
+DEFAULT_DATASET = "moons"
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,8 @@ PRESETS: dict[str, Preset] = {
 #: ε of the user-data recipe per unit of domain width (CIFAR-10's 8/255), and for unbounded data.
 USER_EPS_PER_WIDTH = 8 / 255
 USER_EPS_UNBOUNDED = 0.1
+#: The training settings of the user-data recipe (it has no model: pass --model).
+USER_TRAIN: dict[str, Any] = {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3}
 
 
 def user_preset(dataset: str, **data_options: object) -> Preset:
@@ -137,9 +144,7 @@ def user_preset(dataset: str, **data_options: object) -> Preset:
     faces = ("salt=0.02", "pepper=0.02") if domain.bounded else ()
     noise = (f"gaussian={eps:.4g}", *faces, f"speckle={2 * eps:.4g}")
     return Preset(
-        train=TrainConfig(
-            model="", dataset=dataset, epochs=10, batch_size=64, optimizer="adam", lr=1e-3
-        ),
+        train=TrainConfig(model="", dataset=dataset, **USER_TRAIN),
         perturbations=(*noise, f"fgsm={eps:.4g}", f"pgd={eps:.4g},steps=10,alpha={eps / 4:.4g}"),
         mvl_perturbation="pgd",
         train_eps=eps,
@@ -165,3 +170,23 @@ def preset(dataset: str, **data_options: object) -> Preset:
             f"no preset for data set {dataset!r}; presets exist for {', '.join(PRESETS)} (and "
             f"your own data: folder:PATH or a .npz/.safetensors/.pt file)"
         ) from None
+
+
+def train_config(values: Mapping[str, Any], *, source: str = "options") -> TrainConfig:
+    """The one route to a run's config: the data set's preset, then ``values`` over it.
+
+    ``lsakit train``'s flags and YAML config files (:func:`lsakit.train.load_config`) both come
+    here, so the same options give the same config: no ``dataset`` is moons, no ``model`` the
+    data set's, unset options the preset's (moons: lr 0.01, batch 32, 20 epochs), and an
+    adversarial ``method`` without ``eps`` trains at the preset's ε. Errors are one ConfigError
+    line naming the option and ``source``.
+    """
+    dataset = values.get("dataset", DEFAULT_DATASET)
+    options = values.get("data_options") or {}
+    if not isinstance(dataset, str) or not isinstance(options, dict):
+        return validate_config(dict(values), source=source)  # the type error, named
+    recipe = preset(dataset, **options)
+    merged = {**recipe.train.model_dump(), **values, "dataset": dataset}
+    if merged.get("method", "standard") != "standard" and "eps" not in values:
+        merged["eps"] = recipe.train_eps
+    return validate_config(merged, source=source)

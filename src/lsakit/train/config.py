@@ -1,7 +1,10 @@
 """The training configuration: every option and its default, in one place.
 
 The CLI, the YAML config files, the presets and the experiment runner all build a
-:class:`TrainConfig`; nothing else holds a default.
+:class:`TrainConfig`; nothing else holds a default. Each field's description is its help text
+(``lsakit train --help``, the README's option table: :mod:`lsakit.options`). The CLI's flags and
+YAML files (:func:`load_config`) both start from the data set's preset
+(:func:`lsakit.presets.train_config`); a run's own ``config.yaml`` is complete and read as it is.
 """
 
 from __future__ import annotations
@@ -37,28 +40,52 @@ Schedule = Literal["constant", "multistep", "cosine", "cyclic"]
 
 
 class TrainConfig(BaseModel):
-    """A training run: model, data, objective, regularizer, optimization, validation."""
+    """A training run: model, data, objective, regularizer, optimization, validation.
+
+    Each field is one option, declared once: its type, default and description are what
+    ``lsakit train --help``, the YAML loader and the README's option table show
+    (:mod:`lsakit.options`). ``none_means`` (in ``json_schema_extra``) says what an unset
+    (None) value does. The CLI and YAML files start from the data set's preset
+    (:func:`lsakit.presets.train_config`); the defaults here are the library's.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # what is trained, on what
-    model: str = Field(description="model name in the registry (lsakit models)")
-    dataset: str = Field(description="data set name in the registry (lsakit datasets)")
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    model: str = Field(
+        description="model: a name of `lsakit models`, torchvision:NAME, timm:NAME, hf:DIR "
+        "(a local config.json), package.module:factory or file.py:factory"
+    )
+    dataset: str = Field(description="data set: a name of `lsakit datasets` or your own data")
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="model constructor arguments, e.g. num_classes: 2"
+    )
     data_options: dict[str, Any] = Field(
         default_factory=dict, description="data set options, e.g. moons noise/n_samples"
     )
-    limit: int | None = Field(None, ge=1, description="use only the first N training samples")
-    test_limit: int | None = Field(None, ge=1, description="evaluate on the first N test samples")
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="use only the first N training samples",
+        json_schema_extra={"none_means": "all"},
+    )
+    test_limit: int | None = Field(
+        None,
+        ge=1,
+        description="evaluate on the first N test samples",
+        json_schema_extra={"none_means": "all"},
+    )
     val_fraction: float = Field(
         0.1, ge=0, lt=1, description="held-out fraction of the training split for validation"
     )
 
     # objective (lsakit.train.objectives)
-    method: Method = "standard"
+    method: Method = Field("standard", description="training objective")
     eps: float = Field(0.0, ge=0, description="attack budget ε in input units")
-    alpha: float | None = Field(None, gt=0, description="attack step (default: the method's)")
-    steps: int = Field(10, ge=1, description="attack steps (pgd, trades, mart, apgd)")
+    alpha: float | None = Field(
+        None, gt=0, description="attack step", json_schema_extra={"none_means": "the method's"}
+    )
+    steps: int = Field(10, ge=1, description="attack steps (pgd, trades, mart, apgd, pni)")
     beta: float = Field(6.0, ge=0, description="TRADES / MART trade-off β")
     eps_warmup: float = Field(
         0.0,
@@ -68,77 +95,112 @@ class TrainConfig(BaseModel):
 
     # layer-wise regularizer (AT-LR)
     lr_layers: list[str] | None = Field(
-        None, description='layers to regularize: labels ("L2"), module names, or ["mvl"]'
+        None,
+        description="layers to regularize (AT-LR): labels (L2), module names, or mvl",
+        json_schema_extra={"none_means": "none"},
     )
-    gamma: float | list[float] = Field(DEFAULT_GAMMA, description="γ: one value, or one per layer")
-    grad_through: GradThrough = DEFAULT_GRAD_THROUGH
-    eta: float = Field(DEFAULT_ETA, description="η of Algorithm 1 when lr_layers is mvl")
+    gamma: float | list[float] = Field(
+        DEFAULT_GAMMA, description="γ of the regularizer: one value, or one per layer"
+    )
+    grad_through: GradThrough = Field(
+        DEFAULT_GRAD_THROUGH, description="regularizer gradient through"
+    )
+    eta: float = Field(DEFAULT_ETA, description="η of the MVL selection (lr_layers mvl)")
     mvl_checkpoint: str | None = Field(
-        None, description="model whose LSA gives the MVL list (default: the model after mvl_epoch)"
+        None,
+        description="normally trained model whose LSA gives the MVL list",
+        json_schema_extra={"none_means": "the model after mvl_epoch"},
     )
     mvl_epoch: int = Field(1, ge=0, description="epochs of base training before LSA picks the MVL")
     mvl_layers: list[str] | None = Field(
         None,
-        description="layers the MVL analysis measures (default: the activations), e.g. "
-        '["type:Conv2d"] or names; the MVL list is regularized by these same layers',
+        description="with lr_layers mvl: the layers the MVL analysis measures (as analyze "
+        "--layers, e.g. type:Conv2d); the MVL list is regularized by those same layers",
+        json_schema_extra={"none_means": "the activations"},
     )
 
     # companion regularizers (lsakit.train.lsp, lsakit.defenses.sparsity)
-    regularizer: list[Regularizer] = Field(
-        default_factory=list, description="extra penalties: lsp, lasso, group_lasso"
-    )
+    regularizer: list[Regularizer] = Field(default_factory=list, description="extra penalties")
     lsp_weight: float = Field(DEFAULT_LSP_WEIGHT, ge=0, description="λ of the LSP term")
-    lsp_variant: LSPVariant = "kl"
-    lsp_layer: str | None = Field(None, description="embedding layer (default: penultimate)")
-    lsp_on: LSPOn = "clean"
-    lsp_k: int | None = Field(None, ge=1, description="k-NN restriction (laplacian needs it)")
-    lsp_bandwidth: Bandwidth = DEFAULT_BANDWIDTH
-    lsp_perplexity: float = Field(DEFAULT_PERPLEXITY, gt=0)
-    lasso_weight: float = Field(1e-4, ge=0, description="λ₁ of Σ‖W‖₁ (RSR)")
-    group_lasso_weight: float = Field(1e-4, ge=0, description="λ_g of Σ‖W_c‖₂ (RSR)")
+    lsp_variant: LSPVariant = Field("kl", description="LSP form")
+    lsp_layer: str | None = Field(
+        None,
+        description="LSP embedding layer",
+        json_schema_extra={"none_means": "the penultimate"},
+    )
+    lsp_on: LSPOn = Field("clean", description="LSP on these points")
+    lsp_k: int | None = Field(
+        None,
+        ge=1,
+        description="LSP k-NN restriction (laplacian needs it)",
+        json_schema_extra={"none_means": "all pairs"},
+    )
+    lsp_bandwidth: Bandwidth = Field(DEFAULT_BANDWIDTH, description="LSP kernel bandwidth rule")
+    lsp_perplexity: float = Field(
+        DEFAULT_PERPLEXITY, gt=0, description="LSP perplexity (lsp_bandwidth perplexity)"
+    )
+    lasso_weight: float = Field(1e-4, ge=0, description="λ₁ of the lasso penalty Σ‖W‖₁ (RSR)")
+    group_lasso_weight: float = Field(
+        1e-4, ge=0, description="λ_g of the group-lasso penalty Σ‖W_c‖₂ (RSR)"
+    )
 
     # defenses (lsakit.defenses): noise injection, pruning
-    noise_injection: bool = Field(False, description="PNI: channel-wise weight noise layers")
+    noise_injection: bool = Field(
+        False, description="PNI: channel-wise learnable weight noise on every conv/linear layer"
+    )
     alpha_init: float = Field(0.25, ge=0, description="initial PNI noise scale α")
     init_checkpoint: str | None = Field(
-        None, description="start from these weights (e.g. the dense model to prune)"
+        None,
+        description="start from these weights (e.g. the dense model to prune)",
+        json_schema_extra={"none_means": "fresh weights"},
     )
     prune_sparsity: float | None = Field(
-        None, ge=0, lt=1, description="magnitude-prune to this sparsity, then train masked"
+        None,
+        ge=0,
+        lt=1,
+        description="magnitude-prune to this sparsity, then train masked (lsakit prune)",
+        json_schema_extra={"none_means": "no pruning"},
     )
-    prune_scope: Literal["global", "per_layer"] = "global"
+    prune_scope: Literal["global", "per_layer"] = Field(
+        "global", description="pruning threshold scope"
+    )
 
     # optimization
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Schedule = "constant"
+    epochs: int = Field(10, ge=1, description="training epochs")
+    batch_size: int = Field(128, ge=1, description="batch size")
+    optimizer: Literal["sgd", "adam"] = Field("adam", description="optimizer")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay")
+    schedule: Schedule = Field(
+        "constant", description="learning-rate schedule, stepped per iteration"
+    )
     milestones: list[float] = Field(
         default_factory=lambda: [0.5, 0.75],
         description="multistep: fractions of the epochs where the lr is multiplied by lr_decay",
     )
-    lr_decay: float = Field(0.1, gt=0, le=1)
-    seed: int = Field(0, ge=0)
+    lr_decay: float = Field(0.1, gt=0, le=1, description="multistep: the lr factor")
+    seed: int = Field(0, ge=0, description="random seed")
 
     # speed (lsakit.speed): all off by default; on CPU they only pay in special cases
-    amp: Amp = Field(
-        "off", description="mixed precision of training forwards and attacks: off, bf16, fp16"
-    )
+    amp: Amp = Field("off", description="mixed precision of training forwards and attacks (GPU)")
     channels_last: bool = Field(False, description="channels-last layout for image batches")
-    compile: bool = Field(False, description="torch.compile the training model")
+    compile: bool = Field(False, description="compile the training model with torch.compile")
 
     # experiment tracking (lsakit.tracking): off by default
     log_to: list[TrackingBackend] = Field(
-        default_factory=list, description="also log the run to: tensorboard, mlflow"
+        default_factory=list,
+        description="also track the run (needs lsakit[tracking]): RUN_DIR/tb, and "
+        "$MLFLOW_TRACKING_URI or a local mlruns store",
     )
 
     # validation, best checkpoint, early stopping
     val_steps: int = Field(10, ge=1, description="PGD steps of the per-epoch robust validation")
     early_stopping: int | None = Field(
-        None, ge=1, description="stop after this many epochs without a better robust accuracy"
+        None,
+        ge=1,
+        description="stop after this many epochs without a better validation accuracy",
+        json_schema_extra={"none_means": "off"},
     )
 
     @model_validator(mode="after")
@@ -201,8 +263,8 @@ def validate_config(values: dict[str, Any], *, source: str = "options") -> Train
         raise ConfigError(f"invalid {option} in {source}: {message}") from None
 
 
-def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-    """Read a YAML config file (every TrainConfig field allowed) and apply the overrides."""
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping of option: value in a YAML file; one ConfigError line when it cannot be read."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -215,8 +277,32 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of option: value")
-    values = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    return validate_config(values, source=str(p))
+    return data
+
+
+def merge_options(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the non-None ``overrides``; a mapping option (model_kwargs, data_options)
+    is merged key by key, so ``--data-option noise=0.2`` keeps a file's other data options."""
+    merged = dict(values)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = {**merged[key], **value}
+        merged[key] = value
+    return merged
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+    """Read a YAML config file (every TrainConfig field allowed) and apply the overrides.
+
+    Like ``lsakit train``'s flags, a file starts from its data set's preset
+    (:func:`lsakit.presets.train_config`): ``dataset: moons`` alone is the moons recipe (model A,
+    lr 0.01, batch 32, 20 epochs), and the same options as a file or as flags give the same config.
+    """
+    from lsakit.presets import train_config  # presets build TrainConfigs: imported when used
+
+    return train_config(merge_options(read_config_file(path), overrides), source=str(path))
 
 
 def dump_config(config: TrainConfig) -> str:

@@ -11,7 +11,7 @@ PGD, APGD) need one extra clean forward, and no extra adversarial forward is eve
 
 A run directory holds ``config.yaml``, ``model.safetensors`` (last epoch), ``best.safetensors``
 (best robust validation accuracy), ``metrics.jsonl`` and ``state.pt`` (everything needed to resume,
-in one atomically written file, loaded with ``weights_only=True``). Each epoch's randomness (data
+the data directory included, in one atomically written file, loaded with ``weights_only=True``). Each epoch's randomness (data
 order, random starts) is re-seeded from (seed, epoch), so a resumed run ends with exactly the same
 weights and metrics as an uninterrupted one on CPU.
 """
@@ -56,7 +56,7 @@ from lsakit.probe import LayerProbe
 from lsakit.speed import Amp
 from lsakit.tracking import TrackingSetup, open_trackers
 from lsakit.tracking import require as require_tracking
-from lsakit.train.config import TrainConfig, dump_config, load_config
+from lsakit.train.config import TrainConfig, dump_config, read_config_file, validate_config
 from lsakit.train.lsp import LocalStructureRegularizer
 
 CHECKPOINT_NAME = "model.safetensors"
@@ -466,7 +466,9 @@ def train(
     After every epoch: validation (clean and PGD-``val_steps`` robust accuracy on the held-out
     tail of the training split), clean test accuracy, a ``metrics.jsonl`` line, the last and best
     checkpoints and the resume state, each written atomically. With ``resume=True`` the run in
-    ``out_dir`` continues from its last completed epoch. A directory that already holds a run is
+    ``out_dir`` continues from its last completed epoch: ``config`` must be the run's own
+    (:func:`load_run_config`), save ``epochs`` (more extends the run), and ``data_dir`` defaults
+    to the directory the run recorded. A directory that already holds a run is
     refused unless ``overwrite=True``, which first deletes that run's files (so a new run that
     fails early never leaves a mix of two runs). A NaN/inf loss raises TrainingError.
 
@@ -495,6 +497,9 @@ def train(
     if out is not None and not resume:
         _claim_run_dir(out, overwrite=overwrite)  # every rank checks before rank 0 writes
         distributed.barrier()
+    state = _resume_state(out, config) if resume and out is not None else None
+    if state is not None and data_dir is None:
+        data_dir = state.get("data_dir")  # where the run found its data (None: before recorded)
     model = _build_model(config).to(dev)
     if config.channels_last:
         model = speed.channels_last_model(model)
@@ -524,8 +529,7 @@ def train(
         lr_layers = list(config.lr_layers)
 
     if out is not None:
-        if resume:
-            state = _load_state(out)
+        if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -535,8 +539,8 @@ def train(
             lr_layers = list(state["lr_layers"]) if state["lr_layers"] is not None else lr_layers
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-        elif main:
-            atomic_write_text(out / CONFIG_NAME, dump_config(config))
+        if main and (state is None or load_run_config(out).epochs != config.epochs):
+            atomic_write_text(out / CONFIG_NAME, dump_config(config))  # new, or extended
 
     regularizer = (
         LayerwiseRegularizer(lr_layers, gamma=config.gamma, grad_through=config.grad_through)
@@ -548,6 +552,8 @@ def train(
         lr_layers = regularizer.layers
 
     best_path = out / BEST_NAME if out is not None else None
+    # Recorded in the resume state, so `--resume` finds the data without --data-dir.
+    recorded_data_dir = str(datasets.resolve_data_dir(data_dir).absolute())
     # Under torchrun the objective trains through DDP (its backward averages the gradients);
     # probes, attacks, validation and checkpoints use the bare module. `net` is that module.
     net = model
@@ -666,6 +672,7 @@ def train(
                     "metrics": metrics, "best_score": best_score, "bad_epochs": bad_epochs,
                     "lr_layers": lr_layers,
                     "scaler": scaler.state_dict() if scaler is not None else None,
+                    "data_dir": recorded_data_dir,
                 })  # fmt: skip
                 trackers.log_metrics(record, step=epoch)  # the record metrics.jsonl got
             distributed.barrier()  # the others wait until rank 0 has written the epoch's files
@@ -737,9 +744,10 @@ def _evaluate_epoch(
 
 def _describe(record: dict[str, Any], config: TrainConfig) -> str:
     parts = [f"epoch {record['epoch']}/{config.epochs}: loss {record['train_loss']:.4f}"]
-    if config.regularized:
-        parts.append(f"LR {record['train_reg']:.4f}")
+    if config.regularized or config.regularizer:
+        parts.append(f"reg {record['train_reg']:.4f}")  # the regularizers' terms, not the lr
     parts.append(f"train acc {record['train_accuracy']:.4f}")
+    parts.append(f"lr {record['lr']:.3g}")
     if record["val_clean"] is not None:
         parts.append(f"val {record['val_clean']:.4f}")
     if record["val_robust"] is not None:
@@ -787,17 +795,22 @@ def _mvl_regularizer(
 RUN_FILES = (STATE_NAME, CONFIG_NAME, CHECKPOINT_NAME, BEST_NAME, METRICS_NAME)
 
 
-def _claim_run_dir(out: Path, *, overwrite: bool) -> None:
-    """Make ``out`` ready for a new run: refuse one that holds a run, or delete that run's files."""
+def check_run_dir(out: str | Path, *, overwrite: bool) -> None:
+    """Refuse ``out`` for a new run when it holds one and ``overwrite`` is not given (writes
+    nothing: the CLI asks before it prints anything)."""
+    out = Path(out)
     found = [name for name in RUN_FILES if (out / name).exists()]
-    if not found:
-        return
-    if not overwrite:
+    if found and not overwrite:
         raise ConfigError(
             f"{out} already holds a training run ({', '.join(found)}); continue it with "
             f"--resume {out}, start it over with --overwrite, or choose another --out"
         )
-    if distributed.is_main_process():
+
+
+def _claim_run_dir(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` ready for a new run: refuse one that holds a run, or delete that run's files."""
+    check_run_dir(out, overwrite=overwrite)
+    if overwrite and distributed.is_main_process():
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
 
@@ -808,14 +821,14 @@ def _save_state(out: Path, state: dict[str, Any]) -> None:
     atomic_write(out / STATE_NAME, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
-def _load_state(out: Path) -> dict[str, Any]:
+def _load_state(out: Path, *, mmap: bool = False) -> dict[str, Any]:
     path = out / STATE_NAME
     if not path.exists():
         raise CheckpointError(
             f"cannot resume: {path} not found (no completed epoch in {out}); start the run anew"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # any unpickling/format error: the file is not a usable state
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"cannot resume from {path}: {first}; start the run anew") from None
@@ -824,9 +837,57 @@ def _load_state(out: Path) -> dict[str, Any]:
     return state
 
 
+def _resume_state(out: Path, config: TrainConfig) -> dict[str, Any]:
+    """The resume state of the run in ``out``, once ``config`` is known to continue that run:
+    the run's own config, ``epochs`` aside (a longer run extends it)."""
+    state = _load_state(out)
+    recorded = load_run_config(out).model_dump()
+    differ = [k for k, v in config.model_dump().items() if k != "epochs" and recorded.get(k) != v]
+    if differ:
+        raise ConfigError(
+            f"the config differs from the one {out} was trained with ({', '.join(differ)}); "
+            f"resume with the run's own config (load_run_config), or start a new run"
+        )
+    if config.epochs < int(state["epoch"]):
+        raise ConfigError(
+            f"{out} has already trained {state['epoch']} epochs; epochs {config.epochs} would "
+            "shorten it"
+        )
+    return state
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run directory stands: epochs done of its config's, and whether it is finished."""
+
+    run_dir: Path
+    epoch: int
+    epochs: int
+    #: early stopping ended the run before ``epochs``
+    stopped_early: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped_early or self.epoch >= self.epochs
+
+
+def resume_point(run_dir: str | Path, epochs: int | None = None) -> ResumePoint:
+    """How far the run in ``run_dir`` got (its resume state), against its own epochs or
+    ``epochs`` (a resume that extends it); CheckpointError / ConfigError lines as ``--resume``."""
+    out = Path(run_dir)
+    state = _load_state(out, mmap=True)
+    config = load_run_config(out)
+    stopped = config.early_stopping is not None and int(state["bad_epochs"]) >= (
+        config.early_stopping
+    )
+    return ResumePoint(out, int(state["epoch"]), epochs or config.epochs, stopped)
+
+
 def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The config a run directory was started with (for ``--resume``)."""
-    return load_config(Path(run_dir) / CONFIG_NAME)
+    """The config a run directory was started with (for ``--resume``): its complete
+    ``config.yaml``, read as it is (no preset)."""
+    path = Path(run_dir) / CONFIG_NAME
+    return validate_config(read_config_file(path), source=str(path))
 
 
 def iter_metrics(run_dir: str | Path) -> Iterator[dict[str, Any]]:
