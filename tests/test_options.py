@@ -194,14 +194,16 @@ def test_a_yaml_config_and_the_same_flags_give_the_same_config(
     tmp_path: Path, values: dict[str, Any], data: st.DataObject
 ) -> None:
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(values))
+    path.write_text(yaml.safe_dump(values, sort_keys=False))  # the flags' order
     by_flags = _printed(_flags(values), path)
     by_yaml = _printed(["--config", str(path)], path)
     assert by_yaml == by_flags
     event("accepted" if by_flags[0] == 0 else "refused by both")
     # Part in the file, the rest as flags over it: still the same.
     in_file = data.draw(st.sets(st.sampled_from(sorted(values)))) if values else set()
-    path.write_text(yaml.safe_dump({k: v for k, v in values.items() if k in in_file}))
+    path.write_text(
+        yaml.safe_dump({k: v for k, v in values.items() if k in in_file}, sort_keys=False)
+    )
     rest = {k: v for k, v in values.items() if k not in in_file}
     assert _printed(["--config", str(path), *_flags(rest)], path) == by_flags
     if by_flags[0] == 0:  # and the flags' config is the preset with the values over it
