@@ -221,12 +221,12 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
 @given(updates=st.dictionaries(st.sampled_from(sorted(FIELD_VALUES)), st.just(None), max_size=4)
        .flatmap(lambda keys: st.fixed_dictionaries({k: FIELD_VALUES[k] for k in keys})))  # fmt: skip
 def test_train_config_is_valid_or_refused_cleanly(tmp_path: Path, updates: dict[str, Any]) -> None:
-    from lsakit.train import TrainConfig
+    from lsakit.presets import train_config
     from lsakit.train.config import load_config
 
     base = {"model": "model_a", "dataset": "moons"}
-    try:
-        config = TrainConfig(**base, **updates)
+    try:  # the flags' route: the data set's preset, then the values (a YAML file's route too)
+        config = train_config({**base, **updates})
     except (ValidationError, ConfigError):
         config = None
     else:  # an accepted config is sane

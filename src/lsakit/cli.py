@@ -979,7 +979,9 @@ def _suite_and_checks(
         table.add_row(*row)
     out.print(table)
     if checks:
-        outcomes = masking_checks(model, x, y, eps=eps, suite_result=result, seed=seed)
+        outcomes = masking_checks(
+            model, x, y, eps=eps, suite_result=result, seed=seed, progress=True
+        )
         result = result.model_copy(update={"checks": outcomes})
         for outcome in outcomes:
             if outcome.status == "warn":
@@ -1056,16 +1058,12 @@ def search_command(
 
     def show(record: Any) -> None:
         if record.kind == "epoch":
-            accuracy = "" if record.val_accuracy is None else f", val acc {record.val_accuracy:.3f}"
-            out.print(
-                f"epoch {record.epoch}: train loss {record.train_loss:.4f}, μ_F {record.mu_f:.3f}, "
-                f"σ_F {record.sigma_f:.3f}, g {record.g:+.3f}, u {record.u:.3f}{accuracy}"
-            )
+            out.print(record.describe())
 
     out.print(f"searching on {dataset} ({'with' if lipschitz else 'without'} the constraint)")
     metrics = search_for_study(
         dataset, settings, seed, root / "genotype.json", data_dir=data_dir,
-        device=resolve_device(device), progress=show,
+        device=resolve_device(device), progress=show, show_progress=True,
     )  # fmt: skip
     out.print(
         f"μ_F {metrics['mu_F']:.3f}, σ_F {metrics['sigma_F']:.3f} (ln λ̄_F "
@@ -1203,8 +1201,10 @@ def reproduce_command(
         str | None,
         typer.Option(
             help="The conventions: strict (the default: inputs in [0, 1], attacks clamp, ε in "
-            "input units) or paper (Moon: the fit to the published Normal row — standardized "
-            "coordinates, unbounded, one output).",
+            "input units), paper (the fit to the published Normal row and curves — Moon: "
+            "standardized coordinates, unbounded, one output; MNIST: see configs/mnist.yaml) or "
+            "all (each protocol into OUT/PROTOCOL, then OUT/sensitivity.md: which of the "
+            "paper's claims hold under which).",
             show_default="strict",
         ),
     ] = None,
@@ -1235,8 +1235,15 @@ def reproduce_command(
 
     if experiment not in SUITES:
         raise ConfigError(f"unknown experiment {experiment!r}; choose one of {', '.join(SUITES)}")
+    every = protocol == "all"
+    protocols: dict[str, list[str]] = {}
     for name in SUITES[experiment]:  # an unknown protocol fails before anything runs
-        load_experiment(name).under(protocol)
+        config = load_experiment(name)
+        protocols[name] = (
+            config.protocol_names() if every else [protocol or config.default_protocol]
+        )
+        if not every:
+            config.under(protocol)
     if quick and profile not in (None, "quick"):
         raise ConfigError("--quick and --profile disagree; give one of them")
     chosen = "quick" if quick else (profile or "full")
@@ -1246,18 +1253,27 @@ def reproduce_command(
     grid = _grid_executor(executor, jobs, address, cpus_per_run, gpus_per_run, max_retries)
     with grid or contextlib.nullcontext():  # one Ray connection for the whole suite
         for name in SUITES[experiment]:
-            target = root if len(SUITES[experiment]) == 1 else root / name
-            result = run_experiment(
-                name, chosen, target, seeds=seed_list, jobs=jobs, data_dir=data_dir,
-                device=device, log=out.print, log_to=_split(log_to), executor=grid,
-                protocol=protocol,
-            )  # fmt: skip
-            _print_reproduction(result)
-            out.print(f"wrote {target / 'results.json'} ({result.seconds:.0f} s)")
-            if report:
-                from lsakit.report.reproduction import write_report
+            folder = root if len(SUITES[experiment]) == 1 else root / name
+            results = {}
+            for chosen_protocol in protocols[name]:
+                target = folder / chosen_protocol if every else folder
+                result = run_experiment(
+                    name, chosen, target, seeds=seed_list, jobs=jobs, data_dir=data_dir,
+                    device=device, log=out.print, log_to=_split(log_to), executor=grid,
+                    protocol=chosen_protocol,
+                )  # fmt: skip
+                results[result.protocol] = result
+                _print_reproduction(result)
+                out.print(f"wrote {target / 'results.json'} ({result.seconds:.0f} s)")
+                if report:
+                    from lsakit.report.reproduction import write_report
 
-                md, html = write_report(result, target, data_dir=data_dir)
+                    md, html = write_report(result, target, data_dir=data_dir)
+                    out.print(f"wrote {md} and {html}")
+            if every and len(results) > 1:
+                from lsakit.report.sensitivity import write_sensitivity_report
+
+                md, html = write_sensitivity_report(results, folder)
                 out.print(f"wrote {md} and {html}")
 
 

@@ -31,6 +31,7 @@ from lsakit.evaluate import fgsm_sweep, paper_eps, rg_score
 from lsakit.experiments.config import (
     ExperimentConfig,
     RowSpec,
+    load_claims,
     load_experiment,
     load_table,
     row_specs,
@@ -268,7 +269,7 @@ def run_experiment(
             "lsa_perturbations": config.lsa_perturbations, "data_options": config.data_options,
             "notes": prof.notes, "expected_runtime": prof.expected_runtime,
         },
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, published_claims=load_claims(config.table),
     )  # fmt: skip
     result.save(out / "results.json")
     return result

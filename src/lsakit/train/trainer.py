@@ -560,20 +560,14 @@ def train(
     model = distributed.wrap(net)
     if config.compile:
         model = speed.compiled(model)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from lsakit._progress import Progress
 
-    columns = (
-        TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}"),
-        TimeRemainingColumn(),
-    )  # fmt: skip
     trackers = open_trackers(
         config.log_to, out, tracking, after_step=start_epoch if resume else None, enabled=main
     )
     if log is not None and trackers:
         log(trackers.describe())
-    with trackers, Progress(*columns, transient=True, disable=not progress) as bar:
+    with trackers, Progress(progress) as bar:
         trackers.start(config.model_dump(), metrics)
         for epoch in range(start_epoch + 1, config.epochs + 1):
             if (
@@ -588,7 +582,7 @@ def train(
             data.generator.manual_seed(_epoch_seed(config, epoch))
             if data.sampler is not None:
                 data.sampler.set_epoch(epoch)
-            task = bar.add_task("train", total=steps_per_epoch, epoch=epoch, loss=0.0, acc=0.0)
+            task = bar.add_task(f"epoch {epoch}/{config.epochs}", steps_per_epoch, "steps")
             started = time.perf_counter()
             sums = {"loss": 0.0, "reg": 0.0, "correct": 0.0, "seen": 0.0}
             model.train()
@@ -635,10 +629,8 @@ def train(
                     if logits is not None:
                         sums["correct"] += float((logits.argmax(dim=1) == y).sum())
                     sums["seen"] += n
-                    bar.update(
-                        task, advance=1, loss=sums["loss"] / sums["seen"],
-                        acc=sums["correct"] / sums["seen"],
-                    )  # fmt: skip
+                    bar.advance(task, note=f"loss {sums['loss'] / sums['seen']:.4f}  "
+                                f"acc {sums['correct'] / sums['seen']:.3f}")  # fmt: skip
             bar.remove_task(task)
             if distributed.is_distributed():  # sums of every rank's samples, not mean of means
                 sums = dict(zip(sums, distributed.all_reduce_sum(list(sums.values())), strict=True))
