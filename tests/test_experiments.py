@@ -120,7 +120,23 @@ def test_moon_protocols_override_the_top_level_by_name() -> None:
     with pytest.raises(ConfigError, match=r"no protocol 'nope'; protocols: strict, paper"):
         config.under("nope")
     with pytest.raises(ConfigError, match="no protocol 'paper'; protocols: strict"):
-        load_experiment("mnist").under("paper")  # MNIST has none yet
+        load_experiment("cifar10-vgg").under("paper")  # CIFAR-10 has none
+
+
+def test_mnist_paper_protocol_normalizes_inside_and_reads_the_lsa_unclamped() -> None:
+    config = load_experiment("mnist")
+    assert config.protocol_names() == ["strict", "paper"]
+    paper = config.under("paper")
+    assert paper.data_options == {} and paper.lsa_data_options == {"domain": "unbounded"}
+    assert paper.model_kwargs == {"normalize": True} and paper.lsa_attack == "fgsm=0.3"
+    assert paper.train == config.train  # the training settings are strict's
+    assert "pepper=0.3,value=0" in paper.lsa_perturbations
+    # training and the FGSM table clamp to [0, 1]; only the LSA reads the test set unclamped
+    assert not datasets.domain("mnist", **paper.data_options).unbounded
+    assert datasets.domain("mnist", **paper.lsa_data_options).unbounded
+    assert config.under().lsa_data_options == {}
+    cfg = train_config(paper, "quick", row_specs(paper, "quick")[1], 0, None)
+    assert cfg.model_kwargs == {"normalize": True} and cfg.data_options == {}
 
 
 def test_moon_paper_protocol_is_recorded_unbounded_and_never_clamps(tmp_path: Path) -> None:

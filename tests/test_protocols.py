@@ -166,4 +166,5 @@ def test_cli_protocol_all_runs_each_protocol_and_writes_the_sensitivity_report(
     mvl_line = next(line for line in text.splitlines() if line.startswith("| MVL list"))
     assert ", ".join(strict.mvl) in mvl_line.split("|")[3]
     assert ", ".join(paper.mvl) in mvl_line.split("|")[4]
+    assert "the paper's claims under each protocol" in stdout
     assert f"wrote {out / 'sensitivity.md'}" in stdout.replace("\n", "")

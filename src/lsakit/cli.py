@@ -1271,8 +1271,16 @@ def reproduce_command(
                     md, html = write_report(result, target, data_dir=data_dir)
                     out.print(f"wrote {md} and {html}")
             if every and len(results) > 1:
-                from lsakit.report.sensitivity import write_sensitivity_report
+                from lsakit.report.sensitivity import claims, write_sensitivity_report
 
+                table = Table(title=f"{name}: the paper's claims under each protocol")
+                for column in ("claim", "paper", *results):
+                    table.add_column(column)
+                for claim in claims(results):
+                    table.add_row(
+                        claim.name, claim.paper, *(claim.verdicts[p].text() for p in results)
+                    )
+                out.print(table)
                 md, html = write_sensitivity_report(results, folder)
                 out.print(f"wrote {md} and {html}")
 

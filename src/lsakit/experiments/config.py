@@ -65,7 +65,8 @@ class Protocol(_Strict):
     """A named set of conventions: overrides of the experiment's top-level settings.
 
     ``data_options``, ``model_kwargs``, ``train`` and ``methods`` (per method) are merged over the
-    top level's; ``lsa_attack`` and ``lsa_perturbations`` replace it when given.
+    top level's; ``lsa_attack`` and ``lsa_perturbations`` replace it when given, and
+    ``lsa_data_options`` is merged over the top level's.
     """
 
     description: str
@@ -75,6 +76,7 @@ class Protocol(_Strict):
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
     lsa_attack: str | None = None
     lsa_perturbations: list[str] | None = None
+    lsa_data_options: dict[str, Any] = Field(default_factory=dict)
     #: replaces the profiles' expected_runtime text where the protocol's differs
     expected_runtime: dict[str, str] = Field(default_factory=dict)
 
@@ -93,6 +95,9 @@ class ExperimentConfig(_Strict):
     rows: list[str] | None = None  # a subset of the derived rows (the paper's table)
     lsa_attack: str  # perturbation spec of the LSA after training, e.g. "pgd=0.3,steps=20"
     lsa_perturbations: list[str]  # the normal model's LSA (the "before" curves)
+    #: data options of the LSA's test data only, over ``data_options`` (MNIST's paper protocol
+    #: reads it unclamped, ``domain: unbounded``, while training and the FGSM table clamp)
+    lsa_data_options: dict[str, Any] = Field(default_factory=dict)
     eta: float = DEFAULT_ETA
     train: dict[str, Any]  # TrainConfig fields common to every row
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -138,6 +143,7 @@ class ExperimentConfig(_Strict):
                 "train": {**self.train, **entry.train},
                 "methods": methods,
                 "lsa_attack": entry.lsa_attack or self.lsa_attack,
+                "lsa_data_options": {**self.lsa_data_options, **entry.lsa_data_options},
                 "lsa_perturbations": (
                     self.lsa_perturbations
                     if entry.lsa_perturbations is None

@@ -55,6 +55,9 @@ class _Task:
     run_dir: str
     eps: tuple[float, ...]
     lsa_attack: str
+    #: data options of the LSA's test data (the training's, with the experiment's
+    #: ``lsa_data_options`` over them)
+    lsa_data_options: dict[str, Any]
     test_limit: int | None
     lsa_limit: int | None
     data_dir: str | None
@@ -118,7 +121,7 @@ def _run(task: _Task, *needed: dict[str, Any]) -> dict[str, Any]:
     attack = perturb.from_spec(task.lsa_attack, model)
     lsa_data = datasets.load(
         config.dataset, "test", batch_size=256, shuffle=False, limit=task.lsa_limit,
-        data_dir=task.data_dir, **config.data_options,
+        data_dir=task.data_dir, **task.lsa_data_options,
     )  # fmt: skip
     lsa = analyze(model, lsa_data, {attack.name: attack})
     run = RunResult(
@@ -157,8 +160,11 @@ def _task_key(task: _Task) -> dict[str, Any]:
     """What makes a cached run reusable: the same training config (tracking aside), grid and LSA
     attack."""
     config = {k: v for k, v in task.config.items() if k != "log_to"}
-    return {"config": config, "eps": list(task.eps), "lsa_attack": task.lsa_attack,
-            "test_limit": task.test_limit, "lsa_limit": task.lsa_limit}  # fmt: skip
+    key = {"config": config, "eps": list(task.eps), "lsa_attack": task.lsa_attack,
+           "test_limit": task.test_limit, "lsa_limit": task.lsa_limit}  # fmt: skip
+    if task.lsa_data_options != task.config.get("data_options", {}):
+        key["lsa_data_options"] = task.lsa_data_options  # (absent otherwise: older runs reusable)
+    return key
 
 
 def run_experiment(
@@ -221,7 +227,8 @@ def run_experiment(
         )  # fmt: skip
         return _Task(
             row=row.name, seed=seed, config=cfg.model_dump(), run_dir=str(run_dir), eps=tuple(eps),
-            lsa_attack=config.lsa_attack, test_limit=prof.test_limit, lsa_limit=prof.lsa_limit,
+            lsa_attack=config.lsa_attack, lsa_data_options=_lsa_data_options(config),
+            test_limit=prof.test_limit, lsa_limit=prof.lsa_limit,
             data_dir=None if data_dir is None else str(data_dir), device=device, tracking=tracking,
         )  # fmt: skip
 
@@ -267,12 +274,18 @@ def run_experiment(
             "train": config.train, "methods": config.methods,
             "profile": prof.model_dump(), "lsa_attack": config.lsa_attack,
             "lsa_perturbations": config.lsa_perturbations, "data_options": config.data_options,
+            "lsa_data_options": _lsa_data_options(config),
             "notes": prof.notes, "expected_runtime": prof.expected_runtime,
         },
         seconds=time.perf_counter() - started, published_claims=load_claims(config.table),
     )  # fmt: skip
     result.save(out / "results.json")
     return result
+
+
+def _lsa_data_options(config: ExperimentConfig) -> dict[str, Any]:
+    """The data options of the LSA's test data: the experiment's, ``lsa_data_options`` over them."""
+    return {**config.data_options, **config.lsa_data_options}
 
 
 def _protocol_description(config: ExperimentConfig) -> str:
@@ -331,7 +344,8 @@ def _normal_lsa(
         perturbations[p.name] = p
     loader = datasets.load(
         config.dataset, "test", batch_size=256, shuffle=False,
-        limit=config.profiles[profile].lsa_limit, data_dir=data_dir, **config.data_options,
+        limit=config.profiles[profile].lsa_limit, data_dir=data_dir,
+        **_lsa_data_options(config),
     )  # fmt: skip
     result = analyze(model, loader, perturbations, progress=progress)
     attack_name = perturb.parse_spec(config.lsa_attack)[0]

@@ -13,7 +13,9 @@ numbers it was read from:
    for every base (needs more than one proposal in the run).
 3. *MVL list of the normal model*: ours equals the paper's.
 4. *the normal model's curve*: the relative error per layer under the paper's perturbation (PGD)
-   changes with depth in the paper's direction (monotone, falling for MNIST, rising for Moon).
+   changes with depth in the paper's direction (monotone, falling for MNIST, rising for Moon);
+   where the protocol's LSA attack is another one (MNIST's paper protocol: FGSM), its curve is
+   shown beside it.
 5. *the regularized layer's relative error drops*: under the LSA attack, at each regularized
    layer of every LR row, below its base's.
 
@@ -175,7 +177,12 @@ def _curve(result: ExperimentResult, perturbation: str, paper: Sequence[float]) 
     falls = paper[-1] < paper[0]
     monotone = all((b < a) if falls else (b > a) for a, b in itertools.pairwise(ours))
     worst = max(abs(a - b) for a, b in zip(ours, paper, strict=True))
-    return Verdict(monotone, " / ".join(f"{v:.2f}" for v in ours) + f" (max |Δ| {worst:.2f})")
+    evidence = " / ".join(f"{v:.2f}" for v in ours) + f" (max |Δ| {worst:.2f})"
+    attack = lsa_attack_key(result)
+    if attack is not None and attack != key:  # the protocol's own LSA attack, for comparison
+        other = result.normal_lsa[attack]
+        evidence += f"; {attack}: " + " / ".join("—" if v is None else f"{v:.2f}" for v in other)
+    return Verdict(monotone, evidence)
 
 
 def _re_drop(result: ExperimentResult) -> Verdict:
