@@ -51,9 +51,9 @@ curve only without it (normalized inside, unbounded, FGSM: rms 0.056) — so the
 each where it fits: model B normalized inside, training and the FGSM table clamped, the LSA read
 unclamped (``lsa_data_options``) with FGSM as its attack; the four ReLUs stay the monitored layers
 (monitoring after pooling makes the FGSM curve fall, rms 0.061, but is not a setting of the
-experiments). No PGD curve falls with depth under any convention tried. This is consistent with
-the authors' code as far as it is public (torchattacks clamps its adversarial images; their LSA
-module perturbs without it), but what the paper ran is not recoverable from its text.
+experiments). No PGD curve falls with depth under any convention tried. The clamped table fits
+the authors' public training code (torchattacks clamps its adversarial images); how their LSA
+curves were perturbed is not public, and what the paper ran is not recoverable from its text.
 
 Run: ``python benchmarks/exp_mnist_protocol.py --data-dir ../shared/data [--seeds 2] [--jobs 2]
 [--json out.json]``.
