@@ -95,8 +95,10 @@ def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> N
     assert loaded == result
     checkpoint = tmp_path / result.rows[3].runs[0].checkpoint
     stamp = checkpoint.stat().st_mtime_ns
+    assert result.reused_runs == 0
     again = run_experiment("moon", "smoke", tmp_path)
     assert checkpoint.stat().st_mtime_ns == stamp  # not trained again
+    assert again.reused_runs == 17
     assert [r.runs[0].accuracies for r in again.rows] == [r.runs[0].accuracies for r in result.rows]
 
 

@@ -130,6 +130,8 @@ class ExperimentResult(JsonResult):
     seconds: float
     #: the paper's claims about this experiment (copied from its table file; None: none stated)
     published_claims: PublishedClaims | None = None
+    #: how many (row, seed) runs were reused from an earlier invocation (None: not recorded)
+    reused_runs: int | None = None
 
     def row(self, name: str) -> RowResult:
         """The row called ``name`` (KeyError if absent)."""

@@ -102,7 +102,7 @@ def _run(task: _Task, *needed: dict[str, Any]) -> dict[str, Any]:
     if cached.exists():
         previous = json.loads(cached.read_text(encoding="utf-8"))
         if previous.get("task") == _task_key(task):
-            return dict(previous["result"])
+            return {**previous["result"], "reused": True}
     started = time.perf_counter()
     config = validate_config(task.config)
     # Not cached (or cached with other settings): this run replaces whatever is in run_dir.
@@ -278,6 +278,7 @@ def run_experiment(
             "notes": prof.notes, "expected_runtime": prof.expected_runtime,
         },
         seconds=time.perf_counter() - started, published_claims=load_claims(config.table),
+        reused_runs=sum(bool(o.get("reused")) for o in outcomes.values()),
     )  # fmt: skip
     result.save(out / "results.json")
     return result
@@ -300,7 +301,7 @@ def _relative_to(out: Path, run: RunResult) -> RunResult:
 
 
 def _strip(outcome: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in outcome.items() if k != "resolved_layers"}
+    return {k: v for k, v in outcome.items() if k not in ("resolved_layers", "reused")}
 
 
 def _eps_in_units(config: ExperimentConfig, eps_paper: list[float]) -> list[float]:

@@ -518,11 +518,16 @@ def _time_text(result: ExperimentResult) -> str:
     """The rows' own compute time, and what the invocation that wrote the results took."""
     runs = [run for row in result.rows for run in row.runs]
     trained = sum(run.seconds for run in runs)
+    reused = (
+        "runs finished earlier are reused, not retrained"
+        if result.reused_runs is None
+        else f"{result.reused_runs} of the runs were reused from an earlier invocation, not "
+        f"retrained"
+    )
     return (
         f"Compute time: the {_count(len(runs), 'run')} (row × seed) took {_duration(trained)} "
         f"(the sum of their recorded times, whichever invocation ran them); the invocation that "
-        f"wrote these results took {_duration(result.seconds)} wall clock (runs finished earlier "
-        f"are reused, not retrained)"
+        f"wrote these results took {_duration(result.seconds)} wall clock ({reused})"
     )
 
 
