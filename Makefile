@@ -16,7 +16,7 @@ STAMP := $(VENV)/.install-stamp
 DEMO_DIR ?= runs/demo
 BENCH_ARGS ?=
 
-.PHONY: install demo test lint typecheck bench clean gpu-check gpu-wheels gpu-data
+.PHONY: install demo test docs-check lint typecheck bench clean gpu-check gpu-wheels gpu-data
 
 install: $(STAMP)
 
@@ -39,6 +39,13 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/pytest -q -n 2
+
+# What a reader opens, checked as a reader sees it (each line one check): the README as executable
+# truth (every fenced block marked; its command blocks run as written on small fixtures, printed
+# output compared with the README's: tests/test_readme_walk.py), then the HTML report in a browser.
+docs-check: install
+	LSAKIT_DOCS_CHECK=1 $(BIN)/pytest -q -p no:cacheprovider tests/test_readme.py tests/test_readme_walk.py
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_report_browser.py
 
 # Every benchmark in benchmarks/ in one run, one table of ratios (~3 min on 2 CPU cores).
 # BENCH_ARGS=--quick for a ~1 min check.

@@ -1,4 +1,10 @@
-"""The README's "Your own model and data" examples run as they stand."""
+"""The README as executable truth: its examples run, and what they print is what it shows.
+
+The "Your own model and data" examples and command lines run as they stand; every fenced block
+carries a marker (tests/readme_blocks.py); the demo's output block, the Python API example and
+the tables of models and Moon scales are compared with what the code prints. The slow walk over
+the command blocks is tests/test_readme_walk.py (``make docs-check``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+import readme_blocks
 from helpers import importable
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -101,3 +109,140 @@ def test_readme_command_lines_run(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, (line, done.stdout[-1500:], done.stderr[-1500:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Every fenced block is accounted for; the demo block, the API example and the tables are what
+# the code prints. The walk over the command blocks is tests/test_readme_walk.py (make docs-check).
+# ---------------------------------------------------------------------------------------------
+TEXT = README.read_text(encoding="utf-8")
+FLAT = " ".join(TEXT.split())  # the README's prose with its line breaks as single spaces
+MAKEFILE = (README.parent / "Makefile").read_text(encoding="utf-8")
+
+
+def test_every_fenced_block_says_how_it_is_checked() -> None:
+    found = readme_blocks.blocks()
+    assert len(found) >= 20
+    unmarked = [f"README.md:{b.line} ({b.marker or 'no marker'})" for b in found if b.kind is None]
+    assert not unmarked, f"fenced blocks without a known marker: {unmarked}"
+    assert len(readme_blocks.of_kind("tested: walk")) >= 6
+    assert next(b.argument for b in readme_blocks.of_kind("output")) == "make demo"
+
+
+def test_the_block_parser_reads_markers_and_commands() -> None:
+    text = (
+        "<!-- not-run: needs a GPU -->\n```bash\nlsakit a \\\n   --b 1   # c\n# d\nmake x\n```\n"
+        "\n```\nplain\n```\n<!-- tested: walk -->\n\n```python\npass\n```\n"
+    )
+    first, second, third = readme_blocks.blocks(text)
+    assert (first.kind, first.argument, first.line) == ("not-run", "needs a GPU", 2)
+    assert readme_blocks.commands(first) == ["lsakit a --b 1", "make x"]
+    assert (second.marker, second.kind) == (None, None)
+    assert (third.kind, third.language) == ("tested: walk", "python")
+
+
+def demo_command() -> list[str]:
+    """The Makefile's demo recipe (its default ``DEMO_DIR``), run with this interpreter."""
+    recipe = re.search(r"^demo:.*\n\t(.+)$", MAKEFILE, re.M)
+    demo_dir = re.search(r"^DEMO_DIR \?= (\S+)$", MAKEFILE, re.M)
+    assert recipe and demo_dir, "the Makefile has no demo recipe"
+    args = recipe.group(1).replace("$(DEMO_DIR)", demo_dir.group(1)).split()
+    assert args[0] == "$(BIN)/lsakit"
+    return [sys.executable, "-m", "lsakit", *args[1:]]
+
+
+@pytest.mark.slow
+def test_make_demo_prints_the_readme_block(tmp_path: Path) -> None:
+    command = demo_command()
+    assert f"runs `{' '.join(['lsakit', *command[3:]])}`" in FLAT  # the command make demo runs
+    env = {**os.environ, "LSAKIT_PROGRESS_INTERVAL": "inf", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = readme_blocks.printed(done.stdout)
+    (block,) = [b for b in readme_blocks.of_kind("output") if b.argument == "make demo"]
+    assert readme_blocks.compared(printed) == readme_blocks.compared(
+        readme_blocks.printed(block.text)
+    )
+    # the prose below the block reads its numbers off it
+    cells: dict[tuple[str, bool], list[str]] = {}  # (row label, accuracy table?) → its cells
+    for line in printed:
+        parts = [cell.strip() for cell in line.split("│")]
+        if len(parts) > 2 and parts[1].startswith("AT-FGSM"):
+            cells[parts[1], "±" in line] = parts[2:-1]
+    rg = [float(cells[k, True][-1].split("±")[0]) for k in ("AT-FGSM", "AT-FGSM-LR-MVL")]
+    base, ours = (float(cells[k, False][-1]) for k in ("AT-FGSM", "AT-FGSM-LR-MVL [L2]"))
+    cut, gain = round(100 * (1 - ours / base)), round(rg[1] - rg[0])
+    assert f"cuts its relative error under PGD by {cut}% and raises the R&G score by {gain}" in FLAT
+    for name in ("results.json", "report.md", "report.html", "figures"):
+        assert (tmp_path / "runs" / "demo" / name).exists()
+
+
+def test_the_demo_runtime_agrees_with_its_profile() -> None:
+    import yaml
+
+    config = README.parent / "src" / "lsakit" / "experiments" / "configs" / "moon.yaml"
+    profile = yaml.safe_load(config.read_text(encoding="utf-8"))["profiles"]["demo"]
+    measured = re.search(r"`make demo` \(about (\d+) s on 2 CPU cores: (\d+) s measured", FLAT)
+    assert measured, "the Quick start gives make demo's measured time"
+    assert f"measured {measured.group(2)} s" in profile["expected_runtime"]
+
+
+API_PRINT = re.compile(r"^(print\(.*\))\s+# (.+)$")
+
+
+def test_the_python_api_example_prints_its_comments(tmp_path: Path) -> None:
+    (block,) = readme_blocks.of_kind("tested: api")
+    expected = [m.group(2) for m in map(API_PRINT.match, block.text.splitlines()) if m]
+    assert len(expected) >= 6
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LSAKIT_DATA": str(tmp_path / "no-data")}
+    done = subprocess.run(
+        [sys.executable, "-c", block.text], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == expected
+    assert (tmp_path / "lsa.json").exists()
+
+
+def _table(title: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the first Markdown table after the heading ``title``."""
+    lines = TEXT[TEXT.index(f"## {title}\n") :].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next(i for i in range(first, len(lines)) if not lines[i].startswith("|"))
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in lines[first + 2 : end]]
+
+
+def test_the_models_table_lists_every_model_with_its_counts() -> None:
+    from lsakit import models
+    from lsakit.probe import default_layers
+
+    rows = {row[0].strip("`"): row for row in _table("Models")}
+    assert sorted(rows) == sorted(models.names())
+    for name in models.names():
+        model = models.build(name).eval()
+        layers = default_layers(model, torch.rand(1, *models.info(name).input_shape))
+        params, count = rows[name][2], rows[name][3]
+        assert params == f"{models.count_parameters(model):,}", name
+        assert count.split()[0] == str(len(layers)), name
+
+
+def test_the_moon_scales_and_budgets_are_the_datas() -> None:
+    import yaml
+
+    from lsakit.data.moons import moons_scale
+    from lsakit.presets import PRESETS
+
+    config = README.parent / "src" / "lsakit" / "experiments" / "configs" / "moon.yaml"
+    moon = yaml.safe_load(config.read_text(encoding="utf-8"))
+    noise = moon["data_options"]["noise"]
+    default, reproduction = moons_scale(), moons_scale(noise=noise)
+    assert f"scale {default:.3f} at the default noise 0.1" in FLAT
+    assert f"{reproduction:.3f} at `reproduce moon`'s noise {noise}" in FLAT
+    assert f"{reproduction:.3f} times the unit coordinates" in FLAT
+    eps = moon["train"]["eps"]
+    assert f"{eps:.5f}" == f"{0.3 / reproduction:.5f}"  # ε_raw 0.3
+    assert f"Moon {eps} in `reproduce moon` (ε_raw 0.3)" in FLAT
+    assert f"the PGD budget {eps} is ε_raw 0.3" in FLAT
+    assert f"{PRESETS['moons'].train_eps:g} for `lsakit train -d moons`" in FLAT
