@@ -75,6 +75,24 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, captured.out, captured.err
 
 
+def cli_output(args: list[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process without pytest's capture (e.g. inside a hypothesis test); return
+    (exit code, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from lsakit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(args)
+        except SystemExit as exit_:
+            code = int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
 class Interrupted(Exception):
     """Raised from ``on_epoch_end`` to cut a training run short, as a crash would."""
 

@@ -143,7 +143,7 @@ def test_model_kwargs_are_stored_complete(tmp_path: Path) -> None:
     path = save_checkpoint(
         tmp_path / "b.safetensors", models.build("model_b"), model_name="model_b", model_kwargs={}
     )
-    assert read_meta(path).model_kwargs == {"in_channels": 1, "num_classes": 10}
+    assert read_meta(path).model_kwargs == {"in_channels": 1, "num_classes": 10, "normalize": False}
 
 
 _JSON_SCALARS = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +14,11 @@ from hypothesis import strategies as st
 from typer.core import TyperOption
 
 from conftest import REPO
-from lsakit.cli import app, main
+from helpers import cli_output
+from lsakit.cli import app
 from lsakit.errors import LsakitError
 from lsakit.options import field_default, field_help, train_flags, update_readme
 from lsakit.train import TrainConfig, load_config
-
-
-def _cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(args)
-        except SystemExit as e:
-            code = int(e.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_the_readme_option_tables_are_the_generated_ones() -> None:
@@ -70,7 +60,7 @@ def test_train_help_and_defaults_come_from_the_config_fields() -> None:
         field_help("regularizer") == "Extra penalties: lsp, lasso, group_lasso (comma-separated)."
     )
     # the data set's own default: --help of analyze shows η of the presets, search its config's
-    code, out, _ = _cli(["analyze", "--help"])
+    code, out, _ = cli_output(["analyze", "--help"])
     assert code == 0 and "0.5, every preset's" in out
 
 

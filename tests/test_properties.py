@@ -11,10 +11,8 @@ gives a valid result.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from torch import nn
 
-from helpers import attack_net, modes, tiny_mlp
+from helpers import attack_net, cli_output, modes, tiny_mlp
 from lsakit import perturb
 from lsakit.errors import ConfigError, LsakitError
 
@@ -250,19 +248,6 @@ def test_train_config_is_valid_or_refused_cleanly(tmp_path: Path, updates: dict[
 # ---------------------------------------------------------------------------------------------
 # The CLI with bad values, in process
 # ---------------------------------------------------------------------------------------------
-def _cli(args: list[str]) -> tuple[int, str, str]:
-    from lsakit.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(args)
-        except SystemExit as exit_:
-            code = int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
-    return code, out.getvalue(), err.getvalue()
-
-
 BAD_TRAIN = st.sampled_from([
     ["--epochs", "0"], ["--epochs", "-3"], ["--batch-size", "0"], ["--lr", "-1"],
     ["--lr", "nan"], ["--eps", "-0.1"], ["--eps", "inf"], ["--method", "nope"],
@@ -350,7 +335,7 @@ def test_cli_bad_values_exit_2_with_one_error_line(
             args.remove("gaussian=0.1")
             args.remove("-p")
     assume(True)
-    code, stdout, stderr = _cli(args)
+    code, stdout, stderr = cli_output(args)
     _check_clean_failure(code, stdout, stderr, args)
     _check_out_dir(out, args)
 
