@@ -290,6 +290,46 @@ def test_p_schedule_matches_the_reference(iteration: int, queries: int, expected
     assert p_schedule(iteration, queries, 0.8) == pytest.approx(expected)
 
 
+# AutoAttack's schedule on a 28 × 28 image with p_init 0.8 and n_queries = 5000 updates, side =
+# round(√(p·784)): 25 (p 0.8), 18 (0.4), 13 (0.2), 9 (0.1), 6 (0.05), 4 (0.025), 3 (0.0125),
+# 2 (0.00625 and 0.003125), 1 (0.0015625). Not rescaled (AutoAttack's standard suite,
+# resc_schedule=False), p halves after iterations 10, 50, 200, 500, 1000, 2000, 4000 and stays
+# at 2 × 2 after 4000; rescaled (resc_schedule=True) the iteration counts double and the squares
+# reach 1 × 1 after iteration 4000.
+_AUTOATTACK_SIDES = {
+    False: {0: 25, 10: 25, 11: 18, 50: 18, 51: 13, 201: 9, 501: 6, 1001: 4, 2001: 3, 4000: 3,
+            4001: 2, 4999: 2},
+    True: {0: 25, 5: 25, 6: 18, 25: 18, 26: 13, 101: 9, 251: 6, 501: 4, 1001: 3, 2001: 2,
+           3001: 2, 4000: 2, 4001: 1, 4999: 1},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_square_schedule_is_autoattacks(rescale: bool) -> None:
+    for iteration, side in _AUTOATTACK_SIDES[rescale].items():
+        p = p_schedule(iteration, 5000, 0.8, rescale=rescale)
+        assert square_side(p, 28, 28) == side, (rescale, iteration)
+    # The attack itself: queries = 1 + 5000 updates; its steps change squares of those sides.
+    x = torch.full((1, 1, 28, 28), 0.5)
+    attack = Square(
+        nn.Sequential(nn.Flatten(), nn.Linear(784, 2)), eps=0.1, queries=5001,
+        rescale_schedule=rescale, seed=0,
+    )  # fmt: skip
+    for iteration, side in _AUTOATTACK_SIDES[rescale].items():
+        step = attack._square_step(x.clone(), x, iteration)
+        changed = (step != x)[0, 0]
+        assert changed.any(dim=1).sum() == side and changed.any(dim=0).sum() == side
+    assert attack.params()["rescale_schedule"] is rescale
+
+
+def test_standard_suite_builds_autoattacks_square() -> None:
+    from lsakit.suite import suite_attacks
+
+    (square,) = (a for a in suite_attacks("standard") if a.label == "Square")
+    params = square.build(nn.Linear(2, 2), 0.3, 0, None).params()
+    assert (params["queries"], params["p_init"], params["rescale_schedule"]) == (5001, 0.8, False)
+
+
 def test_square_side_by_hand() -> None:
     assert square_side(0.8, 32, 32) == 29  # round(√819.2) = round(28.6)
     assert square_side(0.8 / 512, 32, 32) == 1  # round(√1.6) = round(1.26)

@@ -10,12 +10,17 @@ counts as robust only if it survives all of them — the per-sample worst case, 
 1. APGD-CE  — :class:`~lsakit.perturb.APGD`, cross-entropy, 100 iterations, 1 run;
 2. APGD-T   — :class:`~lsakit.perturb.APGDT`, targeted DLR, top-9 targets, 100 iterations each;
 3. FAB-T    — :class:`~lsakit.perturb.FABT`, top-9 targets, 100 iterations each;
-4. Square   — :class:`~lsakit.perturb.Square`, 5000 queries (black-box).
+4. Square   — :class:`~lsakit.perturb.Square`, p_init 0.8, the stripe start + 5000 updates
+   (``queries=5001``), the schedule of p not rescaled (``resc_schedule=False``), as
+   AutoAttack builds it (black-box).
 
 ``rand`` (AutoAttack's "rand" version, for randomized models): APGD-CE and APGD-DLR, each with
 EOT over 20 draws of the model's randomness per gradient (:class:`~lsakit.perturb.EOTAPGD`).
 
-Choices where AutoAttack is silent or does otherwise, documented here once:
+Choices where AutoAttack is silent or does otherwise, documented here once (each attack's own
+deviations from its reference are listed in its module; the ones that can move a suite number are
+APGD's first-step checkpoint test, Square's per-sample squares and FAB-T's and APGD-T's cap of
+the targets at C − 1):
 
 * Attacks that need more classes than the model has are skipped and say so in the result
   (APGD-T's targeted DLR needs 4, APGD-DLR 3); AutoAttack would fail on them.
@@ -26,6 +31,12 @@ Choices where AutoAttack is silent or does otherwise, documented here once:
 * The state file is written atomically after every batch (AutoAttack: after every attack), so at
   most one batch of work is lost. It records the settings and fingerprints of the model and the
   data; resuming with anything different is refused rather than silently mixed.
+* The default batch is 256 samples (AutoAttack's ``bs=250``); the batch decides which samples
+  share a random stream, so per-sample results depend on it, and ``batch_size=250`` gives
+  AutoAttack's batches.
+* AutoAttack's sanity checks (``checks.py``) run inside ``run_standard_evaluation``; here the
+  gradient-masking checks (:mod:`lsakit.masking`) are a separate step after the suite, and
+  ``run_suite`` runs none.
 * Every adversarial point is checked to lie in B∞(x, ε) ∩ D (D the declared input domain, [0, 1]ᵈ by
   default) before it may count; a point
   outside is a bug in the attack and stops the evaluation (AutoAttack only warns).
@@ -103,7 +114,12 @@ SUITES: dict[str, tuple[SuiteAttack, ...]] = {
                 m, eps=e, steps=100, n_target_classes=9, restarts=1, seed=s, output=o
             ),
         ),
-        SuiteAttack("Square", lambda m, e, s, o: Square(m, eps=e, queries=5000, seed=s, output=o)),
+        SuiteAttack(
+            "Square",
+            lambda m, e, s, o: Square(
+                m, eps=e, queries=5001, p_init=0.8, rescale_schedule=False, seed=s, output=o
+            ),
+        ),
     ),
     "rand": (
         SuiteAttack(

@@ -14,16 +14,22 @@ It minimises the margin loss  m(x, y) = z_y − max_{j≠y} z_j  (misclassified 
 3. stop, per sample, as soon as it is misclassified: fooled samples are not queried again.
 
 The fraction p_i of pixels changed follows the reference's piecewise-constant schedule: p_init
-halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a 10 000-query budget,
-rescaled to the actual budget (``fra31/auto-attack``, ``autoattack/square.py``: ``p_selection``
-with ``resc_schedule=True``, ``attack_single_run`` for L∞). Deviations, all deliberate:
+halved after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 (``fra31/auto-attack``,
+``autoattack/square.py``: ``p_selection``, ``attack_single_run`` for L∞). With
+``rescale_schedule=True`` (the reference class's default, ``resc_schedule=True``) those iterations
+are of a 10 000-update budget, rescaled to the actual one; with ``rescale_schedule=False``
+(what AutoAttack's ``standard`` version builds, and what :mod:`lsakit.suite` uses) they are
+absolute iterations, so with 5000 updates the squares stop shrinking at 2 × 2 pixels on MNIST
+(after iteration 4000) where the rescaled schedule reaches 1 × 1. Deviations, all deliberate:
 
 * each sample draws its own square position and signs (the reference draws one square and one set
   of signs per iteration, shared by the whole batch, which the paper does not do);
 * the square's corner is uniform over every position that fits, including the last row and
   column (the reference's ``random_int(0, h − s)`` never picks the last);
-* ``queries`` is the whole budget per sample, the stripe start included (the reference makes
-  ``n_queries`` updates after the start); the clean forward pass that finds the already
+* ``queries`` is the whole budget per sample, the stripe start included: the reference's
+  ``n_queries`` updates after the start are ``queries = n_queries + 1`` here (the suite's 5001 is
+  AutoAttack's 1 + 5000), and the schedule is rescaled to those ``queries − 1`` updates, as the
+  reference rescales to ``n_queries``; the clean forward pass that finds the already
   misclassified samples (returned unchanged, with 0 queries) is not counted, as in the reference;
 * inputs without two spatial axes are treated as images of size 1 × 1 with one channel per
   feature ((N, D) → (N, D, 1, 1)); each query then moves to a random vertex of the ball.
@@ -81,15 +87,16 @@ class SquareResult:
     fooled: Tensor  # (N,) bool: margin ≤ 0 at ``adversarial`` (clean mistakes included)
 
 
-def p_schedule(iteration: int, queries: int, p_init: float) -> float:
-    """Fraction of pixels a square covers at ``iteration`` (0-based) of a ``queries`` budget.
+def p_schedule(iteration: int, updates: int, p_init: float, *, rescale: bool = True) -> float:
+    """Fraction of pixels a square covers at update ``iteration`` (0-based) of ``updates``.
 
-    The reference's ``p_selection``: the iteration is rescaled to a 10 000-query budget and
-    p_init is halved after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000.
+    The reference's ``p_selection``: p_init is halved after iterations 10, 50, 200, 500, 1000,
+    2000, 4000, 6000 and 8000; with ``rescale`` (``resc_schedule=True``) the iteration is first
+    rescaled from a budget of ``updates`` (the reference's ``n_queries``) to one of 10 000.
     """
-    rescaled = int(iteration / queries * _SCHEDULE_BUDGET)
+    it = int(iteration / updates * _SCHEDULE_BUDGET) if rescale else iteration
     for last, divisor in _P_SCHEDULE:
-        if rescaled <= last:
+        if it <= last:
             return p_init / divisor
     return p_init / _P_FINAL_DIVISOR
 
@@ -124,6 +131,8 @@ class Square(Attack):
         eps: ε ≥ 0, the L∞ radius in input units.
         queries: model evaluations per sample, the start included (≥ 1).
         p_init: initial fraction of pixels a square covers (0 < p_init ≤ 1).
+        rescale_schedule: rescale the schedule of p to the budget (the reference's
+            ``resc_schedule``; ``True`` as its default, ``False`` as AutoAttack's standard suite).
         seed: seed of a dedicated generator for the random draws (``None``: torch's global one).
         output: where the logits are in the model's output (see :class:`~.base.Attack`).
     """
@@ -138,6 +147,7 @@ class Square(Attack):
         eps: float,
         queries: int = 5000,
         p_init: float = 0.8,
+        rescale_schedule: bool = True,
         seed: int | None = None,
         output: OutputSelector = None,
     ) -> None:
@@ -146,6 +156,9 @@ class Square(Attack):
         self.p_init = check_probability(p_init, "p_init")
         if self.p_init == 0:
             raise InputError("p_init must lie in (0, 1], got 0; the default is 0.8")
+        if not isinstance(rescale_schedule, bool):
+            raise InputError(f"rescale_schedule must be True or False, got {rescale_schedule!r}")
+        self.rescale_schedule = rescale_schedule
         self._random = SeededGenerators(seed)
 
     def search(self, x: Tensor, y: Tensor) -> SquareResult:
@@ -200,7 +213,10 @@ class Square(Attack):
     def _square_step(self, best: Tensor, images: Tensor, iteration: int) -> Tensor:
         """Add ±2ε on a random square per sample (one sign per channel), then project."""
         n, c, h, w = images.shape
-        side = square_side(p_schedule(iteration, self.queries, self.p_init), h, w)
+        p = p_schedule(
+            iteration, max(self.queries - 1, 1), self.p_init, rescale=self.rescale_schedule
+        )
+        side = square_side(p, h, w)
         generator = self._random.on(images.device)
         top = torch.randint(0, h - side + 1, (n, 1), generator=generator, device=images.device)
         left = torch.randint(0, w - side + 1, (n, 1), generator=generator, device=images.device)
@@ -216,5 +232,6 @@ class Square(Attack):
             **self._base_params(),
             "queries": self.queries,
             "p_init": self.p_init,
+            "rescale_schedule": self.rescale_schedule,
             "seed": self._random.seed,
         }
