@@ -146,6 +146,7 @@ def test_params_are_json_and_complete() -> None:
         "output": 0,
         "queries": 5000,
         "p_init": 0.8,
+        "rescale_schedule": True,
         "seed": None,
     }
     json.dumps([APGDT(model, eps=0.1).params(), Square(model, eps=0.1).params()])

@@ -167,4 +167,5 @@ def test_cli_protocol_all_runs_each_protocol_and_writes_the_sensitivity_report(
     assert ", ".join(strict.mvl) in mvl_line.split("|")[3]
     assert ", ".join(paper.mvl) in mvl_line.split("|")[4]
     assert "the paper's claims under each protocol" in stdout
+    assert "Normal" in stdout and "±" not in stdout  # one seed: no "±0.0" where nothing varied
     assert f"wrote {out / 'sensitivity.md'}" in stdout.replace("\n", "")

@@ -1302,14 +1302,19 @@ def _print_reproduction(result: Any) -> None:
     for e in result.eps_paper:
         table.add_column(f"ε={e:g}", justify="right")
     table.add_column("R&G", justify="right")
+    several = len(result.seeds) > 1  # a ± only where there was something to vary over
+
+    def cell(mean: float, std: float, published: float | None) -> str:
+        spread = f"±{std:.1f}" if several else ""
+        return f"{mean:.1f}{spread}" + ("" if published is None else f" ({published:.1f})")
+
     for row in result.rows:
         pub = row.published
         cells = [
-            f"{m:.1f}±{s:.1f}" + (f" ({pub.accuracies[i]:.1f})" if pub else "")
+            cell(m, s, pub.accuracies[i] if pub else None)
             for i, (m, s) in enumerate(zip(row.mean, row.std, strict=True))
         ]
-        rg = f"{row.rg_mean:.1f}±{row.rg_std:.1f}" + (f" ({pub.rg:.1f})" if pub else "")
-        table.add_row(row.name, *cells, rg)
+        table.add_row(row.name, *cells, cell(row.rg_mean, row.rg_std, pub.rg if pub else None))
     out.print(table)
     attack = result.settings.get("lsa_attack", "the LSA attack")
     errors = Table(

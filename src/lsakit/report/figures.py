@@ -204,7 +204,7 @@ def normal_lsa_figure(result: ExperimentResult) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(
-        f"normally trained model ({result.protocol} protocol): relative error per perturbation",
+        f"normally trained model ({result.protocol} protocol):\nrelative error per perturbation",
         fontsize=10,
     )
     fig.tight_layout()
