@@ -167,10 +167,13 @@ def test_make_demo_prints_the_readme_block(tmp_path: Path) -> None:
     )
     # the prose below the block reads its numbers off it
     cells: dict[tuple[str, bool], list[str]] = {}  # (row label, accuracy table?) → its cells
-    for line in printed:  # the accuracy table comes first, then the relative errors
+    errors_from = next(
+        i for i, line in enumerate(printed) if "relative error per layer under" in line
+    )
+    for i, line in enumerate(printed):  # the accuracy table comes first, then the relative errors
         parts = [cell.strip() for cell in line.split("│")]
         if len(parts) > 2 and parts[1].startswith("AT-FGSM"):
-            cells[parts[1], (parts[1], True) not in cells and "[" not in parts[1]] = parts[2:-1]
+            cells[parts[1], i < errors_from] = parts[2:-1]
     rg = [float(cells[k, True][-1].split()[0]) for k in ("AT-FGSM", "AT-FGSM-LR-MVL")]
     base, ours = (float(cells[k, False][-1]) for k in ("AT-FGSM", "AT-FGSM-LR-MVL [L2]"))
     cut, gain = round(100 * (1 - ours / base)), round(rg[1] - rg[0])

@@ -1302,19 +1302,21 @@ def _print_reproduction(result: Any) -> None:
     for e in result.eps_paper:
         table.add_column(f"ε={e:g}", justify="right")
     table.add_column("R&G", justify="right")
-    several = len(result.seeds) > 1  # a ± only where there was something to vary over
-
-    def cell(mean: float, std: float, published: float | None) -> str:
-        spread = f"±{std:.1f}" if several else ""
-        return f"{mean:.1f}{spread}" + ("" if published is None else f" ({published:.1f})")
+    from lsakit.experiments.results import mean_std
 
     for row in result.rows:
+        varied = len(row.runs) > 1  # one seed: nothing varied, no ±
         pub = row.published
-        cells = [
-            cell(m, s, pub.accuracies[i] if pub else None)
-            for i, (m, s) in enumerate(zip(row.mean, row.std, strict=True))
-        ]
-        table.add_row(row.name, *cells, cell(row.rg_mean, row.rg_std, pub.rg if pub else None))
+        ours = [*zip(row.mean, row.std, strict=True), (row.rg_mean, row.rg_std)]
+        paper = [*pub.accuracies, pub.rg] if pub else [None] * len(ours)
+        table.add_row(
+            row.name,
+            *[
+                mean_std(m, s if varied else None, digits=1, sep="±")
+                + ("" if p is None else f" ({p:.1f})")
+                for (m, s), p in zip(ours, paper, strict=True)
+            ],
+        )
     out.print(table)
     attack = result.settings.get("lsa_attack", "the LSA attack")
     errors = Table(

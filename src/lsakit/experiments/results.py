@@ -58,6 +58,15 @@ class RunResult(_Frozen):
     seconds: float
 
 
+def mean_std(mean: float, std: float | None, *, digits: int = 2, sep: str = " ± ") -> str:
+    """``mean ± std``, or the mean alone where nothing varied (``std`` None: one seed).
+
+    The rule of every lsakit report (the reproduction tables, the studies, the terminal's
+    tables, which pass ``sep="±"``): a ± is printed only where there was something to vary over.
+    """
+    return f"{mean:.{digits}f}" + ("" if std is None else f"{sep}{std:.{digits}f}")
+
+
 class RowResult(_Frozen):
     """A row of the table (a training variant) over its seeds."""
 

@@ -48,7 +48,7 @@ from lsakit.checkpoint import load_checkpoint
 from lsakit.errors import ConfigError
 from lsakit.evaluate import robust_accuracy
 from lsakit.experiments.executors import Executor, Job, LocalExecutor
-from lsakit.report.reproduction import mean_std
+from lsakit.experiments.results import mean_std
 from lsakit.tracking import TrackingSetup, log_results
 from lsakit.tracking import require as require_tracking
 from lsakit.train import train, validate_config

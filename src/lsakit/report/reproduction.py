@@ -31,7 +31,7 @@ from lsakit._io import atomic_write_text
 from lsakit.checkpoint import read_meta
 from lsakit.domain import InputDomain, current_domain, input_domain
 from lsakit.errors import CheckpointError, ConfigError, InputError, ResultsError
-from lsakit.experiments.results import ExperimentResult, RowResult
+from lsakit.experiments.results import ExperimentResult, RowResult, mean_std
 from lsakit.report.figures import (
     PathLike,
     base_groups,
@@ -539,15 +539,6 @@ def _value_text(value: object) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
     return str(value)
-
-
-def mean_std(mean: float, std: float | None, *, digits: int = 2) -> str:
-    """``mean ± std``, or the mean alone where nothing varied (``std`` None: one seed).
-
-    The rule of every lsakit report (the reproduction tables, the studies): a ± is printed only
-    where there was something to vary over.
-    """
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def _table_section(context: ReportContext) -> list[Block]:
