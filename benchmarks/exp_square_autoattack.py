@@ -19,6 +19,16 @@ first; the checkout is not a dependency of lsakit)::
     git clone https://github.com/fra31/auto-attack /tmp/auto-attack
     python benchmarks/exp_square_autoattack.py --checkpoint runs/square-model/model.safetensors \\
         --data-dir ../shared/data --autoattack /tmp/auto-attack --seeds 0 1
+
+Measured (2 CPU threads, torch 2.14.1, fra31/auto-attack at a392200; 987 clean-correct images):
+robust accuracy (%) seed 0 / 1, seconds per line 332–392 —
+
+| variant | seed 0 | seed 1 |
+|---|---|---|
+| lsakit-rescaled | 23.5 | 24.0 |
+| lsakit-standard | 25.0 | 25.6 |
+| official-standard | 25.4 | 25.0 |
+| official-rescaled | 24.2 | 24.1 |
 """
 
 from __future__ import annotations

@@ -370,6 +370,7 @@ def search(
     history: list[SearchRecord] = []
     step = 0
     mu_f = sigma_f = g = torch.zeros(())
+    g_end = math.nan  # the constraint at the last epoch end; NaN until λ̄ exists
 
     def emit(record: SearchRecord) -> None:
         history.append(record)
@@ -434,6 +435,7 @@ def search(
                 mu_f, sigma_f = bound()
                 if log_lam_bar is not None:
                     g = constraint(mu_f, sigma_f, math.exp(log_lam_bar), config.eta)
+                    g_end = float(g)
             if arch_active and config.lipschitz and config.dual_update == "epoch":
                 u = max(0.0, u + config.penalty * float(g))
             emit(
@@ -446,7 +448,7 @@ def search(
                     arch_loss=_mean(r.arch_loss for r in step_records),
                     mu_f=float(mu_f),
                     sigma_f=float(sigma_f),
-                    g=float(g) if log_lam_bar is not None else math.nan,
+                    g=g_end,
                     u=u,
                     log_lam_bar=math.nan if log_lam_bar is None else log_lam_bar,
                     weight_lr=lr,
@@ -460,7 +462,7 @@ def search(
         supernet=net,
         mu_f=float(mu_f),
         sigma_f=float(sigma_f),
-        g=float(g) if log_lam_bar is not None else math.nan,
+        g=g_end,
         u=u,
         log_lam_bar=math.nan if log_lam_bar is None else log_lam_bar,
         history=history,
