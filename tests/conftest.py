@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -12,6 +13,20 @@ import torch
 # oversubscribed OpenMP threads make small models up to 100× slower (measured: 2 ms vs 390 ms a
 # step of model A). Results do not depend on the thread count beyond float tolerance.
 torch.set_num_threads(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the xdist controller (or a plain run), before any worker starts: import ART once.
+
+    ART writes ``~/.art/config.json`` on its first import; two workers importing it at once on a
+    fresh machine race (one sees the file appear between two checks and fails collection with
+    ``NameError: name '_config' is not defined``; seen on a new machine here). One import in the
+    controller creates the file first.
+    """
+    if not hasattr(config, "workerinput"):
+        with contextlib.suppress(ImportError):
+            import art  # noqa: F401
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
