@@ -1286,6 +1286,8 @@ def reproduce_command(
 
 
 def _print_reproduction(result: Any) -> None:
+    from lsakit.experiments.results import mean_std
+
     lsa = Table(title="LSA of the normally trained model: relative error per layer")
     lsa.add_column("layer")
     for name in result.normal_lsa:
@@ -1302,17 +1304,14 @@ def _print_reproduction(result: Any) -> None:
     for e in result.eps_paper:
         table.add_column(f"ε={e:g}", justify="right")
     table.add_column("R&G", justify="right")
-    from lsakit.experiments.results import mean_std
-
     for row in result.rows:
-        varied = len(row.runs) > 1  # one seed: nothing varied, no ±
         pub = row.published
         ours = [*zip(row.mean, row.std, strict=True), (row.rg_mean, row.rg_std)]
         paper = [*pub.accuracies, pub.rg] if pub else [None] * len(ours)
         table.add_row(
             row.name,
             *[
-                mean_std(m, s if varied else None, digits=1, sep="±")
+                mean_std(m, s if row.varied else None, digits=1, sep="±")
                 + ("" if p is None else f" ({p:.1f})")
                 for (m, s), p in zip(ours, paper, strict=True)
             ],

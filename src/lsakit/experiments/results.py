@@ -79,6 +79,11 @@ class RowResult(_Frozen):
     published: PublishedRow | None
 
     @property
+    def varied(self) -> bool:
+        """More than one seed: the stds mean something (one seed: reports print no ±)."""
+        return len(self.runs) > 1
+
+    @property
     def mean(self) -> list[float]:
         """Mean accuracy (%) per ε over the seeds."""
         return [statistics.fmean(a) for a in zip(*(r.accuracies for r in self.runs), strict=True)]

@@ -437,7 +437,7 @@ def search(
                     g = constraint(mu_f, sigma_f, math.exp(log_lam_bar), config.eta)
                     g_end = float(g)
             if arch_active and config.lipschitz and config.dual_update == "epoch":
-                u = max(0.0, u + config.penalty * float(g))
+                u = max(0.0, u + config.penalty * g_end)
             emit(
                 SearchRecord(
                     kind="epoch",

@@ -245,7 +245,7 @@ def plot_rg_bars(result: ExperimentResult, path: PathLike) -> Path:
         ax.bar(
             x,
             row.rg_mean,
-            yerr=row.rg_std if len(row.runs) > 1 else None,  # one seed: nothing varied
+            yerr=row.rg_std if row.varied else None,
             color=color,
             alpha=0.55 if row.base is not None else 0.9,
             hatch="//" if row.base is not None else None,

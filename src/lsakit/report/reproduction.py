@@ -551,15 +551,14 @@ def _table_section(context: ReportContext) -> list[Block]:
     html_header = ["training"] + ["ours", "paper", "Δ"] * (len(result.eps) + 1)
     rows: list[list[Cell]] = []
     for row in result.rows:
-        varied = len(row.runs) > 1  # one seed: nothing varied, no ±
         published = row.published
-        cells: list[Cell] = [row.name, mean_std(row.rg_mean, row.rg_std if varied else None)]
+        cells: list[Cell] = [row.name, mean_std(row.rg_mean, row.rg_std if row.varied else None)]
         if published is None:
             cells += ["—", "—"]
         else:
             cells += [_num(published.rg), _delta(row.rg_mean - published.rg)]
         for k, (mean, std) in enumerate(zip(row.mean, row.std, strict=True)):
-            cells.append(mean_std(mean, std if varied else None))
+            cells.append(mean_std(mean, std if row.varied else None))
             if published is None:
                 cells += ["—", "—"]
             else:
