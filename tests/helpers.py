@@ -155,3 +155,10 @@ def importable(package: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def numerics_of_worker(payload: object, *needed: object) -> dict[str, Any]:
+    """A grid job that reports how its worker computes (lsakit.numerics.describe())."""
+    from lsakit import numerics
+
+    return numerics.describe()

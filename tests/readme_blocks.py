@@ -115,6 +115,79 @@ def printed(text: str) -> list[str]:
     ]
 
 
+#: A number as printed: not part of a name ("L2", "elu3", "cifar10"), so names compare exactly.
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w])")
+#: Runs of spaces and of table-rule characters: a rich table's columns widen with their cells.
+_FILL = re.compile(r"([ ─━═┄])\1+")
+
+#: How far a printed number may lie from the README's when the math libraries take another code
+#: path, by kind of number (the README's figures come from the portable numerics mode, which
+#: pins the paths; these bound what is left where a library does not honour it). Measured by
+#: ``benchmarks/exp_numerics_paths.py``: the largest deviation over the emulated paths, for the
+#: API example and ``make demo``, was fraction 0.012, percent 2.8, score 4.8 (see the README's
+#: Numerics paragraph); each tolerance is about twice that.
+TOLERANCES = {"fraction": 0.03, "percent": 6.0, "score": 10.0}
+
+
+def kind(number: str) -> str | None:
+    """The kind of a printed number: None for a whole number (a count, a seed, a shape: compared
+    exactly); ``fraction`` up to 1.5 (accuracies as fractions, relative errors); ``percent``
+    up to 100 (accuracy in %); ``score`` above (R&G, a sum of six accuracies)."""
+    if "." not in number:
+        return None
+    value = float(number)
+    return "fraction" if value <= 1.5 else "percent" if value <= 100 else "score"
+
+
+def _split(line: str) -> tuple[str, list[str]]:
+    """A line's text with its numbers as ``#`` (fill collapsed), and its numbers."""
+    return _FILL.sub(r"\1", NUMBER.sub("#", line)), NUMBER.findall(line)
+
+
+def deviations(got: list[str], want: list[str]) -> dict[str, float]:
+    """The largest |got − want| of each kind of number; ``text`` 1.0 where the lines differ
+    otherwise (their text or count)."""
+    worst = {k: 0.0 for k in TOLERANCES}
+    if len(got) != len(want):
+        return {**worst, "text": 1.0}
+    text = 0.0
+    for g, w in zip(got, want, strict=True):
+        (g_text, g_numbers), (w_text, w_numbers) = _split(g), _split(w)
+        if g_text != w_text or len(g_numbers) != len(w_numbers):
+            text = 1.0
+            continue
+        for a, b in zip(g_numbers, w_numbers, strict=True):
+            k = kind(b)
+            if k is None:
+                text = max(text, float(a != b))
+            else:
+                worst[k] = max(worst[k], abs(float(a) - float(b)))
+    return {**worst, "text": text}
+
+
+def mismatches(got: list[str], want: list[str]) -> list[str]:
+    """The lines of ``got`` that are not ``want``'s within :data:`TOLERANCES` (empty: all are);
+    text and whole numbers compare exactly."""
+    if len(got) != len(want):
+        return [f"{len(got)} lines printed, {len(want)} expected:", *got]
+    bad = []
+    for g, w in zip(got, want, strict=True):
+        report = deviations([g], [w])
+        if report.pop("text") or any(report[k] > TOLERANCES[k] for k in report):
+            bad.append(f"printed {g!r}, expected {w!r}")
+    return bad
+
+
+#: a line of the API example that prints, and the comment saying what it prints
+API_PRINT = re.compile(r"^(print\(.*\))\s+# (.+)$")
+
+
+def api_expected() -> list[str]:
+    """What the README's Python API example prints: the comments of its ``print`` lines."""
+    (block,) = of_kind("tested: api")
+    return [m.group(2) for m in map(API_PRINT.match, block.text.splitlines()) if m]
+
+
 def compared(lines: list[str]) -> tuple[list[str], list[str]]:
     """Printed lines as compared: a reproduction's completion lines ("  ROW seed S: …") come in
     whichever order its parallel jobs finish, so they are compared as a sorted list."""

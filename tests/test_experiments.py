@@ -91,6 +91,11 @@ def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> N
     options = load_experiment("moon").data_options
     scale = moons_scale(options["n_samples"], options["noise"], 0)
     assert result.eps[5] == pytest.approx(0.5 / scale)
+    # how each run computed is recorded (lsakit.numerics): this process's mode, one thread a run
+    assert result.numerics is not None and result.numerics["mode"] == "default"
+    for row in result.rows:
+        recorded = row.runs[0].numerics
+        assert recorded is not None and (recorded["mode"], recorded["threads"]) == ("default", 1)
     loaded = ExperimentResult.load(tmp_path / "results.json")
     assert loaded == result
     checkpoint = tmp_path / result.rows[3].runs[0].checkpoint

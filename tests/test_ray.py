@@ -178,7 +178,9 @@ def test_a_ray_task_checks_the_shared_directory_and_hides_the_gpus_it_did_not_as
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # what Ray leaves to a task without GPUs
     monkeypatch.chdir(tmp_path)  # restored afterwards, like the variable
     marker = tmp_path / "out" / ".lsakit-drivers" / "driver-1"
-    setup = _WorkerSetup(marker=str(marker), cwd=None, threads=1, hide_gpus=True)
+    setup = _WorkerSetup(
+        marker=str(marker), cwd=None, threads=1, numerics="default", hide_gpus=True
+    )
     with pytest.raises(ConfigError, match=r"does not see the output directory .*/out"):
         _call_on_worker(visible_gpus, setup, 0)  # never written: a node without the mount
     marker.parent.mkdir(parents=True)

@@ -3,7 +3,10 @@ and where they apply on CPU they must not change results beyond float tolerance.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -206,6 +209,35 @@ def test_compile_gives_the_same_weights() -> None:
     # the returned model is the plain module (checkpoints, probes), not the compiled wrapper
     assert not hasattr(compiled.model, "_orig_mod")
     assert seconds < 120, f"compiling took {seconds:.0f} s"
+
+
+COMPILED_MATCHES_EAGER = """
+import torch
+from lsakit import models, speed
+torch.manual_seed(0)
+model = models.build("model_a")
+x = torch.rand(32, 2)
+print(float((speed.compiled(model)(x) - model(x)).abs().max()))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_kernels_are_not_shared_across_cpu_capabilities(tmp_path: Path) -> None:
+    # Inductor's caches are not keyed on ATEN_CPU_CAPABILITY (torch 2.14): without lsakit's
+    # subfolder per capability, the second run loads the first one's AVX-512 kernel under AVX2 and
+    # its logits are off by ~1e31 (measured). The portable numerics mode sets that variable.
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("torch.compile on CPU needs a C compiler (cc/gcc), none on PATH")
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    for capability in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}, {}):
+        done = subprocess.run(
+            [sys.executable, "-c", COMPILED_MATCHES_EAGER], env={**env, **capability},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert float(done.stdout.split()[-1]) < 1e-5, (capability, done.stdout)
+    assert {p.name for p in (tmp_path / "inductor").iterdir()} <= {"aten-avx2", "aten-avx512"}
 
 
 # -- command line ----------------------------------------------------------------------------------

@@ -10,6 +10,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# First, before anything computes: LSAKIT_NUMERICS=portable pins the math libraries' code paths,
+# which each library reads once (lsakit.numerics).
+from lsakit import numerics
+from lsakit.errors import ConfigError
+
+try:
+    numerics.use_environment()
+except ConfigError as error:
+    numerics.refuse(error)
+
 from lsakit.analysis import (
     DEFAULT_ETA,
     LayerInfo,
@@ -42,6 +52,7 @@ __all__ = [
     "input_domain",
     "linf_distance",
     "mse",
+    "numerics",
     "register_activation",
     "relative_error",
     "relative_errors",

@@ -58,8 +58,22 @@ def _root(
             show_default="torch's, one per core",
         ),
     ] = None,
+    numerics_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--numerics",
+            help="default (each math library's fastest path on this CPU) or portable (MKL, "
+            "ATen and oneDNN pinned: the same seed gives the same numbers on x86-64 CPUs of "
+            "another make, at the same --threads; recorded in results.json).",
+            show_default="$LSAKIT_NUMERICS, else default",
+        ),
+    ] = None,
 ) -> None:
     """lsakit: which layers of a network break under adversarial attack, and how to fix them."""
+    if numerics_mode is not None:  # first: the libraries read their paths at their first use
+        from lsakit import numerics
+
+        numerics.use(numerics_mode)
     if threads is not None:
         import torch
 

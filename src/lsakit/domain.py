@@ -92,7 +92,13 @@ class InputDomain:
                 f"input domain bounds of shapes {tuple(self.low.shape)} and "
                 f"{tuple(self.high.shape)} do not broadcast; give bounds of one shape"
             ) from None
-        if bool((self.low > self.high).any()):
+        # one bound pair: compared as Python numbers, so that building the module's constants
+        # (UNIT, UNBOUNDED) runs no torch kernel at import (lsakit.numerics must come first)
+        if self.scalar:
+            wrong = float(self.low) > float(self.high)
+        else:
+            wrong = bool((self.low > self.high).any())
+        if wrong:
             raise ConfigError(f"input domain has low > high somewhere ({self.describe()})")
 
     # -- properties ----------------------------------------------------------------------------

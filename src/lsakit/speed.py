@@ -19,8 +19,10 @@ analysis stay in full precision and only the attacks' forwards are autocast.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
@@ -86,9 +88,30 @@ def full_precision(logits: Tensor, like: Tensor) -> Tensor:
 
 def compiled(model: nn.Module) -> nn.Module:
     """``torch.compile(model)``; the parameters stay shared with ``model`` (compiled lazily, on
-    the first forward of each mode)."""
+    the first forward of each mode), with Inductor's caches kept apart per CPU capability."""
+    _inductor_cache_per_capability()
     result: nn.Module = torch.compile(model)  # type: ignore[assignment]
     return result
+
+
+def _inductor_cache_per_capability() -> None:
+    """Give Inductor a cache folder of its own for ATen's CPU capability.
+
+    Works around a PyTorch bug (torch 2.14): Inductor generates its CPU kernels for the
+    instruction set that ``ATEN_CPU_CAPABILITY`` names, but its caches are not keyed on it, so a
+    kernel compiled under AVX-512 is loaded again under ``ATEN_CPU_CAPABILITY=avx2`` (the portable
+    numerics mode, :mod:`lsakit.numerics`) and returns garbage (measured: logits off by 1e31) or
+    corrupts the heap. One subfolder per capability (``…/aten-avx2``) inside the folder Inductor
+    would use (``TORCHINDUCTOR_CACHE_DIR``, else its default) keeps them apart.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from lsakit.numerics import aten_capability
+
+    folder = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir())
+    own = f"aten-{aten_capability().lower()}"
+    if folder.name != own:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / own)
 
 
 def uncompiled(model: nn.Module) -> nn.Module:

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from lsakit import numerics
 from lsakit._progress import Progress
 from lsakit.errors import ConfigError, LsakitError
 
@@ -173,8 +174,12 @@ def _check_order(jobs: Sequence[Job[Any]]) -> None:
         seen.add(job.key)
 
 
-def _call(fn: JobFunction, threads: int | None, payload: Any, *needed: Result) -> Result:
-    """Run one job here (in this process, a pool process or a Ray worker)."""
+def _call(
+    fn: JobFunction, threads: int | None, numerics_mode: str, payload: Any, *needed: Result
+) -> Result:
+    """Run one job here (in this process, a pool process or a Ray worker), with the driver's
+    numerics mode (which a worker started without it refuses, :func:`lsakit.numerics.use`)."""
+    numerics.use(numerics_mode)
     if threads is not None:
         import torch
 
@@ -246,7 +251,7 @@ class LocalExecutor(Executor):
                     continue
                 try:
                     needed = [outcome.results[k] for k in job.after]
-                    result = _call(fn, self.threads, job.payload, *needed)
+                    result = _call(fn, self.threads, numerics.current(), job.payload, *needed)
                 except Exception as e:
                     _record_failure(outcome, job, e, log)
                     continue
@@ -266,7 +271,9 @@ class LocalExecutor(Executor):
                         waiting.remove(job)
                         needed = [outcome.results[k] for k in job.after]
                         try:
-                            future = pool.submit(_call, fn, threads, job.payload, *needed)
+                            future = pool.submit(
+                                _call, fn, threads, numerics.current(), job.payload, *needed
+                            )
                         except BrokenProcessPool as e:
                             _record_failure(outcome, job, e, log)
                             continue
@@ -422,18 +429,22 @@ class RayExecutor(Executor):
             # a relative path means this machine only: the tasks run in this process's directory
             cwd=os.getcwd() if relative else None,
             threads=self.threads,
+            numerics=numerics.current(),
             # Ray leaves every GPU visible to a task that asked for none: hide them, so that
             # device "auto" does not put a CPU run on a GPU that another run holds
             hide_gpus=self.gpus_per_run == 0,
         )
+        # workers of their own that import lsakit with the driver's numerics mode: a worker that
+        # has computed under another one cannot switch (lsakit.numerics)
+        runtime_env = {"env_vars": {numerics.ENV_VAR: setup.numerics}}
         refs: dict[Key, Any] = {}
         pending: dict[Any, Job[Any]] = {}
         outcome = _Outcome()
         try:
             for job in jobs:
-                ref = self._task.options(name=f"lsakit {job}", **self._resources).remote(
-                    fn, setup, job.payload, *[refs[k] for k in job.after]
-                )
+                ref = self._task.options(
+                    name=f"lsakit {job}", runtime_env=runtime_env, **self._resources
+                ).remote(fn, setup, job.payload, *[refs[k] for k in job.after])
                 refs[job.key] = ref
                 pending[ref] = job
             while pending:
@@ -529,6 +540,7 @@ class _WorkerSetup:
     marker: str  # the driver's marker file in the output directory
     cwd: str | None  # the driver's directory, where paths are relative (one machine)
     threads: int
+    numerics: str  # the driver's numerics mode
     hide_gpus: bool
 
 
@@ -545,7 +557,7 @@ def _call_on_worker(fn: JobFunction, setup: _WorkerSetup, payload: Any, *needed:
         os.chdir(setup.cwd)
     if setup.hide_gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    return _call(fn, setup.threads, payload, *needed)
+    return _call(fn, setup.threads, setup.numerics, payload, *needed)
 
 
 def _ray_cause(error: BaseException) -> BaseException:

@@ -56,6 +56,9 @@ class RunResult(_Frozen):
     #: per-layer relative error (mean over samples) of this model under the LSA attack
     relative_errors: list[float | None]
     seconds: float
+    #: how the run computed (lsakit.numerics.describe(): mode, each math library's path, threads,
+    #: CPU); None: written before it was recorded
+    numerics: dict[str, Any] | None = None
 
 
 def mean_std(mean: float, std: float | None, *, digits: int = 2, sep: str = " ± ") -> str:
@@ -146,6 +149,9 @@ class ExperimentResult(JsonResult):
     published_claims: PublishedClaims | None = None
     #: how many (row, seed) runs were reused from an earlier invocation (None: not recorded)
     reused_runs: int | None = None
+    #: how the driver computed (the normal model's LSA); each run records its own
+    #: (lsakit.numerics.describe()); None: written before it was recorded
+    numerics: dict[str, Any] | None = None
 
     def row(self, name: str) -> RowResult:
         """The row called ``name`` (KeyError if absent)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lsakit import data as datasets
-from lsakit import perturb
+from lsakit import numerics, perturb
 from lsakit._io import atomic_write_text
 from lsakit._torch import seed_everything
 from lsakit.analysis import analyze
@@ -64,6 +64,8 @@ class _Task:
     device: str
     #: the names and MLflow store the run is tracked under, if it is (config["log_to"])
     tracking: TrackingSetup | None = None
+    #: the numerics mode it runs under (the executor sets it up in the worker)
+    numerics: str = "default"
 
 
 def train_config(
@@ -131,6 +133,7 @@ def _run(task: _Task, *needed: dict[str, Any]) -> dict[str, Any]:
         rg=rg_score(sweep),
         relative_errors=lsa.perturbations[0].means(),
         seconds=time.perf_counter() - started,
+        numerics=numerics.describe(),
     )
     outcome: dict[str, Any] = {**run.model_dump(), "resolved_layers": result.regularized_layers}
     payload = {"task": _task_key(task), "result": outcome}
@@ -157,13 +160,15 @@ def _final_metrics(
 
 
 def _task_key(task: _Task) -> dict[str, Any]:
-    """What makes a cached run reusable: the same training config (tracking aside), grid and LSA
-    attack."""
+    """What makes a cached run reusable: the same training config (tracking aside), grid, LSA
+    attack and numerics mode."""
     config = {k: v for k, v in task.config.items() if k != "log_to"}
     key = {"config": config, "eps": list(task.eps), "lsa_attack": task.lsa_attack,
            "test_limit": task.test_limit, "lsa_limit": task.lsa_limit}  # fmt: skip
     if task.lsa_data_options != task.config.get("data_options", {}):
         key["lsa_data_options"] = task.lsa_data_options  # (absent otherwise: older runs reusable)
+    if task.numerics != "default":
+        key["numerics"] = task.numerics  # (absent otherwise: older runs reusable)
     return key
 
 
@@ -230,6 +235,7 @@ def run_experiment(
             lsa_attack=config.lsa_attack, lsa_data_options=_lsa_data_options(config),
             test_limit=prof.test_limit, lsa_limit=prof.lsa_limit,
             data_dir=None if data_dir is None else str(data_dir), device=device, tracking=tracking,
+            numerics=numerics.current(),
         )  # fmt: skip
 
     normal = next(r for r in rows if r.name == "Normal")
@@ -279,6 +285,7 @@ def run_experiment(
         },
         seconds=time.perf_counter() - started, published_claims=load_claims(config.table),
         reused_runs=sum(bool(o.get("reused")) for o in outcomes.values()),
+        numerics=numerics.describe(),
     )  # fmt: skip
     result.save(out / "results.json")
     return result

@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
-from lsakit import __version__, perturb
+from lsakit import __version__, numerics, perturb
 from lsakit import data as datasets
 from lsakit._io import atomic_write, atomic_write_text
 from lsakit._results import JsonResult
@@ -168,6 +168,8 @@ class StudyRun(_Strict):
     metrics: dict[str, float]
     seconds: float
     checkpoint: str
+    #: how the run computed (lsakit.numerics.describe()); None: written before it was recorded
+    numerics: dict[str, Any] | None = None
 
 
 class StudyResult(JsonResult):
@@ -181,6 +183,8 @@ class StudyResult(JsonResult):
     runs: list[StudyRun]
     #: row → metric → (mean, std); std None where nothing varied (one seed, deterministic model)
     summary: dict[str, dict[str, tuple[float, float | None]]]
+    #: how the driver computed (lsakit.numerics.describe()); None: written before it was recorded
+    numerics: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +251,11 @@ def run_study(
         for job in grid
     ]
     result = StudyResult(
-        study=config.study, profile=profile, runs=runs, summary=_summary(config, runs)
+        study=config.study,
+        profile=profile,
+        runs=runs,
+        summary=_summary(config, runs),
+        numerics=numerics.describe(),
     )
     result.save(out / "results.json")
     write_study_report(config, result, out)
@@ -339,6 +347,8 @@ def _cached(run_dir: Path, values: dict[str, Any]) -> StudyRun | None:
         return None
     if saved.get("train") != json.loads(json.dumps(values)):
         return None  # different settings: run again
+    if saved.get("numerics", "default") != numerics.current():
+        return None  # computed under another numerics mode: run again
     return StudyRun.model_validate(saved["run"])
 
 
@@ -381,12 +391,12 @@ def _run_row(
     }
     run = StudyRun(
         row=row.name, seed=seed, metrics=metrics, seconds=time.perf_counter() - started,
-        checkpoint=str(checkpoint),
+        checkpoint=str(checkpoint), numerics=numerics.describe(),
     )  # fmt: skip
-    atomic_write_text(
-        run_dir / RUN_FILE,
-        json.dumps({"train": json.loads(json.dumps(values)), "run": run.model_dump()}, indent=2),
-    )
+    saved = {"train": json.loads(json.dumps(values)), "run": run.model_dump()}
+    if numerics.current() != "default":  # (absent otherwise: older runs reusable)
+        saved["numerics"] = numerics.current()
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(saved, indent=2))
     final = {f"final/{name}": value for name, value in metrics.items()}
     last_epoch = int(result.metrics[-1]["epoch"]) if result.metrics else 0
     log_results(train_config.log_to, run_dir, tracking, final, step=last_epoch,
