@@ -16,7 +16,7 @@ STAMP := $(VENV)/.install-stamp
 DEMO_DIR ?= runs/demo
 BENCH_ARGS ?=
 
-.PHONY: install demo test docs-check lint typecheck bench clean gpu-check gpu-wheels gpu-data
+.PHONY: install demo test test-numerics docs-check lint typecheck bench clean gpu-check gpu-wheels gpu-data
 
 install: $(STAMP)
 
@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # LSA of a normally trained Moon model picks the MVL list; AT-FGSM vs AT-FGSM + LR on the MVL.
+# Portable numerics: the README's figures on any x86-64 CPU (lsakit.numerics).
 demo: install
-	$(BIN)/lsakit --threads 1 reproduce moon --profile demo --jobs 2 --out $(DEMO_DIR)
+	$(BIN)/lsakit --threads 1 --numerics portable reproduce moon --profile demo --jobs 2 --out $(DEMO_DIR)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -39,6 +40,13 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/pytest -q -n 2
+
+# The README's figures and the demo again, with the math libraries told to take paths that are no
+# CPU's default (MKL's SSE2 branch, ATen's scalar kernels, oneDNN capped at AVX2): the portable
+# numerics mode must win, so that a figure only one machine prints cannot land (CI runs it).
+NUMERICS_PATH ?= MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2
+test-numerics: install
+	env $(NUMERICS_PATH) $(BIN)/pytest -q -n 2 -p no:cacheprovider tests/test_readme.py
 
 # What a reader opens, checked as a reader sees it (each line one check): the README as executable
 # truth (every fenced block marked; its command blocks run as written on small fixtures, printed

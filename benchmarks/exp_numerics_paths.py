@@ -11,8 +11,8 @@ both under each path, and prints
 2. under ``LSAKIT_NUMERICS=portable``, whether the output is the same whatever the environment
    held before (the mode wins).
 
-Run: ``python benchmarks/exp_numerics_paths.py [--only api|demo] [--runs-dir DIR]`` (about
-1 min per path on 2 CPU cores).
+Run: ``python benchmarks/exp_numerics_paths.py [--only api|demo] [--no-portable]`` (about 20 s
+per path and mode on 2 idle CPU cores; 10 rows in all).
 
 Measured (2026-12-06, AMD EPYC (Zen 4, AVX-512), 2 cores, torch 2.14.1 with MKL 2024.2 and oneDNN
 3.12; README figures from the portable mode): see the README's "Numerics" paragraph, which quotes
@@ -45,9 +45,10 @@ PATHS: dict[str, dict[str, str]] = {
         "MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"
     },
 }  # fmt: skip
-#: the same environments with the portable mode on top: the mode must win
-PORTABLE = {f"portable, {name}": {**env, "LSAKIT_NUMERICS": "portable"} for name, env in PATHS.items()}
 CLEARED = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "LSAKIT_NUMERICS")
+#: how the README chooses the portable mode in each: removed for the default-mode rows
+API_PORTABLE = 'numerics.use("portable")'
+DEMO_PORTABLE = ["--numerics", "portable"]
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -56,21 +57,28 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_api(extra: dict[str, str], work: Path) -> list[str]:
+def run_api(extra: dict[str, str], portable: bool, work: Path) -> list[str]:
+    """The README's API example as written (portable), or without its ``numerics.use`` line."""
     (block,) = readme_blocks.of_kind("tested: api")
+    assert API_PORTABLE in block.text
+    lines = [x for x in block.text.splitlines() if portable or API_PORTABLE not in x]
     done = subprocess.run(
-        [sys.executable, "-c", block.text], cwd=work, env=_env(extra), capture_output=True,
+        [sys.executable, "-c", "\n".join(lines)], cwd=work, env=_env(extra), capture_output=True,
         text=True, timeout=900, check=True,
     )  # fmt: skip
     return done.stdout.splitlines()
 
 
-def run_demo(extra: dict[str, str], work: Path) -> list[str]:
-    sys.path.insert(0, str(REPO / "tests"))
+def run_demo(extra: dict[str, str], portable: bool, work: Path) -> list[str]:
+    """``make demo``'s command as written (portable), or without ``--numerics portable``."""
     from test_readme import demo_command
 
+    command = demo_command()
+    at = next(i for i in range(len(command)) if command[i : i + 2] == DEMO_PORTABLE)
+    if not portable:
+        del command[at : at + 2]
     done = subprocess.run(
-        demo_command(), cwd=work, env=_env(extra), capture_output=True, text=True, timeout=1800,
+        command, cwd=work, env=_env(extra), capture_output=True, text=True, timeout=1800,
         check=True,
     )  # fmt: skip
     return readme_blocks.printed(done.stdout)
@@ -86,25 +94,26 @@ def expected(what: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("api", "demo"), default=None)
-    parser.add_argument("--no-portable", action="store_true", help="skip the portable rows")
+    parser.add_argument("--no-portable", action="store_true", help="the default mode only")
     args = parser.parse_args()
     whats = [args.only] if args.only else ["api", "demo"]
-    paths = {**PATHS, **({} if args.no_portable else PORTABLE)}
+    modes = [False] if args.no_portable else [False, True]
     for what in whats:
         want = expected(what)
-        outputs: dict[str, list[str]] = {}
         print(f"\n{what}: largest |deviation| from the README per kind of number")
-        for name, extra in paths.items():
-            with tempfile.TemporaryDirectory() as tmp:
-                lines = (run_api if what == "api" else run_demo)(extra, Path(tmp))
-            outputs[name] = lines
-            report = readme_blocks.deviations(lines, want, what)
-            shown = ", ".join(f"{kind} {value:.4g}" for kind, value in report.items())
-            print(f"  {name}: {shown}", flush=True)
-        portable = [v for k, v in outputs.items() if k.startswith("portable, ")]
-        if portable:
-            same = all(lines == portable[0] for lines in portable)
-            print(f"  portable mode: output identical under all {len(portable)} environments: {same}")
+        for portable in modes:
+            outputs = []
+            for name, extra in PATHS.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    lines = (run_api if what == "api" else run_demo)(extra, portable, Path(tmp))
+                outputs.append(lines)
+                report = readme_blocks.deviations(lines, want)
+                shown = ", ".join(f"{kind} {value:.4g}" for kind, value in report.items())
+                mode = "portable" if portable else "default"
+                print(f"  {mode:8s} {name}: {shown}", flush=True)
+            if portable:
+                same = all(lines == outputs[0] for lines in outputs)
+                print(f"  portable: identical output under all {len(outputs)} environments: {same}")
 
 
 if __name__ == "__main__":

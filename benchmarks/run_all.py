@@ -6,6 +6,7 @@ Rows:
 * AT-LR overhead — AT-LR PGD-10 step / AT-PGD-10 step, and lsakit AT-PGD vs a hand-written loop
   (bench_train);
 * ART / lsakit for FGSM, PGD-10, APGD-100, and lsakit PGD-10 / a hand-written loop (bench_attacks);
+* the portable numerics mode's time / the default mode's, for AT steps and attacks (bench_numerics);
 * scaling with data-set size: seconds per sample of ``analyze`` (Gaussian noise + PGD-5) and of an
   AT-PGD-5 epoch over 1k, 2k, 4k samples, with the ratio to 1k (1.00 = exactly linear);
 * scaling with depth: model-A-like MLPs (Linear → ELU blocks, width 256, 784 inputs) with 2, 4, 8
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_analysis
 import bench_attacks
+import bench_numerics
 import bench_train
 from lsakit import analyze
 from lsakit.perturb import PGD, GaussianNoise
@@ -180,6 +182,14 @@ def main() -> None:
                      "> 1: lsakit faster"))  # fmt: skip
     rows.append(("lsakit PGD-10 / hand-written PGD-10", f"{k['pgd_vs_hand']:.3f}",
                  "target ≤ 1.05"))  # fmt: skip
+
+    log("bench_numerics: the portable numerics mode vs the default")
+    n = bench_numerics.measure(2 if args.quick else 4, args.threads, 2 if args.quick else 4)
+    for job, seconds in n.items():
+        rows.append((f"portable / default numerics time, {job}",
+                     f"{seconds['portable'] / seconds['default']:.2f}",
+                     f"{seconds['portable']:.3f} s vs {seconds['default']:.3f} s; the price of "
+                     "the same bits on every x86-64 CPU"))  # fmt: skip
 
     log("scaling with data-set size and depth")
     sizes = [1000, 2000, 4000]

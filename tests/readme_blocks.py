@@ -121,12 +121,15 @@ NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w])")
 _FILL = re.compile(r"([ ─━═┄])\1+")
 
 #: How far a printed number may lie from the README's when the math libraries take another code
-#: path, by kind of number (the README's figures come from the portable numerics mode, which
-#: pins the paths; these bound what is left where a library does not honour it). Measured by
-#: ``benchmarks/exp_numerics_paths.py``: the largest deviation over the emulated paths, for the
-#: API example and ``make demo``, was fraction 0.012, percent 2.8, score 4.8 (see the README's
-#: Numerics paragraph); each tolerance is about twice that.
-TOLERANCES = {"fraction": 0.03, "percent": 6.0, "score": 10.0}
+#: path, by kind of number. The README's figures come from the portable numerics mode, which pins
+#: the paths (lsakit.numerics); these bound what is left where a library does not honour a pin.
+#: The largest deviations measured from the README's figures (``benchmarks/exp_numerics_paths.py``
+#: on an AMD EPYC, the default mode under MKL_CBWR, ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY
+#: emulating other CPUs; issue 21's figures from an Intel Xeon): fraction 0.016 (the API
+#: example's PGD accuracy, 0.968 against 0.952), percent 0.2 (one of the demo's 500 test points;
+#: it moved on the Xeon only), score 0 (no R&G moved). Each tolerance is about twice that, and
+#: allows every accuracy of a score its own 0.4 points.
+TOLERANCES = {"fraction": 0.03, "percent": 0.5, "score": 2.5}
 
 
 def kind(number: str) -> str | None:

@@ -101,9 +101,11 @@ def make_demo(work: Path) -> None:
     # -s: make echoes no recipe lines, so stdout is the demo's own
     stdout = run("make -s --no-print-directory demo", work, cwd=checkout)
     (block,) = [b for b in readme_blocks.of_kind("output") if b.argument == "make demo"]
-    assert readme_blocks.compared(readme_blocks.printed(stdout)) == readme_blocks.compared(
-        readme_blocks.printed(block.text)
-    )
+    printed, shown = readme_blocks.printed(stdout), readme_blocks.printed(block.text)
+    for got, want in zip(
+        readme_blocks.compared(printed), readme_blocks.compared(shown), strict=True
+    ):
+        assert not readme_blocks.mismatches(got, want), readme_blocks.mismatches(got, want)
     assert (checkout / "runs" / "demo" / "report.html").exists()
 
 
@@ -134,4 +136,5 @@ def test_readme_output_block_is_what_its_command_prints(
     block: readme_blocks.Block, workspace: Path
 ) -> None:
     stdout = run(block.argument, workspace)
-    assert readme_blocks.printed(stdout) == readme_blocks.printed(block.text)
+    got, want = readme_blocks.printed(stdout), readme_blocks.printed(block.text)
+    assert not readme_blocks.mismatches(got, want), readme_blocks.mismatches(got, want)
