@@ -156,3 +156,17 @@ def test_the_run_cache_tells_the_modes_apart(tmp_path: Path) -> None:
     portable = _Task(**{**task.__dict__, "numerics": "portable"})
     assert "numerics" not in _task_key(task)  # runs cached before the modes existed are reused
     assert _task_key(portable) != _task_key(task)
+
+
+def test_a_study_run_is_reused_only_under_its_own_mode(tmp_path: Path) -> None:
+    from lsakit.experiments.studies import RUN_FILE, _cached
+
+    run = {"row": "r", "seed": 0, "metrics": {"clean": 0.5}, "seconds": 1.0, "checkpoint": "c"}
+    values = {"model": "model_a", "epochs": 1}
+    (tmp_path / RUN_FILE).write_text(json.dumps({"train": values, "run": run}))
+    cached = _cached(tmp_path, values)
+    assert cached is not None and cached.metrics == {"clean": 0.5}  # this process: default
+    (tmp_path / RUN_FILE).write_text(
+        json.dumps({"train": values, "numerics": "portable", "run": run})
+    )
+    assert _cached(tmp_path, values) is None  # computed in another mode: run again

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -250,6 +251,34 @@ def test_the_ray_executor_runs_the_same_jobs_with_the_same_results(
     assert error.failed == [(("c", 0), "payload -1 is negative")]
     assert "1 that need a failed run were not run" in str(error)
     assert not (tmp_path / ".lsakit-drivers").exists()  # the driver's marker is cleaned up
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"),
+    reason="the portable mode pins x86-64 code paths (ATen's AVX2 kernels)",
+)
+def test_ray_tasks_compute_in_the_drivers_numerics_mode(cluster: Cluster, tmp_path: Path) -> None:
+    # the driver is portable, the cluster was started without it: the tasks get workers of their
+    # own (a runtime environment with LSAKIT_NUMERICS) that import lsakit in that mode
+    driver = (
+        "import json, sys\nfrom pathlib import Path\nimport helpers\n"
+        "from lsakit.experiments.executors import Job, RayExecutor\n"
+        "executor = RayExecutor(sys.argv[1])\n"
+        "try:\n"
+        "    out = executor.run(helpers.numerics_of_worker, [Job('a', 0, 0)], out_dir=Path(sys.argv[2]))\n"
+        "finally:\n"
+        "    executor.close()\n"
+        "print(json.dumps(out[('a', 0)]))"
+    )
+    env = {**cluster.env, "LSAKIT_NUMERICS": "portable"}
+    done = subprocess.run(
+        [sys.executable, "-c", driver, cluster.address, str(tmp_path)], env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    worker = json.loads(done.stdout.splitlines()[-1])
+    assert (worker["mode"], worker["aten"], worker["onednn"]) == ("portable", "AVX2", "off")
 
 
 # --------------------------------------------------------------------------------------------

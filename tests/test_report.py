@@ -358,6 +358,7 @@ def test_report_lists_settings_mvl_and_notes(report: tuple[Path, Path, Path]) ->
     # 8 runs of 1 s each; the invocation that wrote the results took 12 s.
     assert "Compute time: the 8 runs (row × seed) took 8 s (the sum" in md_text
     assert "the invocation that wrote these results took 12 s wall clock" in md_text
+    assert "- Numerics: not recorded (results written before lsakit recorded them)" in md_text
     # The LR row against its base: L2's relative error 0.7 → 0.2 is a 71% drop.
     assert "L2: 0.700 → 0.200 (-71%)" in md_text
     assert "![" in md_text and "(figures/rg_scores.png)" in md_text
@@ -385,10 +386,17 @@ def test_settings_describe_the_profile_that_ran(tmp_path: Path) -> None:
         run_seconds=50.0,
         profile={"seeds": [0], "base_methods": ["fgsm"], "proposals": ["L2"], "notes": "demo"},
     )
+    recorded = {"mode": "portable", "mkl": "COMPATIBLE", "aten": "AVX2", "onednn": "off",
+                "threads": 1, "cpu": "AMD EPYC", "torch": "2.14.1"}  # fmt: skip
+    rows = [
+        r.model_copy(update={"runs": [u.model_copy(update={"numerics": recorded}) for u in r.runs]})
+        for r in result.rows
+        if r.method in ("standard", "fgsm")
+    ]
     result = result.model_copy(
         update={
             "profile": "demo",
-            "rows": [r for r in result.rows if r.method in ("standard", "fgsm")],
+            "rows": rows,
             "settings": {**result.settings, "description": "Table 2: every base and proposal."},
             "seconds": 2.0,
         }
@@ -403,6 +411,10 @@ def test_settings_describe_the_profile_that_ran(tmp_path: Path) -> None:
     assert "| pgd |" not in settings  # no PGD row ran: its settings are not this run's
     assert "Compute time: the 3 runs (row × seed) took 2 min 30 s" in settings
     assert "the invocation that wrote these results took 2 s wall clock" in settings
+    assert (
+        "- Numerics (lsakit.numerics): portable (MKL COMPATIBLE, ATen AVX2, oneDNN off), "
+        "1 thread, AMD EPYC, torch 2.14.1\n" in settings
+    )
 
 
 def test_missing_checkpoint_fails_before_writing_and_names_the_file(tmp_path: Path) -> None:

@@ -424,6 +424,7 @@ def _settings_section(context: ReportContext) -> list[Block]:
         f"The same grid as the paper prints it: {_eps_text(result.eps_paper)}",
         f"LSA: attack {settings.get('lsa_attack', lsa_attack_key(result) or '—')}, η = {result.eta:g}",
         _time_text(result),
+        _numerics_text(result),
         f"lsakit {result.lsakit_version}",
     ]
     if isinstance(settings.get("expected_runtime"), str) and settings["expected_runtime"]:
@@ -529,6 +530,20 @@ def _time_text(result: ExperimentResult) -> str:
         f"(the sum of their recorded times, whichever invocation ran them); the invocation that "
         f"wrote these results took {_duration(result.seconds)} wall clock ({reused})"
     )
+
+
+def _numerics_text(result: ExperimentResult) -> str:
+    """How the runs computed (lsakit.numerics.describe() of each run), one entry per variant."""
+    seen = [run.numerics for row in result.rows for run in row.runs if run.numerics]
+    if not seen:
+        return "Numerics: not recorded (results written before lsakit recorded them)"
+    variants = dict.fromkeys(
+        f"{n.get('mode')} (MKL {n.get('mkl') or '—'}, ATen {n.get('aten')}, oneDNN "
+        f"{n.get('onednn')}), {_count(int(n.get('threads', 0)), 'thread')}, {n.get('cpu')}, "
+        f"torch {n.get('torch')}"
+        for n in seen
+    )
+    return "Numerics (lsakit.numerics): " + "; ".join(variants)
 
 
 def _mapping(value: object) -> dict[str, Any]:
