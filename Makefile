@@ -55,7 +55,7 @@ docs-check: install
 	LSAKIT_DOCS_CHECK=1 $(BIN)/pytest -q -p no:cacheprovider tests/test_readme.py tests/test_readme_walk.py
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_report_browser.py
 
-# Every benchmark in benchmarks/ in one run, one table of ratios (~3 min on 2 CPU cores).
+# Every benchmark in benchmarks/ in one run, one table of ratios (~9 min on 2 CPU cores).
 # BENCH_ARGS=--quick for a ~1 min check.
 bench: install
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_all.py --threads 1 $(BENCH_ARGS)
