@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps robustbench==1.1.1  # lsakit[robustbench]'s note
 	touch $(STAMP)
 
 # LSA of a normally trained Moon model picks the MVL list; AT-FGSM vs AT-FGSM + LR on the MVL.

@@ -8,6 +8,8 @@ Every fenced block of README.md is preceded by one marker (blank lines between a
   the line it prints (``test_readme.py``);
 - ``<!-- tested: walk -->``: command lines that ``make docs-check`` runs in order, as written, on
   small fixtures (``tests/test_readme_walk.py``);
+- ``<!-- tested: hub -->``: the "Pretrained models" commands and Python, run as written against a
+  local Hugging Face hub serving the repositories they name (``tests/test_pretrained.py``);
 - ``<!-- output: COMMAND -->``: what COMMAND prints, compared line by line (progress lines and
   durations aside): ``make demo`` in ``make test``, the others in ``make docs-check``;
 - ``<!-- not-run: REASON -->``: not run by any test, and why (a GPU, a cluster, minutes of CPU…);
@@ -24,7 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 
 #: marker kinds a block may carry; "not-run" and "output" need their text after the colon
-KINDS = ("tested", "tested: cli", "tested: api", "tested: walk", "output", "not-run", "options")
+KINDS = (
+    "tested", "tested: cli", "tested: api", "tested: walk", "tested: hub", "output", "not-run",
+    "options",
+)  # fmt: skip
 _MARKER = re.compile(r"<!--\s*(.*?)\s*-->")
 #: a line of progress (lsakit._progress: "LSA: 3/8 batches (38%), elapsed 0:12, ETA 0:20")
 PROGRESS = re.compile(r"\belapsed \d+:\d\d(:\d\d)?\b")
@@ -46,7 +51,7 @@ class Block:
         """The marker's kind (see the module docstring); None for no or an unknown marker."""
         if self.marker is None:
             return None
-        if self.marker in KINDS[:4]:
+        if self.marker in KINDS[:5]:
             return self.marker
         head = self.marker.split(":", 1)[0]
         if head in ("output", "not-run") and self.argument:

@@ -234,9 +234,15 @@ def test_timm_and_torchvision_models_round_trip_without_naming_them(tmp_path: Pa
         assert meta.model == spec and torch.equal(loaded(x), model.eval()(x))
     with pytest.raises(ConfigError, match="did you mean resnet18"):
         models.resolve("timm:resnet1800")
-    with pytest.raises(ConfigError, match="'pretrained' is not allowed"):
-        models.build("timm:resnet18", pretrained=True)
-    with pytest.raises(ConfigError, match="'weights' is not allowed"):
-        models.build("torchvision:resnet18", weights="DEFAULT")
-    with pytest.raises(ConfigError, match="hub and local-dir names"):
-        models.resolve("timm:hf-hub:timm/resnet18.a1_in1k")
+    # weights are asked for in each ecosystem's own words (tests/test_pretrained.py loads them)
+    with pytest.raises(ConfigError, match="'checkpoint_path' is not accepted; use pretrained=true"):
+        models.build("timm:resnet18", checkpoint_path="w.pth")
+    with pytest.raises(ConfigError, match="'pretrained' is not accepted; use weights=DEFAULT"):
+        models.build("torchvision:resnet18", pretrained=True)
+    with pytest.raises(
+        ConfigError, match=r"unknown weights 'IMAGENET9'; did you mean IMAGENET1K_V1"
+    ):
+        models.build("torchvision:resnet18", weights="IMAGENET9")
+    assert not models.resolve("torchvision:resnet18").pretrained({"num_classes": 2})
+    assert models.resolve("torchvision:resnet18").pretrained({"weights": "DEFAULT"})
+    assert models.resolve("timm:hf-hub:timm/resnet18.a1_in1k").pretrained({})

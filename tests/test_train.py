@@ -151,9 +151,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
     built: list[torch.nn.Module] = []
     original = trainer_module._build_model
 
-    def build(config: Any) -> torch.nn.Module:
-        built.append(original(config))
-        return built[-1]
+    def build(config: Any) -> Any:
+        loaded = original(config)
+        built.append(loaded.model)
+        return loaded
 
     def poison(epoch: int, record: dict[str, Any]) -> None:  # after epoch 1's files are written
         with torch.no_grad():

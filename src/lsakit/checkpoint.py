@@ -82,6 +82,13 @@ class CheckpointMeta:
     model_kwargs: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def preprocessing(self) -> models.Preprocessing | None:
+        """The input transform of a model that started from pretrained weights (None: none);
+        its normalization is inside the model, rebuilt from ``model_kwargs``."""
+        recorded = self.model_kwargs.get("preprocessing")
+        return None if recorded is None else models.Preprocessing.from_json(recorded)
+
 
 # --------------------------------------------------------------------------------------- saving
 

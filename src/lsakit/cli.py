@@ -642,16 +642,21 @@ def analyze_command(
     if split not in ("train", "test"):
         raise ConfigError(f"--split must be train or test, got {split!r}")
     speed.check_amp(amp)
+    kwargs = _model_args(model_args or [])
+    preprocessing, weights_meta = None, {}
     if checkpoint is not None:
-        net, meta = load_weights(
-            checkpoint, model=model, model_kwargs=_model_args(model_args or []), map_location=dev
-        )
+        net, meta = load_weights(checkpoint, model=model, model_kwargs=kwargs, map_location=dev)
         trained_on = meta.extra.get("dataset")
         if trained_on is not None and trained_on != dataset:
             raise ConfigError(
                 f"{checkpoint} was trained on {trained_on}, not {dataset}; pass --dataset {trained_on}"
             )
         model_name, model_kwargs = meta.model, meta.model_kwargs
+        preprocessing = meta.preprocessing
+    elif model is not None and _pretrained(model, kwargs):
+        loaded = _load_pretrained(model, kwargs)  # its weights are the model analysed
+        net, model_name, model_kwargs = loaded.model.to(dev).eval(), model, kwargs
+        preprocessing, weights_meta = loaded.preprocessing, _weights_meta(loaded)
     else:
         config = recipe.train.with_overrides(
             model=model, seed=seed, model_kwargs=_model_args(model_args) if model_args else None,
@@ -674,10 +679,11 @@ def analyze_command(
         name: perturb.build(name, model=net, strength=strength, **params)
         for name, strength, params in parsed
     }
-    loader = data.load(
+    loader: Any = data.load(
         dataset, split, batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir,
-        **data_options,
+        transform=_transform(preprocessing), **data_options,
     )  # fmt: skip
+    loader = _labels_for(net, loader, dataset, data_options)
     from lsakit.probe import parse_layers
 
     layer_spec = parse_layers(layers)
@@ -697,6 +703,8 @@ def analyze_command(
                 **({"data_options": data_options} if data_options else {}),
                 "split": split,
                 "checkpoint": str(checkpoint) if checkpoint else None,
+                **weights_meta,
+                **_data_meta(dataset, data_options),
                 "perturbations": specs,
                 **({"amp": amp} if amp != "off" else {}),
             },
@@ -736,12 +744,13 @@ def analyze_command(
 @app.command("evaluate")
 def evaluate_command(
     checkpoint: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             help="Trained model: an lsakit checkpoint, or a plain state dict (.safetensors, .pt) "
-            "of --model."
+            "of --model.",
+            show_default="none: --model with pretrained weights (e.g. robustbench:NAME)",
         ),
-    ],
+    ] = None,
     dataset: Annotated[
         str | None,
         typer.Option("--dataset", "-d", help="Data set.", show_default="the checkpoint's"),
@@ -801,6 +810,15 @@ def evaluate_command(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 256,
+    leaderboard: Annotated[
+        Path | None,
+        typer.Option(
+            help="RobustBench model_info JSON whose clean and AutoAttack accuracy --suite "
+            "standard prints beside lsakit's (a robustbench: model's entry is looked up in "
+            "lsakit's table of known entries without it).",
+            show_default="lsakit's table",
+        ),
+    ] = None,
     state: Annotated[
         Path | None,
         typer.Option(
@@ -816,7 +834,11 @@ def evaluate_command(
     amp: AmpOpt = "off",
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Output directory.", show_default="the checkpoint's folder"),
+        typer.Option(
+            "--out",
+            help="Output directory.",
+            show_default="the checkpoint's folder; runs/evaluate-MODEL for a pretrained --model",
+        ),
     ] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -861,27 +883,53 @@ def evaluate_command(
     specs = [perturb.parse_spec(s) for s in attack_specs or ()]
     for name, strength, params in specs:  # fail on a bad spec before loading anything
         perturb.build(name, model=nn.Identity(), strength=strength, **params)
-    model, meta = load_weights(
-        checkpoint, model=model_spec, model_kwargs=_model_args(model_args or []), map_location=dev
-    )
-    trained_on = meta.extra.get("dataset")
-    dataset_name = dataset or trained_on
-    if dataset_name is None:
-        raise ConfigError(f"{checkpoint} does not say its data set; pass --dataset")
-    if trained_on is not None and trained_on != dataset_name:
-        raise ConfigError(
-            f"{checkpoint} was trained on {trained_on}, not {dataset_name}; drop --dataset"
+    if leaderboard is not None and suite != "standard":
+        raise ConfigError("--leaderboard goes with --suite standard (AutoAttack's protocol)")
+    kwargs = _model_args(model_args or [])
+    weights_meta: dict[str, Any] = {}
+    if checkpoint is not None:
+        model, meta = load_weights(
+            checkpoint, model=model_spec, model_kwargs=kwargs, map_location=dev
         )
-    data_options = _data_options(data_option, domain) or _recorded_data_options(
-        checkpoint, dataset_name
-    )
+        model_name, preprocessing, source = meta.model, meta.preprocessing, str(checkpoint)
+        trained_on = meta.extra.get("dataset")
+        dataset_name = dataset or trained_on
+        if dataset_name is None:
+            raise ConfigError(f"{checkpoint} does not say its data set; pass --dataset")
+        if trained_on is not None and trained_on != dataset_name:
+            raise ConfigError(
+                f"{checkpoint} was trained on {trained_on}, not {dataset_name}; drop --dataset"
+            )
+        data_options = _data_options(data_option, domain) or _recorded_data_options(
+            checkpoint, dataset_name
+        )
+        out_dir = out_dir or checkpoint.parent
+    else:
+        if model_spec is None or not _pretrained(model_spec, kwargs):
+            raise ConfigError(
+                "give --checkpoint (a trained model), or --model with pretrained weights (e.g. "
+                "robustbench:NAME, torchvision:NAME --model-arg weights=DEFAULT)"
+            )
+        if dataset is None:
+            raise ConfigError(f"--model {model_spec} has no data set of its own; pass --dataset")
+        dataset_name, data_options = dataset, _data_options(data_option, domain)
+        loaded = _load_pretrained(model_spec, kwargs)
+        model, model_name, preprocessing = (
+            loaded.model.to(dev).eval(),
+            model_spec,
+            loaded.preprocessing,
+        )
+        weights_meta, source = _weights_meta(loaded), model_spec
+        out_dir = out_dir or Path("runs") / f"evaluate-{_slug(model_spec)}"
     recipe = preset(dataset_name, **data_options)
     if suite is not None:
         _run_suite(
-            model, checkpoint, meta.model, dataset_name, suite=suite,
+            model, source, model_name, dataset_name, suite=suite,
             eps=eps if eps is not None else recipe.train_eps, limit=limit,
             batch_size=batch_size, state=state, checks=checks, seed=seed,
-            out_dir=out_dir or checkpoint.parent, data_dir=data_dir, data_options=data_options,
+            out_dir=out_dir, data_dir=data_dir, data_options=data_options,
+            preprocessing=preprocessing, weights_meta=weights_meta,
+            published=_leaderboard(model_name, kwargs, leaderboard),
         )  # fmt: skip
         return
     if fgsm_eps is not None:
@@ -900,17 +948,19 @@ def evaluate_command(
         spec_name: perturb.build(spec_name, model=model, strength=strength, **params)
         for spec_name, strength, params in specs
     }
-    loader = data.load(
+    loader: Any = data.load(
         dataset_name, "test", batch_size=batch_size, shuffle=False, limit=limit, data_dir=data_dir,
-        **data_options,
+        transform=_transform(preprocessing), **data_options,
     )  # fmt: skip
+    loader = _labels_for(model, loader, dataset_name, data_options)
     with speed.attack_precision(amp):
         result = evaluate(
             model, loader, fgsm_eps=grid, attacks=attacks, progress=True,
-            meta={"checkpoint": str(checkpoint), "dataset": dataset_name, "model": meta.model,
+            meta={"checkpoint": str(checkpoint) if checkpoint else None, "dataset": dataset_name,
+                  "model": model_name, **weights_meta, **_data_meta(dataset_name, data_options),
                   **({"amp": amp} if amp != "off" else {})},
         )  # fmt: skip
-    table = Table(title=f"{meta.model} on {dataset_name} ({result.n_samples} test samples)")
+    table = Table(title=f"{model_name} on {dataset_name} ({result.n_samples} test samples)")
     table.add_column("attack")
     table.add_column("ε", justify="right")
     table.add_column("accuracy %", justify="right")
@@ -922,13 +972,27 @@ def evaluate_command(
         table.add_row(attack_name, f"{entry.params.get('eps', 0):g}", f"{100 * entry.accuracy:.2f}")
     out.print(table)
     if main_rank:
-        target = (out_dir or checkpoint.parent) / "evaluation.json"
-        out.print(f"wrote {result.save(target)}")
+        out.print(f"wrote {result.save(out_dir / 'evaluation.json')}")
+
+
+def _leaderboard(model_name: str, kwargs: dict[str, Any], file: Path | None) -> Any:
+    """RobustBench's entry for a ``robustbench:`` model (or the ``--leaderboard`` file's)."""
+    from lsakit.models import parse_spec
+
+    spec = parse_spec(model_name)
+    if file is None and spec.kind != "robustbench":
+        return None
+    from lsakit.models.robustbench import leaderboard_entry
+
+    return leaderboard_entry(
+        spec.target, str(kwargs.get("dataset", "cifar10")),
+        str(kwargs.get("threat_model", "Linf")), file,
+    )  # fmt: skip
 
 
 def _run_suite(
     model: nn.Module,
-    checkpoint: Path,
+    source: str,
     model_name: str,
     dataset_name: str,
     *,
@@ -942,21 +1006,28 @@ def _run_suite(
     out_dir: Path,
     data_dir: Path | None,
     data_options: dict[str, Any],
+    preprocessing: Any = None,
+    weights_meta: dict[str, Any] | None = None,
+    published: Any = None,
 ) -> None:
     from lsakit import data
     from lsakit.domain import input_domain
 
-    x, y = data.load_tensors(dataset_name, "test", limit=limit, data_dir=data_dir, **data_options)
+    x, y = data.load_tensors(
+        dataset_name, "test", limit=limit, data_dir=data_dir, transform=_transform(preprocessing),
+        **data_options,
+    )  # fmt: skip
     with input_domain(data.domain(dataset_name, **data_options)):
         _suite_and_checks(
-            model, checkpoint, model_name, dataset_name, x, y, suite=suite, eps=eps,
+            model, source, model_name, dataset_name, x, y, suite=suite, eps=eps,
             batch_size=batch_size, state=state, checks=checks, seed=seed, out_dir=out_dir,
+            weights_meta=weights_meta or {}, published=published,
         )  # fmt: skip
 
 
 def _suite_and_checks(
     model: nn.Module,
-    checkpoint: Path,
+    source: str,
     model_name: str,
     dataset_name: str,
     x: Any,
@@ -969,6 +1040,8 @@ def _suite_and_checks(
     checks: bool,
     seed: int,
     out_dir: Path,
+    weights_meta: dict[str, Any],
+    published: Any = None,
 ) -> None:
     from lsakit.masking import masking_checks
     from lsakit.suite import run_suite
@@ -984,7 +1057,8 @@ def _suite_and_checks(
     result = run_suite(
         model, x, y, eps=eps, suite=suite, batch_size=batch_size, seed=seed,
         state_path=state_path, progress=True,
-        meta={"checkpoint": str(checkpoint), "dataset": dataset_name, "model": model_name},
+        meta={"checkpoint": source, "dataset": dataset_name, "model": model_name,
+              **weights_meta},
     )  # fmt: skip
     table = Table(title=f"{suite} suite: {model_name} on {dataset_name}, ε = {eps:g}")
     for column in ("attack", "attacked", "robust accuracy %", "seconds"):
@@ -992,6 +1066,8 @@ def _suite_and_checks(
     for row in result.table_rows():
         table.add_row(*row)
     out.print(table)
+    if published is not None:
+        _print_leaderboard(published, result, eps)
     if checks:
         outcomes = masking_checks(
             model, x, y, eps=eps, suite_result=result, seed=seed, progress=True
@@ -1007,6 +1083,24 @@ def _suite_and_checks(
             else:
                 out.print(f"check {outcome.name}: {outcome.status} — {outcome.evidence}")
     out.print(f"wrote {result.save(out_dir / f'{tag}.json')}")
+
+
+def _print_leaderboard(published: Any, result: Any, eps: float) -> None:
+    """The leaderboard's clean and AutoAttack accuracy beside the suite's, one table."""
+    table = Table(title=f"RobustBench leaderboard: {published.name} ({published.source})")
+    for column in ("", "ε", "clean %", "robust %"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("leaderboard (AutoAttack)", published.eps, f"{published.clean_acc:.2f}",
+                  f"{published.autoattack_acc:.2f}")  # fmt: skip
+    table.add_row(f"lsakit ({result.n_examples} samples)", f"{eps:g}",
+                  f"{100 * result.clean_accuracy:.2f}", f"{100 * result.robust_accuracy:.2f}")  # fmt: skip
+    out.print(table)
+    if abs(published.eps_value - eps) > 1e-6:
+        err.print(
+            f"[yellow]warning[/yellow]: the leaderboard's ε is {published.eps}, this suite's "
+            f"{eps:g}; pass --eps {published.eps_value:.6g} to compare",
+            highlight=False,
+        )
 
 
 # -- search (RACL) ------------------------------------------------------------------------------
@@ -1345,6 +1439,77 @@ def _print_reproduction(result: Any) -> None:
         )
     out.print(errors)
     out.print(f"MVL of the normal model (η = {result.eta:g}): {', '.join(result.mvl) or 'none'}")
+
+
+def _pretrained(model: str, kwargs: dict[str, Any]) -> bool:
+    """Whether ``--model`` and its arguments ask for pretrained weights (nothing loaded yet)."""
+    from lsakit import models
+
+    return models.resolve(model, kwargs).pretrained(kwargs)
+
+
+def _load_pretrained(model: str, kwargs: dict[str, Any]) -> Any:
+    """Load pretrained weights (lsakit.models.load) and say what was loaded, in two lines."""
+    from lsakit import models
+
+    loaded = models.load(model, **kwargs)
+    labels = loaded.labels or ()
+    shown = ", ".join(labels[:3]) + (", …" if len(labels) > 3 else "")
+    classes = f"; {len(labels)} classes ({shown})" if labels else ""
+    assert loaded.provenance is not None
+    out.print(f"pretrained {model}: {loaded.provenance.describe()}{classes}", highlight=False)
+    if loaded.preprocessing is not None:
+        out.print(f"preprocessing: {loaded.preprocessing.describe()}", highlight=False)
+    return loaded
+
+
+def _weights_meta(loaded: Any) -> dict[str, Any]:
+    """What a result records of pretrained weights: where they came from, their preprocessing
+    and class names."""
+    meta: dict[str, Any] = {"weights": loaded.provenance.to_json()}
+    if loaded.preprocessing is not None:
+        meta["preprocessing"] = loaded.preprocessing.to_json()
+    if loaded.labels:
+        meta["class_names"] = list(loaded.labels)
+    return meta
+
+
+def _data_meta(dataset: str, data_options: dict[str, Any]) -> dict[str, Any]:
+    """Where a hub data set came from (its resolved commit), for a result's meta."""
+    from lsakit.data import hub
+
+    if not hub.is_hub_name(dataset):
+        return {}
+    return {"data_provenance": hub.provenance(dataset, data_options)}
+
+
+def _transform(preprocessing: Any) -> Any:
+    """The data transform of a model's preprocessing (None where it changes nothing)."""
+    return None if preprocessing is None or preprocessing.identity else preprocessing.transform
+
+
+def _labels_for(net: nn.Module, loader: Any, dataset: str, data_options: dict[str, Any]) -> Any:
+    """``loader``, or — when the model's classes are not the data set's (an ImageNet model on
+    CIFAR-10) — the loader with each label replaced by the model's clean prediction."""
+    import torch
+
+    from lsakit import data
+    from lsakit._outputs import select_logits
+    from lsakit._torch import eval_mode, model_device
+    from lsakit.data.transforms import PredictedLabels
+
+    x, _ = next(iter(loader))
+    with torch.no_grad(), eval_mode(net):
+        outputs = select_logits(net(x[:1].to(model_device(net)))).shape[-1]
+    classes = data.info(dataset, **data_options).num_classes
+    if outputs in (classes, 1):  # 1: a binary model's single logit
+        return loader
+    out.print(
+        f"the model has {outputs} classes and {dataset} has {classes}: each input's label is "
+        "the model's own prediction on it (clean accuracy 1 by construction)",
+        highlight=False,
+    )
+    return PredictedLabels(loader, net)
 
 
 def _default_mvl_source(names: list[str], preferred: str, perturbations: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ Options, all keyword-only:
   into [0, 1], the default; ``standardized``: per-feature z-scores with the training split's mean
   and standard deviation, unbounded; ``raw``: make_moons' own coordinates, unbounded).
 
-Beside the registered names, two kinds of data of your own work everywhere a name does
+Beside the registered names, three kinds of data of your own work everywhere a name does
 (:func:`info`, :func:`domain`, :func:`load_tensors`, :func:`load`; their description, shape and
 classes are read from the data):
 
@@ -28,7 +28,11 @@ classes are read from the data):
   options ``size``, ``mode``, ``test_fraction``, ``data_seed``), domain [0, 1];
 - a ``.npz``, ``.safetensors`` or ``.pt`` file holding ``x`` and ``y`` (optionally ``x_test``,
   ``y_test``, ``domain``, ``class_names``; :mod:`lsakit.data.tensor_file`; options ``domain``,
-  ``test_fraction``, ``data_seed``), domain from the ``domain`` option, else the file, else [0, 1].
+  ``test_fraction``, ``data_seed``), domain from the ``domain`` option, else the file, else [0, 1];
+- ``hf:ORG/NAME`` — an image classification data set on the Hugging Face hub, read with the
+  ``datasets`` library (``pip install 'lsakit[datasets]'``; :mod:`lsakit.data.hub`; options
+  ``revision``, ``config``, ``image_column``, ``label_column``, ``train_split``, ``test_split``,
+  ``size``, ``mode``, ``test_fraction``, ``data_seed``), domain [0, 1].
 
 Every data set carries its input domain (:func:`domain`): [0, 1] for the image sets (unless
 ``domain=unbounded``) and unit moons, unbounded for standardized or raw moons. The trainer, the CLI and the experiment runner
@@ -43,15 +47,16 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from lsakit.data import folder, moons, tensor_file
+from lsakit.data import folder, hub, moons, tensor_file
 from lsakit.data.cifar import load_cifar10
 from lsakit.data.idx import load_idx_dataset
 from lsakit.data.paths import candidate_dirs
+from lsakit.data.transforms import Transformed
 from lsakit.domain import UNBOUNDED, UNIT, InputDomain, attach_domain
 from lsakit.errors import ConfigError
 
@@ -88,6 +93,11 @@ class _CommonOptions:
 _Loader: TypeAlias = Callable[
     [Split, _CommonOptions, Mapping[str, object]], tuple[torch.Tensor, torch.Tensor]
 ]
+#: A loader taking a transform of one image (C, H, W) in [0, 1].
+_TransformingLoader: TypeAlias = Callable[
+    [Split, _CommonOptions, Mapping[str, object], Callable[[torch.Tensor], torch.Tensor]],
+    tuple[torch.Tensor, torch.Tensor],
+]
 #: The input domain of a data set, given its specific options.
 _DomainOf: TypeAlias = Callable[[Mapping[str, object]], InputDomain]
 
@@ -121,6 +131,9 @@ class _Entry:
     domain: _DomainOf = _unit_domain
     #: the description from the options, for data sets read from the user's files
     describe: Callable[[Mapping[str, object]], DatasetInfo] | None = None
+    #: a loader that applies a transform to each image while decoding (data sets whose images
+    #: differ in size, so that they stack only once transformed)
+    load_transformed: _TransformingLoader | None = None
 
     def info_for(self, options: Mapping[str, object]) -> DatasetInfo:
         return self.info if self.describe is None else self.describe(options)
@@ -288,10 +301,13 @@ def names() -> list[str]:
 
 
 def is_user_dataset(name: object) -> bool:
-    """Whether ``name`` is data of the user's (``folder:PATH`` or a tensor file), not a
-    registered name. Decided from the name alone, without reading anything."""
+    """Whether ``name`` is data of the user's (``folder:PATH``, a tensor file or an
+    ``hf:ORG/NAME`` hub data set), not a registered name — no preset, no default model. Decided
+    from the name alone, without reading anything."""
     return isinstance(name, str) and (
-        name.strip().startswith(folder.PREFIX) or tensor_file.is_tensor_file(name)
+        name.strip().startswith(folder.PREFIX)
+        or tensor_file.is_tensor_file(name)
+        or hub.is_hub_name(name)
     )
 
 
@@ -352,6 +368,39 @@ def _tensor_file_entry(name: str) -> _Entry:
     return _Entry(_placeholder(name), load_split, tensor_file.OPTIONS, domain_of, describe)
 
 
+def _hub_entry(name: str) -> _Entry:
+    hub.repo_of(name)  # a malformed repo id fails here, before any network
+
+    def load_split(
+        split: Split, common: _CommonOptions, options: Mapping[str, object]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # data_dir and download are unused: the Hugging Face caches and HF_HUB_OFFLINE govern.
+        return hub.load_hub(name, split, options, common.limit)
+
+    def load_transformed(
+        split: Split,
+        common: _CommonOptions,
+        options: Mapping[str, object],
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return hub.load_hub(name, split, options, common.limit, image_transform=transform)
+
+    def describe(options: Mapping[str, object]) -> DatasetInfo:
+        described = hub.describe(name, options)
+        return DatasetInfo(
+            name=name,
+            input_shape=described.input_shape,
+            num_classes=len(described.class_names),
+            description=described.description,
+            default_model="",
+            class_names=described.class_names,
+        )
+
+    return _Entry(
+        _placeholder(name), load_split, hub.OPTIONS, _unit_domain, describe, load_transformed
+    )
+
+
 def _placeholder(name: str) -> DatasetInfo:
     """The static info of a user data set: its name only (the rest comes from ``describe``)."""
     return DatasetInfo(name, (), 0, "", "", ())
@@ -362,6 +411,8 @@ def _entry(name: object) -> _Entry:
         raise ConfigError(f"data set name must be a string, got {name!r}; known: {names()}")
     if name.strip().startswith(folder.PREFIX):
         return _folder_entry(name)
+    if hub.is_hub_name(name):  # before the suffix test: a repo id may end in .pt
+        return _hub_entry(name)
     if tensor_file.is_tensor_file(name):
         return _tensor_file_entry(name)
     key = name.strip().lower().replace("_", "-")
@@ -370,15 +421,15 @@ def _entry(name: object) -> _Entry:
     close = difflib.get_close_matches(key, names(), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigError(
-        f"unknown data set {name!r}{hint} (known: {', '.join(names())}; or folder:PATH, or a "
-        f".npz/.safetensors/.pt file)"
+        f"unknown data set {name!r}{hint} (known: {', '.join(names())}; or folder:PATH, a "
+        f".npz/.safetensors/.pt file, or hf:ORG/NAME)"
     )
 
 
 def info(name: str, **options: object) -> DatasetInfo:
     """The description of data set ``name``; unknown names raise ConfigError.
 
-    For a data set of the user's (folder, tensor file) it is read from the data, with the same
+    For a data set of the user's (folder, tensor file, hf:) it is read from the data, with the same
     options as :func:`load` (``size``/``mode`` change the input shape); registered data sets
     accept their own options, which do not change their description.
     """
@@ -416,29 +467,50 @@ def _check_option_names(name: str, given: Mapping[str, object], valid: tuple[str
             )
 
 
+#: a model's input transform (lsakit.models.Preprocessing.transform): a batch (N, C, H, W) in
+#: [0, 1] → the model's input size, still in [0, 1]
+Transform: TypeAlias = Callable[[torch.Tensor], torch.Tensor]
+
+
 def load_tensors(
-    name: str, split: str = "train", **options: object
+    name: str, split: str = "train", *, transform: Transform | None = None, **options: object
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split of data set ``name`` as ``(x, y)``: x float32 in [0, 1], y int64.
 
-    See the module docstring for the options. Raises ConfigError for an unknown name, split or
-    option, DataError for missing (with ``download=False`` or a failed download) or corrupt files.
+    ``transform`` (a pretrained model's input transform) is applied to every image: while
+    decoding where the images differ in size (``hf:`` data sets), else to the loaded tensor,
+    256 samples at a time. See the module docstring for the options. Raises ConfigError for an
+    unknown name, split or option, DataError for missing (with ``download=False`` or a failed
+    download) or corrupt files.
     """
     entry = _entry(name)
     _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options)
     specific = {key: value for key, value in options.items() if key in entry.options}
-    x, y = entry.load(_check_split(split), _common_options(options), specific)
+    common = _common_options(options)
+    if transform is not None and entry.load_transformed is not None:
+        one = _per_image(transform)
+        return entry.load_transformed(_check_split(split), common, specific, one)
+    x, y = entry.load(_check_split(split), common, specific)
+    if transform is not None:
+        x = torch.cat([transform(x[i : i + 256]) for i in range(0, len(x), 256)]) if len(x) else x
     return x, y
 
 
+def _per_image(transform: Transform) -> Transform:
+    """A batch transform as a transform of one image (C, H, W)."""
+    return lambda image: transform(image.unsqueeze(0)).squeeze(0)
+
+
 def load(
-    name: str, split: str = "train", **options: object
+    name: str, split: str = "train", *, transform: Transform | None = None, **options: object
 ) -> DataLoader[tuple[torch.Tensor, ...]]:
     """A DataLoader over the split of data set ``name``, built on :func:`load_tensors`.
 
     Batches are ``(x, y)``. ``seed`` (if given) fixes the shuffle order only; the data itself
     never depends on it (moons takes ``data_seed``), so runs with different seeds see the same data.
-    See the module docstring for the other options.
+    ``transform`` (a pretrained model's input transform) is applied to each sample as it is read,
+    so the split is never held in memory at the model's input size (while decoding, for ``hf:``
+    data sets). See the module docstring for the other options.
     """
     entry = _entry(name)
     _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options + _LOADER_OPTIONS)
@@ -449,10 +521,16 @@ def load(
     num_workers = _int_option(options.pop("num_workers", 0), "num_workers", 0)
     seed = options.pop("seed", None)
     seed = None if seed is None else _seed_option(seed, "seed")
-    x, y = load_tensors(entry.info.name, checked_split, **options)
+    decoded = transform is not None and entry.load_transformed is not None
+    x, y = load_tensors(
+        entry.info.name, checked_split, transform=transform if decoded else None, **options
+    )
     generator = None if seed is None else torch.Generator().manual_seed(seed)
+    dataset: Dataset[Any] = TensorDataset(x, y)
+    if transform is not None and not decoded:
+        dataset = Transformed(dataset, transform)
     loader = DataLoader(
-        TensorDataset(x, y),
+        dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,

@@ -38,10 +38,17 @@ from torch import nn
 
 from lsakit.errors import ConfigError
 from lsakit.models.cnn import model_b
+from lsakit.models.ecosystems import HFClassifier
 from lsakit.models.mlp import model_a
 from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, Normalize
 from lsakit.models.preact_resnet import PreActResNet, preact_resnet18
-from lsakit.models.sources import HFClassifier, ModelSource, ModelSpec, parse_spec, resolve_external
+from lsakit.models.pretrained import (
+    Loaded,
+    Preprocessing,
+    Provenance,
+    add_input_normalization,
+)
+from lsakit.models.sources import ModelSource, ModelSpec, parse_spec, plain, resolve_external
 from lsakit.models.vgg import VGG, vgg19
 from lsakit.models.wrn import WideResNet, wrn
 from lsakit.nas.genotype import genotype_network, portable_genotype_kwargs
@@ -53,15 +60,20 @@ __all__ = [
     "MNIST_STD",
     "VGG",
     "HFClassifier",
+    "Loaded",
     "ModelInfo",
     "ModelSource",
     "ModelSpec",
     "Normalize",
     "PreActResNet",
+    "Preprocessing",
+    "Provenance",
     "WideResNet",
+    "add_input_normalization",
     "build",
     "count_parameters",
     "info",
+    "load",
     "names",
     "parse_spec",
     "portable_kwargs",
@@ -224,7 +236,7 @@ def _registry_source(spec: ModelSpec) -> ModelSource:
     def check(kwargs: dict[str, Any]) -> None:
         resolve_kwargs(spec.target, kwargs)
 
-    return ModelSource(spec, build_registered, portable, check)
+    return ModelSource(spec, plain(build_registered), portable, check)
 
 
 def resolve(spec: str, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
@@ -248,14 +260,32 @@ def resolve(spec: str, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
     return source
 
 
+def load(spec: str, **kwargs: Any) -> Loaded:
+    """Load the model ``spec`` — a registry name or any spec of :mod:`lsakit.models.sources` —
+    with the weights its arguments ask for, in training mode, on the CPU (or the active device
+    context): random weights, or pretrained ones in the ecosystem's own words
+    (``weights="DEFAULT"`` for torchvision, ``pretrained=True`` or an ``hf-hub:`` name for timm,
+    a hub repo for ``hf:``, every ``robustbench:`` model).
+
+    The result holds the model (taking [0, 1] pixels: the weights' normalization is inside it),
+    the data transform for a data set's images, the class names of the weights and where the
+    weights came from (:class:`~lsakit.models.pretrained.Loaded`).
+
+    Example:
+        >>> loaded = load("torchvision:resnet18", weights="DEFAULT")  # doctest: +SKIP
+        >>> loaded.preprocessing.describe(), loaded.labels[:2]  # doctest: +SKIP
+        ('resize shorter side 256 (bilinear), center crop 224×224, …', ('tench', 'goldfish'))
+    """
+    return resolve(spec, kwargs).load(kwargs)
+
+
 def build(name: str, **kwargs: Any) -> nn.Module:
-    """Construct the model ``name`` — a registry name or any spec of :mod:`lsakit.models.sources`
-    — with random weights, in training mode, on the CPU (or the active device context).
+    """The model of :func:`load` alone: ``load(name, **kwargs).model``.
 
     Example:
         >>> model = build("wrn", depth=16, widen_factor=2)
     """
-    return resolve(name, kwargs).build(kwargs)
+    return load(name, **kwargs).model
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:

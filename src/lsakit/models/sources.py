@@ -1,4 +1,4 @@
-"""Models from outside the registry: torchvision, timm, transformers, and your own code.
+"""Models from outside the registry: torchvision, timm, transformers, RobustBench, your own code.
 
 A model *spec* is one string, the value of ``--model``:
 
@@ -6,26 +6,33 @@ A model *spec* is one string, the value of ``--model``:
 spec                               what is built
 =================================  ==========================================================
 ``model_b``                        a registry model (:mod:`lsakit.models`)
-``torchvision:NAME``               ``torchvision.models.get_model(NAME, weights=None, **kw)``
-``timm:NAME``                      ``timm.create_model(NAME, pretrained=False, **kw)``
+``torchvision:NAME``               ``torchvision.models.get_model(NAME, **kw)``; pretrained
+                                   with ``weights=DEFAULT|ENUM_NAME``
+``timm:NAME[.TAG]``                ``timm.create_model(NAME, **kw)``; pretrained with
+                                   ``pretrained=true``; ``timm:hf-hub:ORG/REPO[@REV]``
+``hf:ORG/NAME``                    a transformers classifier from the hub
+                                   (``from_pretrained``, ``revision=``), safetensors only
 ``hf:DIR`` or ``hf:FILE.json``     a transformers classifier from a local ``config.json``
-                                   (``AutoModelFor…Classification.from_config``), wrapped so
-                                   its forward returns the logits tensor (:class:`HFClassifier`)
+                                   (``AutoModelFor…Classification.from_config``, random
+                                   weights); both wrapped so that forward returns the logits
+                                   (:class:`~lsakit.models.ecosystems.HFClassifier`)
+``robustbench:NAME``               a RobustBench zoo model (``dataset=``, ``threat_model=``,
+                                   ``model_dir=``; :mod:`lsakit.models.robustbench`)
 ``package.module:factory``         ``factory(**kw)`` from an importable module
 ``path/to/file.py:factory``        ``factory(**kw)`` from a Python file
 =================================  ==========================================================
 
-``kw`` are the model arguments (``--model-arg KEY=VALUE``). Every model is built with random
-weights: nothing is ever downloaded (no ``weights=``/``pretrained=``/hub names), and a
-transformers config is read from the local file only, never with remote code. Weights come from
-``--checkpoint`` (a plain state dict, or an lsakit checkpoint).
+``kw`` are the model arguments (``--model-arg KEY=VALUE``). Pretrained weights load through
+each ecosystem's own code, with the preprocessing and provenance of
+:mod:`lsakit.models.ecosystems` and :mod:`lsakit.models.pretrained`; remote code never runs.
+Weights of your own come from ``--checkpoint`` (a plain state dict, or an lsakit checkpoint).
 
 For ``hf:`` the model arguments are ``task`` (``image-classification``,
 ``sequence-classification`` or ``audio-classification``; default: read from the config's
-``architectures``) and any config attribute to override (e.g. ``num_labels=10``). A sequence
-classifier takes float inputs as ``inputs_embeds`` (N, L, hidden), integer inputs as
-``input_ids``. An lsakit checkpoint of an ``hf:`` model stores the whole config, so it loads
-without the directory.
+``architectures``), ``revision`` (hub repos) and any config attribute to override (e.g.
+``num_labels=10``). A sequence classifier takes float inputs as ``inputs_embeds`` (N, L,
+hidden), integer inputs as ``input_ids``. An lsakit checkpoint of an ``hf:`` model stores the
+whole config, so it loads without the directory or the hub.
 
 A factory spec runs the user's code, so an lsakit checkpoint that names one is loaded only when
 the caller names the same spec (``--model``): a checkpoint file alone never makes lsakit import
@@ -39,7 +46,6 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import json
 import keyword
 import sys
 from collections.abc import Callable, Mapping
@@ -48,31 +54,27 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, Literal, TypeAlias
 
-import torch
 from torch import nn
 
 from lsakit._io import one_line
-from lsakit._outputs import select_logits
 from lsakit.errors import ConfigError
+from lsakit.models.pretrained import Loaded
 
-Kind: TypeAlias = Literal["registry", "torchvision", "timm", "hf", "module", "file"]
+Kind: TypeAlias = Literal["registry", "torchvision", "timm", "hf", "robustbench", "module", "file"]
 
 #: Prefixes of the ecosystems, with the package each needs and how to install it.
 ECOSYSTEMS: Final[dict[str, tuple[str, str]]] = {
     "torchvision": ("torchvision", "pip install torchvision (the build matching your torch)"),
     "timm": ("timm", "pip install 'lsakit[timm]' (timm needs torchvision)"),
     "hf": ("transformers", "pip install 'lsakit[hf]'"),
+    "robustbench": (
+        "robustbench",
+        "pip install 'lsakit[robustbench]' && pip install --no-deps robustbench==1.1.1",
+    ),
 }
-#: Tasks of ``hf:`` models → the transformers auto class that builds them.
-HF_TASKS: Final[dict[str, str]] = {
-    "image-classification": "AutoModelForImageClassification",
-    "sequence-classification": "AutoModelForSequenceClassification",
-    "audio-classification": "AutoModelForAudioClassification",
-}
-_HF_TASK_ALIASES: Final = {"text-classification": "sequence-classification"}
 _SPEC_FORMS: Final = (
-    "a registry name (lsakit models), torchvision:NAME, timm:NAME, hf:DIR, "
-    "package.module:factory or path/to/file.py:factory"
+    "a registry name (lsakit models), torchvision:NAME, timm:NAME, hf:ORG/NAME or hf:DIR, "
+    "robustbench:NAME, package.module:factory or path/to/file.py:factory"
 )
 
 
@@ -161,7 +163,7 @@ def import_optional(package: str, why: str, install: str) -> ModuleType:
         ) from None
 
 
-def _ecosystem(spec: ModelSpec) -> ModuleType:
+def ecosystem(spec: ModelSpec) -> ModuleType:
     package, install = ECOSYSTEMS[spec.kind]
     return import_optional(package, f"model {spec.text!r}", install)
 
@@ -171,34 +173,47 @@ def _ecosystem(spec: ModelSpec) -> ModuleType:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A resolved model spec: how to build it and how to record its arguments.
+    """A resolved model spec: how to load it and how to record its arguments.
 
-    ``build(kwargs)`` constructs the model (random weights, training mode, CPU unless a device
-    context is active); ``portable(kwargs)`` gives the arguments a checkpoint stores so the same
-    model is rebuilt later, from the checkpoint alone where possible; ``check(kwargs)`` refuses
-    arguments the builder does not take, without building (where that can be known up front).
+    ``loader(kwargs)`` constructs the model (training mode, CPU unless a device context is
+    active): random weights, or the pretrained weights the arguments ask for, as a
+    :class:`~lsakit.models.pretrained.Loaded` with their preprocessing, class names and
+    provenance; ``portable(kwargs)`` gives the arguments a checkpoint stores so the same
+    architecture is rebuilt later, from the checkpoint alone where possible and without
+    downloading weights; ``check(kwargs)`` refuses arguments the builder does not take, without
+    building (where that can be known up front); ``pretrained(kwargs)`` says whether the arguments
+    load pretrained weights.
     """
 
     spec: ModelSpec
-    builder: Callable[[dict[str, Any]], nn.Module]
+    loader: Callable[[dict[str, Any]], Loaded]
     portable: Callable[[dict[str, Any]], dict[str, Any]]
     check: Callable[[dict[str, Any]], object] = lambda kwargs: None
+    pretrained: Callable[[Mapping[str, Any]], bool] = lambda kwargs: False
 
-    def build(self, kwargs: Mapping[str, Any]) -> nn.Module:
-        model = self.builder(dict(kwargs))
-        if not isinstance(model, nn.Module):
+    def load(self, kwargs: Mapping[str, Any]) -> Loaded:
+        loaded = self.loader(dict(kwargs))
+        if not isinstance(loaded.model, nn.Module):
             raise ConfigError(
-                f"model {self.spec.text!r} built a {type(model).__name__}, not a "
+                f"model {self.spec.text!r} built a {type(loaded.model).__name__}, not a "
                 f"torch.nn.Module; return the network itself"
             )
-        return model
+        return loaded
+
+    def build(self, kwargs: Mapping[str, Any]) -> nn.Module:
+        return self.load(kwargs).model
+
+
+def plain(builder: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Loaded]:
+    """A loader from a builder of random-weight models (no preprocessing, no provenance)."""
+    return lambda kwargs: Loaded(builder(kwargs))
 
 
 def _as_is(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _check_arguments(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+def check_arguments(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     try:
         inspect.signature(function).bind(**kwargs)
     except TypeError as err:
@@ -207,9 +222,9 @@ def _check_arguments(what: str, function: Callable[..., Any], kwargs: dict[str, 
         pass
 
 
-def _call(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+def call(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     """``function(**kwargs)``; a bad argument or a failure inside becomes one ConfigError line."""
-    _check_arguments(what, function, kwargs)
+    check_arguments(what, function, kwargs)
     try:
         return function(**kwargs)
     except Exception as err:
@@ -218,188 +233,24 @@ def _call(what: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> An
         ) from err
 
 
-def _refuse(spec: ModelSpec, kwargs: Mapping[str, Any], prefixes: tuple[str, ...]) -> None:
-    """Refuse arguments that would download weights or read a file behind lsakit's back."""
+def refuse(
+    spec: ModelSpec, kwargs: Mapping[str, Any], prefixes: tuple[str, ...], instead: str
+) -> None:
+    """Refuse arguments that would load weights behind lsakit's back (its provenance, its
+    preprocessing): ``instead`` says how to ask for weights."""
     bad = [key for key in kwargs if key.startswith(prefixes)]
     if bad:
         raise ConfigError(
-            f"model {spec.text!r}: argument {bad[0]!r} is not allowed — lsakit builds models with "
-            f"random weights and never downloads; load weights with --checkpoint"
+            f"model {spec.text!r}: argument {bad[0]!r} is not accepted; {instead}, or load "
+            f"weights of your own with --checkpoint"
         )
 
 
-def _torchvision(spec: ModelSpec) -> ModelSource:
-    tv = _ecosystem(spec)
-    known: list[str] = sorted(tv.models.list_models())
-    if spec.target not in known:
-        _unknown_name(spec, known, "torchvision.models.list_models()")
-
-    def build(kwargs: dict[str, Any]) -> nn.Module:
-        _refuse(spec, kwargs, ("weights", "pretrained", "progress"))
-        model: nn.Module = _call(
-            f"torchvision model {spec.target!r}",
-            lambda **kw: tv.models.get_model(spec.target, weights=None, **kw),
-            kwargs,
-        )
-        return model
-
-    return ModelSource(spec, build, _as_is)
-
-
-def _timm(spec: ModelSpec) -> ModelSource:
-    timm = _ecosystem(spec)
-    if ":" in spec.target or spec.target.startswith(("hf-hub", "hf_hub", "local-dir")):
-        raise ConfigError(
-            f"model {spec.text!r}: hub and local-dir names load weights; use a plain timm "
-            f"architecture name (timm.list_models()) and --checkpoint for weights"
-        )
-    if not timm.is_model(spec.target):
-        _unknown_name(spec, list(timm.list_models()), "timm.list_models()")
-
-    def build(kwargs: dict[str, Any]) -> nn.Module:
-        _refuse(spec, kwargs, ("pretrained", "checkpoint_path", "cache_dir"))
-        model: nn.Module = _call(
-            f"timm model {spec.target!r}",
-            lambda **kw: timm.create_model(spec.target, pretrained=False, **kw),
-            kwargs,
-        )
-        return model
-
-    return ModelSource(spec, build, _as_is)
-
-
-def _unknown_name(spec: ModelSpec, known: list[str], listing: str) -> None:
-    close = difflib.get_close_matches(spec.target, known, n=3, cutoff=0.6)
+def unknown_name(spec: ModelSpec, known: list[str], listing: str) -> None:
+    close = difflib.get_close_matches(spec.target, known, n=1 if len(known) > 1000 else 3,
+                                      cutoff=0.6)  # fmt: skip
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ConfigError(f"unknown model {spec.text!r}; {hint}see {listing}")
-
-
-# -- transformers ---------------------------------------------------------------------------------
-
-
-class HFClassifier(nn.Module):
-    """A transformers classification model whose forward takes one tensor and returns the logits.
-
-    lsakit's stages call ``model(x)`` and read a logits tensor; transformers models return a
-    ``ModelOutput``. An image or audio classifier gets ``x`` as its first input (``pixel_values``
-    / ``input_values``); a sequence classifier gets float ``x`` (N, L, hidden) as
-    ``inputs_embeds`` (attacks then work in embedding space; declare an unbounded domain) and
-    integer ``x`` as ``input_ids``. The transformers model is ``self.model``.
-    """
-
-    def __init__(self, model: nn.Module, task: str) -> None:
-        super().__init__()
-        if task not in HF_TASKS:
-            raise ConfigError(f"unknown transformers task {task!r}; use {', '.join(HF_TASKS)}")
-        self.model = model
-        self.task = task
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.task == "sequence-classification":
-            if x.is_floating_point():
-                output = self.model(inputs_embeds=x)
-            else:
-                output = self.model(input_ids=x)
-        else:
-            output = self.model(x)
-        return select_logits(output)  # a ModelOutput is a mapping holding "logits"
-
-
-def _hf_config_dict(spec: ModelSpec) -> dict[str, Any]:
-    path = Path(spec.target).expanduser()
-    file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
-        raise ConfigError(
-            f"model {spec.text!r}: no {file} — hf: takes a local directory holding config.json "
-            f"(config.save_pretrained(DIR)) or a config.json file; nothing is downloaded"
-        )
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(
-            f"model {spec.text!r}: cannot read {file} ({one_line(err)}); give a transformers "
-            f"config.json"
-        ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
-        raise ConfigError(
-            f"model {spec.text!r}: {file} has no model_type; give a transformers config.json"
-        )
-    return data
-
-
-def _hf_task(spec: ModelSpec, config: Mapping[str, Any], task: object) -> str:
-    if task is not None:
-        key = _HF_TASK_ALIASES.get(str(task), str(task))
-        if key not in HF_TASKS:
-            raise ConfigError(
-                f"model {spec.text!r}: unknown task {task!r}; use task= one of "
-                f"{', '.join(HF_TASKS)}"
-            )
-        return key
-    for architecture in config.get("architectures") or []:
-        for candidate in HF_TASKS:
-            suffix = "For" + "".join(w.title() for w in candidate.split("-"))
-            if str(architecture).endswith(suffix):
-                return candidate
-    raise ConfigError(
-        f"model {spec.text!r}: the config's architectures {config.get('architectures')} name no "
-        f"classifier; pass --model-arg task= one of {', '.join(HF_TASKS)}"
-    )
-
-
-def _hf(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
-    transformers = _ecosystem(spec)
-    # A checkpoint's kwargs carry the whole config: then the file is not needed (nor read).
-    file_config = _hf_config_dict(spec) if kwargs is None or "config" not in kwargs else None
-
-    def config_and_task(kwargs: dict[str, Any]) -> tuple[Any, str]:
-        kwargs = dict(kwargs)
-        given = kwargs.pop("config", None)
-        raw = dict(given if given is not None else file_config or _hf_config_dict(spec))
-        if not isinstance(given, dict | None) or not isinstance(raw.get("model_type"), str):
-            raise ConfigError(
-                f"model {spec.text!r}: config must be a transformers config dict, got {given!r}"
-            )
-        if "auto_map" in raw:
-            raise ConfigError(
-                f"model {spec.text!r}: the config needs remote code (auto_map), which lsakit "
-                f"never runs; use an architecture built into transformers"
-            )
-        task = _hf_task(spec, raw, kwargs.pop("task", None))
-        model_type = raw.pop("model_type")
-        raw.pop("transformers_version", None)
-        try:
-            config = transformers.AutoConfig.for_model(model_type, **raw)
-        except (ValueError, TypeError, KeyError) as err:
-            raise ConfigError(
-                f"model {spec.text!r}: transformers cannot read this config ({one_line(err)})"
-            ) from None
-        for key, value in kwargs.items():
-            if not hasattr(config, key):
-                close = difflib.get_close_matches(key, list(config.to_dict()), n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ConfigError(
-                    f"model {spec.text!r}: the {type(config).__name__} has no attribute {key!r}; "
-                    f"{hint}model arguments of hf: models are task= and config attributes"
-                )
-            setattr(config, key, value)
-        return config, task
-
-    def build(kwargs: dict[str, Any]) -> nn.Module:
-        config, task = config_and_task(kwargs)
-        auto = getattr(transformers, HF_TASKS[task])
-        model: nn.Module = _call(
-            f"{HF_TASKS[task]} for {type(config).__name__}",
-            lambda: auto.from_config(config, trust_remote_code=False),
-            {},
-        )
-        return HFClassifier(model, task)
-
-    def portable(kwargs: dict[str, Any]) -> dict[str, Any]:
-        config, task = config_and_task(kwargs)
-        return {"task": task, "config": json.loads(config.to_json_string(use_diff=False))}
-
-    return ModelSource(spec, build, portable, config_and_task)
 
 
 # -- user code ------------------------------------------------------------------------------------
@@ -469,13 +320,13 @@ def _factory(spec: ModelSpec) -> ModelSource:
         )
 
     def build(kwargs: dict[str, Any]) -> nn.Module:
-        model: nn.Module = _call(f"factory {spec.text}", factory, kwargs)
+        model: nn.Module = call(f"factory {spec.text}", factory, kwargs)
         return model
 
     def check(kwargs: dict[str, Any]) -> None:
-        _check_arguments(f"factory {spec.text}", factory, kwargs)
+        check_arguments(f"factory {spec.text}", factory, kwargs)
 
-    return ModelSource(spec, build, _as_is, check)
+    return ModelSource(spec, plain(build), _as_is, check)
 
 
 def resolve_external(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
@@ -484,10 +335,16 @@ def resolve_external(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -
     ``kwargs``, when known, are the arguments it will be built with: an ``hf:`` model given its
     whole ``config`` (as a checkpoint stores it) does not need its config file.
     """
-    if spec.kind == "hf":
-        return _hf(spec, kwargs)
-    if spec.kind == "torchvision":
-        return _torchvision(spec)
-    if spec.kind == "timm":
-        return _timm(spec)
+    if spec.kind in ("torchvision", "timm", "hf"):
+        from lsakit.models import ecosystems
+
+        if spec.kind == "hf":
+            return ecosystems.hf_source(spec, kwargs)
+        if spec.kind == "torchvision":
+            return ecosystems.torchvision_source(spec)
+        return ecosystems.timm_source(spec)
+    if spec.kind == "robustbench":
+        from lsakit.models import robustbench
+
+        return robustbench.robustbench_source(spec)
     return _factory(spec)

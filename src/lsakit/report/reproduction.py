@@ -317,10 +317,10 @@ def _is_two_dimensional(dataset: str) -> bool:
         return False
 
 
-def _data_options(result: ExperimentResult, data_dir: PathLike | None) -> dict[str, object]:
+def _data_options(result: ExperimentResult, data_dir: PathLike | None) -> dict[str, Any]:
     """The data options the experiment ran with (``settings["data_options"]``), for tensors."""
     given = result.settings.get("data_options")
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}
     if isinstance(given, dict):
         options = {k: v for k, v in given.items() if k not in _LOADER_ONLY_OPTIONS}
     options.pop("limit", None)

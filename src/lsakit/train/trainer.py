@@ -32,13 +32,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lsakit import data as datasets
 from lsakit import distributed, models, speed
 from lsakit._io import atomic_write, atomic_write_text
 from lsakit._torch import eval_mode, model_device, seed_everything
 from lsakit.checkpoint import save_checkpoint
+from lsakit.data.transforms import Transformed
 from lsakit.defenses.noise import add_noise_injection, noise_layers, parameter_groups
 from lsakit.defenses.sparsity import (
     SparsityRegularizer,
@@ -140,9 +141,11 @@ def _objective_params(config: TrainConfig, scale: float = 1.0) -> dict[str, Any]
     return params
 
 
-def _build_model(config: TrainConfig) -> nn.Module:
-    """The registry model with the config's defenses: noise layers, initial weights, masks."""
-    model = models.build(config.model, **config.model_kwargs)
+def _build_model(config: TrainConfig) -> models.Loaded:
+    """The model with the config's defenses: noise layers, initial weights, masks; pretrained
+    weights (the model's arguments ask for them) come with their preprocessing and provenance."""
+    loaded = models.load(config.model, **config.model_kwargs)
+    model = loaded.model
     if config.noise_injection:
         add_noise_injection(model, alpha_init=config.alpha_init)
     if config.init_checkpoint is not None:
@@ -168,7 +171,7 @@ def _build_model(config: TrainConfig) -> nn.Module:
         model.load_state_dict(state)
     if config.prune_sparsity is not None:
         apply_masks(model, magnitude_masks(model, config.prune_sparsity, scope=config.prune_scope))
-    return model
+    return loaded
 
 
 def _companion_regularizers(config: TrainConfig) -> tuple[Any, Any]:
@@ -213,15 +216,24 @@ class _Data:
     sampler: distributed.ShuffleShardSampler | None = None
 
 
-def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
-    """Train split minus a held-out validation tail, and the test split."""
+def _load_data(
+    config: TrainConfig, data_dir: str | Path | None, preprocessing: models.Preprocessing | None
+) -> _Data:
+    """Train split minus a held-out validation tail, and the test split; a pretrained model's
+    input transform (resize, crop) applied to each sample as it is read."""
     options = {"data_dir": data_dir, **config.data_options}
     x, y = datasets.load_tensors(config.dataset, "train", limit=config.limit, **options)
     n_val = round(len(y) * config.val_fraction)
     if len(y) - n_val < 1:
         raise ConfigError(f"val_fraction {config.val_fraction} leaves no training samples")
     generator = torch.Generator().manual_seed(config.seed)
-    train_set = TensorDataset(x[: len(y) - n_val], y[: len(y) - n_val])
+    transform = None if preprocessing is None or preprocessing.identity else preprocessing.transform
+
+    def dataset(a: torch.Tensor, b: torch.Tensor) -> Dataset[Any]:
+        plain = TensorDataset(a, b)
+        return plain if transform is None else Transformed(plain, transform)
+
+    train_set = dataset(x[: len(y) - n_val], y[: len(y) - n_val])
     sampler = None
     if distributed.is_distributed():
         # batch_size stays the global batch: the ranks' shares of step k together are exactly
@@ -243,16 +255,17 @@ def _load_data(config: TrainConfig, data_dir: str | Path | None) -> _Data:
         )
     eval_batch = max(config.batch_size, 256)
     val = (
-        DataLoader(TensorDataset(x[len(y) - n_val :], y[len(y) - n_val :]), batch_size=eval_batch)
+        DataLoader(dataset(x[len(y) - n_val :], y[len(y) - n_val :]), batch_size=eval_batch)
         if n_val
         else None
     )
     test = datasets.load(
         config.dataset, "test", batch_size=eval_batch, shuffle=False, limit=config.test_limit,
-        **options,
+        transform=transform, **options,
     )  # fmt: skip
+    example = x[:2] if transform is None else transform(x[:2])
     return _Data(
-        train=train, val=val, test=test, generator=generator, example=x[:2], sampler=sampler
+        train=train, val=val, test=test, generator=generator, example=example, sampler=sampler
     )
 
 
@@ -500,11 +513,12 @@ def train(
     state = _resume_state(out, config) if resume and out is not None else None
     if state is not None and data_dir is None:
         data_dir = state.get("data_dir")  # where the run found its data (None: before recorded)
-    model = _build_model(config).to(dev)
+    loaded = _build_model(config)
+    model = loaded.model.to(dev)
     if config.channels_last:
         model = speed.channels_last_model(model)
     scaler = speed.grad_scaler(config.amp, dev)
-    data = _load_data(config, data_dir)
+    data = _load_data(config, data_dir, loaded.preprocessing)
     objective = build_objective(config.method, **_objective_params(config))
     optimizer = _optimizer(config, model)
     if masked_layers(model):
@@ -650,6 +664,8 @@ def train(
             if out is not None and main:
                 extra = {"dataset": config.dataset, "epoch": epoch, "metrics": record,
                          "config": config.model_dump(), "lr_layers": lr_layers}  # fmt: skip
+                if loaded.provenance is not None:  # the pretrained weights it started from
+                    extra["initial_weights"] = loaded.provenance.to_json()
                 save_checkpoint(out / CHECKPOINT_NAME, net, model_name=config.model,
                                 model_kwargs=dict(config.model_kwargs), extra=extra)  # fmt: skip
                 if improved and best_path is not None:
