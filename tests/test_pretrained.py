@@ -183,6 +183,12 @@ inputs = processor(images=list(images), do_rescale=False, return_tensors="pt")
 theirs = reference(**inputs).logits
 ours = loaded.model.eval()(loaded.preprocessing.transform(images))
 result["logits_gap"] = float((ours - theirs).abs().max())
+from lsakit import perturb
+x = loaded.preprocessing.transform(images)
+y = loaded.model(x).argmax(1)
+x_adv = perturb.PGD(loaded.model, eps=4 / 255, steps=2)(x, y)
+result["attack_linf"] = float((x_adv - x).abs().max())
+result["attack_range"] = [float(x_adv.min()), float(x_adv.max())]
 """
 
 HF_ERRORS = """
@@ -245,6 +251,8 @@ def test_hf_hub_models_load_with_provenance_and_their_processors_preprocessing(h
         0.5, 0.5, 0.5,
     ]  # fmt: skip
     assert online["logits_gap"] < 1e-4
+    assert online["attack_linf"] <= 4 / 255 + 1e-6 and online["attack_range"][0] >= 0
+    assert online["attack_range"][1] <= 1
     # the hub is gone and offline is on: the cache answers, by branch and by commit
     hub["server"].stop()
     for revision in ("'main'", repr(hub["commit"])):
@@ -291,6 +299,12 @@ images = torch.rand(2, 3, 40, 48)
 theirs = reference(torch.stack([transform(i) for i in images]))
 ours = loaded.model.eval()(loaded.preprocessing.transform(images))
 result["logits_gap"] = float((ours - theirs).abs().max())
+from lsakit import perturb
+x = loaded.preprocessing.transform(images)
+y = loaded.model(x).argmax(1)
+x_adv = perturb.PGD(loaded.model, eps=4 / 255, steps=2)(x, y)
+result["attack_linf"] = float((x_adv - x).abs().max())
+result["attack_range"] = [float(x_adv.min()), float(x_adv.max())]
 """
 
 
@@ -330,6 +344,8 @@ def test_timm_pretrained_and_hf_hub_names_load_through_timms_loader(tmp_path: Pa
                 160, 160,
             ]  # fmt: skip
             assert found["logits_gap"] < 1e-4, spec
+            assert found["attack_linf"] <= 4 / 255 + 1e-6, spec
+            assert found["attack_range"][0] >= 0 and found["attack_range"][1] <= 1, spec
     # the server is gone: from the cache
     again = run_client(
         TIMM_LOAD.replace("SPEC", repr("timm:test_resnet.r160_in1k"))
