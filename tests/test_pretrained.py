@@ -38,7 +38,7 @@ TESTS = Path(__file__).resolve().parent
 
 def _bare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict without lsakit's input normalization (the weights as served)."""
-    return {k: v for k, v in state.items() if not k.startswith(INPUT_NORMALIZE + ".")}
+    return {k: v for k, v in state.items() if not k.startswith(INPUT_NORMALIZE)}
 
 
 # -- torchvision -------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def test_torchvision_weights_are_hash_checked_cached_and_loaded_offline(
     state = loaded.model.state_dict()
     for key, value in squeezenet["served"].state_dict().items():
         assert torch.equal(state[key], value), key
-    assert torch.equal(state[f"{INPUT_NORMALIZE}.mean"], torch.tensor([0.485, 0.456, 0.406]))
+    assert torch.equal(state[f"{INPUT_NORMALIZE}_mean"], torch.tensor([0.485, 0.456, 0.406]))
     cached = squeezenet["cache"] / squeezenet["name"]
     assert loaded.provenance is not None and loaded.provenance.to_json() == {
         "source": "torchvision", "name": squeezenet["name"], "file": str(cached),
@@ -586,3 +586,28 @@ def test_bad_pretrained_input_is_one_line_exit_2_and_writes_nothing(
         assert done.returncode == 2 and len(lines) == 1, (args, done.stderr)
         assert lines[0].startswith("error: ") and message in lines[0], lines[0]
         assert not out.exists(), args
+
+
+def test_the_normalization_inside_keeps_layer_names_and_is_never_added_twice() -> None:
+    import copy
+    import pickle
+
+    from helpers import tiny_cnn
+
+    model = tiny_cnn()
+    before = [name for name, _ in model.named_modules()]
+    x = torch.rand(3, 1, 8, 8)
+    expected = model((x - 0.25) / 0.5)
+    normalized = models.add_input_normalization(model, [0.25], [0.5])
+    assert normalized is model  # in place: no wrapper, no prefix
+    assert [name for name, _ in model.named_modules()] == before
+    torch.testing.assert_close(model(x), expected)
+    assert {f"{INPUT_NORMALIZE}_mean", f"{INPUT_NORMALIZE}_std"} <= set(model.state_dict())
+    for copied in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(copied(x), expected)
+    with pytest.raises(ConfigError, match="already normalizes its input"):
+        models.add_input_normalization(model, [0.0], [1.0])
+    with pytest.raises(ConfigError, match="already normalizes its input"):
+        models.add_input_normalization(
+            torch.nn.Sequential(models.Normalize([0.5], [0.5])), [0], [1]
+        )

@@ -58,16 +58,22 @@ class Normalize(nn.Module):
         return int(self.mean.numel())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or x.shape[1] != self.num_channels:
-            raise InputError(
-                f"Normalize expects inputs (N, {self.num_channels}, ...), got shape "
-                f"{tuple(x.shape)}; check the model matches the data set's channels"
-            )
-        # Broadcast the per-channel constants over every dimension after the channel one.
-        shape = (1, self.num_channels) + (1,) * (x.dim() - 2)
-        return (x - self.mean.view(shape)) / self.std.view(shape)
+        return normalized(x, self.mean, self.std)
 
     def extra_repr(self) -> str:
         mean = ", ".join(f"{m:.4g}" for m in self.mean.tolist())
         std = ", ".join(f"{s:.4g}" for s in self.std.tolist())
         return f"mean=({mean}), std=({std})"
+
+
+def normalized(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` per channel (dimension 1) of a batch ``(N, C, ...)``."""
+    channels = int(mean.numel())
+    if x.dim() < 2 or x.shape[1] != channels:
+        raise InputError(
+            f"Normalize expects inputs (N, {channels}, ...), got shape {tuple(x.shape)}; check "
+            "the model matches the data set's channels"
+        )
+    # Broadcast the per-channel constants over every dimension after the channel one.
+    shape = (1, channels) + (1,) * (x.dim() - 2)
+    return (x - mean.view(shape)) / std.view(shape)

@@ -10,12 +10,13 @@ A pretrained model comes with the preprocessing it was trained with: torchvision
   (:func:`add_input_normalization`), so that every attack, ε, clamp and noise of lsakit works in
   [0, 1] pixels, as for the registry's models.
 
-Layer names do not change: the normalization is a child module ``input_normalize`` that a forward
-pre-hook applies to the model's input, not a wrapper around the model (``layer1.0.relu`` stays
-``layer1.0.relu``). A model is never normalized twice: :func:`add_input_normalization` refuses a
-model that already normalizes its input (an ``input_normalize`` of its own, or a first child that
-is a normalization layer, as RobustBench's ImageNet models have); RobustBench's models normalize
-inside, so their preprocessing has no mean and std.
+Layer names do not change: the normalization is two buffers (``input_normalize_mean`` and
+``_std``) that a forward pre-hook applies to the model's input — no wrapper around the model and
+no module added to it (``layer1.0.relu`` stays ``layer1.0.relu``; an ``nn.Sequential`` runs the
+same layers). A model is never normalized twice: :func:`add_input_normalization` refuses a model
+that already normalizes its input (lsakit's buffers, or a first child that is a normalization
+layer, as RobustBench's ImageNet models have); RobustBench's models normalize inside, so their
+preprocessing has no mean and std.
 
 :class:`Provenance` records where the weights came from (the source, the repo or name, the
 resolved revision, the file and its sha256); results and checkpoints store it.
@@ -34,12 +35,13 @@ import torch
 from torch import Tensor, nn
 
 from lsakit.errors import ConfigError
-from lsakit.models.normalize import Normalize
+from lsakit.models.normalize import Normalize, normalized
 
 Interpolation: TypeAlias = Literal["nearest", "bilinear", "bicubic"]
 INTERPOLATIONS: tuple[Interpolation, ...] = ("nearest", "bilinear", "bicubic")
-#: the name of the normalization module add_input_normalization puts inside a model
+#: the buffers add_input_normalization puts inside a model (and into its state dict)
 INPUT_NORMALIZE = "input_normalize"
+INPUT_MEAN, INPUT_STD = f"{INPUT_NORMALIZE}_mean", f"{INPUT_NORMALIZE}_std"
 
 
 @dataclass(frozen=True)
@@ -198,14 +200,14 @@ def _normalize_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...
     """The forward pre-hook of :func:`add_input_normalization` (module level: picklable)."""
     if not args or not isinstance(args[0], Tensor):
         return args
-    normalize = getattr(module, INPUT_NORMALIZE)
-    return (normalize(args[0]), *args[1:])
+    mean, std = getattr(module, INPUT_MEAN), getattr(module, INPUT_STD)
+    return (normalized(args[0], mean, std), *args[1:])
 
 
 def normalizes_its_input(model: nn.Module) -> bool:
-    """Whether ``model`` already normalizes its input: an ``input_normalize`` of lsakit's, or a
+    """Whether ``model`` already normalizes its input: lsakit's input normalization, or a
     normalization layer as its first child (lsakit's Normalize, RobustBench's ImageNormalizer)."""
-    if isinstance(getattr(model, INPUT_NORMALIZE, None), nn.Module):
+    if isinstance(getattr(model, INPUT_MEAN, None), Tensor):
         return True
     first = next(iter(model.children()), None)
     return first is not None and (
@@ -216,9 +218,10 @@ def normalizes_its_input(model: nn.Module) -> bool:
 def add_input_normalization(
     model: nn.Module, mean: Sequence[float], std: Sequence[float]
 ) -> nn.Module:
-    """Put ``(x − mean) / std`` inside ``model`` (in place; returned): a child module
-    ``input_normalize`` (its buffers are in the state dict) applied to the input by a forward
-    pre-hook, so the model takes [0, 1] pixels and its layer names do not change.
+    """Put ``(x − mean) / std`` inside ``model`` (in place; returned): two buffers,
+    ``input_normalize_mean`` and ``input_normalize_std`` (in the state dict), applied to the
+    input by a forward pre-hook, so the model takes [0, 1] pixels. No module is added: layer
+    names do not change, and an ``nn.Sequential`` runs the same layers.
 
     Refuses (ConfigError) a model that already normalizes its input: a second normalization would
     silently shift every ε.
@@ -228,7 +231,9 @@ def add_input_normalization(
             f"{type(model).__name__} already normalizes its input; a second normalization would "
             "make every ε wrong — load it without one (its preprocessing's mean/std None)"
         )
-    model.add_module(INPUT_NORMALIZE, Normalize(mean, std))
+    checked = Normalize(mean, std)  # the checks of mean and std
+    model.register_buffer(INPUT_MEAN, checked.mean)
+    model.register_buffer(INPUT_STD, checked.std)
     model.register_forward_pre_hook(_normalize_input)
     return model
 
@@ -315,7 +320,9 @@ def normalization(mean: object, std: object, what: str) -> tuple[tuple[float, ..
 
 
 __all__ = [
+    "INPUT_MEAN",
     "INPUT_NORMALIZE",
+    "INPUT_STD",
     "Loaded",
     "Preprocessing",
     "Provenance",
