@@ -611,3 +611,20 @@ def test_the_normalization_inside_keeps_layer_names_and_is_never_added_twice() -
         models.add_input_normalization(
             torch.nn.Sequential(models.Normalize([0.5], [0.5])), [0], [1]
         )
+
+
+def test_robustbench_imagenet_models_take_their_own_input_transform(
+    robust_zoo: dict[str, Any],
+) -> None:
+    source = models.resolve("robustbench:Salman2020Do_R50", {"dataset": "imagenet"})
+    recorded = source.portable({"dataset": "imagenet"})["preprocessing"]
+    pre = models.Preprocessing.from_json(recorded)
+    # RobustBench's Res256Crop224: Resize(256), CenterCrop(224), ToTensor(); no mean/std (the
+    # zoo model normalizes inside)
+    assert (pre.resize, pre.crop, pre.interpolation, pre.mean) == (
+        (256,),
+        (224, 224),
+        "bilinear",
+        None,
+    )
+    assert pre.transform(torch.rand(1, 3, 300, 400)).shape == (1, 3, 224, 224)
