@@ -91,7 +91,9 @@ ModelArgsOpt = Annotated[
         "--model-arg",
         help="Model constructor argument KEY=VALUE (repeatable; VALUE read as YAML), e.g. "
         "num_classes=2 for timm:/torchvision:, num_labels=2 or task=… for hf:, "
-        "genotype=runs/search/genotype.json for genotype_net.",
+        "genotype=runs/search/genotype.json for genotype_net; pretrained weights: "
+        "weights=DEFAULT (torchvision:), pretrained=true (timm:), revision=REV (hf:ORG/NAME), "
+        "dataset=, threat_model=, model_dir= (robustbench:).",
         show_default="none",
     ),
 ]
