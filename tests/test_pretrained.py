@@ -165,10 +165,20 @@ def test_attacks_stay_within_eps_in_pixel_space_and_a_checkpoint_rebuilds_offlin
 
 # -- Hugging Face transformers and timm, from a local hub --------------------------------------
 
-HF_LOAD = """
+#: appended to the load scripts: PGD on the loaded model, in [0, 1] pixels
+ATTACKED = """
+from lsakit import perturb
+x = loaded.preprocessing.transform(images)
+y = loaded.model(x).argmax(1)
+x_adv = perturb.PGD(loaded.model, eps=4 / 255, steps=2)(x, y)
+result["attack_linf"] = float((x_adv - x).abs().max())
+result["attack_range"] = [float(x_adv.min()), float(x_adv.max())]
+"""
+
+HF_LOAD = (
+    """
 import torch, transformers
 from lsakit import models
-from lsakit.models.pretrained import INPUT_NORMALIZE
 loaded = models.load("hf:org/tiny-vit", revision=REVISION)
 reference = transformers.AutoModelForImageClassification.from_pretrained(FOLDER).eval()
 mine = loaded.model.model.state_dict()
@@ -183,13 +193,9 @@ inputs = processor(images=list(images), do_rescale=False, return_tensors="pt")
 theirs = reference(**inputs).logits
 ours = loaded.model.eval()(loaded.preprocessing.transform(images))
 result["logits_gap"] = float((ours - theirs).abs().max())
-from lsakit import perturb
-x = loaded.preprocessing.transform(images)
-y = loaded.model(x).argmax(1)
-x_adv = perturb.PGD(loaded.model, eps=4 / 255, steps=2)(x, y)
-result["attack_linf"] = float((x_adv - x).abs().max())
-result["attack_range"] = [float(x_adv.min()), float(x_adv.max())]
 """
+    + ATTACKED
+)
 
 HF_ERRORS = """
 from lsakit import models
@@ -280,7 +286,8 @@ def test_hf_hub_bad_input_is_one_line(hub: Any) -> None:
     assert "not in the local cache" in empty["offline"] and "HF_HUB_OFFLINE" in empty["offline"]
 
 
-TIMM_LOAD = """
+TIMM_LOAD = (
+    """
 import torch, timm
 from lsakit import models
 loaded = models.load(SPEC, **KWARGS)
@@ -299,13 +306,9 @@ images = torch.rand(2, 3, 40, 48)
 theirs = reference(torch.stack([transform(i) for i in images]))
 ours = loaded.model.eval()(loaded.preprocessing.transform(images))
 result["logits_gap"] = float((ours - theirs).abs().max())
-from lsakit import perturb
-x = loaded.preprocessing.transform(images)
-y = loaded.model(x).argmax(1)
-x_adv = perturb.PGD(loaded.model, eps=4 / 255, steps=2)(x, y)
-result["attack_linf"] = float((x_adv - x).abs().max())
-result["attack_range"] = [float(x_adv.min()), float(x_adv.max())]
 """
+    + ATTACKED
+)
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import torch
@@ -207,21 +207,29 @@ def samples(root: Path, split: str, options: FolderOptions) -> list[tuple[Path, 
     return [listing[int(i)] for i in order]
 
 
+def image_pixels(image: Any, options: FolderOptions) -> np.ndarray:
+    """A Pillow image as uint8 (C, H, W): converted to ``options.mode``, resized to
+    ``options.size`` (bilinear) when given. Pillow's errors pass through to the caller."""
+    from PIL import Image
+
+    converted = image.convert(options.mode)
+    if options.size is not None:
+        height, width = options.size
+        converted = converted.resize((width, height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(converted, dtype=np.uint8)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
 def _read(path: Path, options: FolderOptions) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            converted = image.convert(options.mode)
-            if options.size is not None:
-                height, width = options.size
-                converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(converted, dtype=np.uint8)
+            return image_pixels(image, options)
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(
             f"cannot read image {path} ({' '.join(str(err).split())}); remove or replace it"
         ) from None
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def load_folder(

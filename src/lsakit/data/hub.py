@@ -509,21 +509,14 @@ def _rows(source: HubSource, split: str, limit: int | None) -> tuple[list[Any], 
 
 
 def _pixels(source: HubSource, image: Any, index: int, split: str) -> np.ndarray:
-    from PIL import Image
 
     where = f"{source.name}: sample {index} of {source.hub_split(split)}"
     if image is None:
         raise DataError(f"{where} has no image; drop it or choose another split")
-    options = source.options.pixels
     try:
-        converted = image.convert(options.mode)
-        if options.size is not None:
-            height, width = options.size
-            converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-        pixels = np.asarray(converted, dtype=np.uint8)
+        return folder.image_pixels(image, source.options.pixels)
     except (OSError, ValueError, AttributeError) as err:
         raise DataError(f"cannot read the image of {where} ({one_line(err)})") from None
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def load_hub(
