@@ -1500,9 +1500,11 @@ def _labels_for(net: nn.Module, loader: Any, dataset: str, data_options: dict[st
     from lsakit._torch import eval_mode, model_device
     from lsakit.data.transforms import PredictedLabels
 
-    x, _ = next(iter(loader))
+    # one sample read from the data set: iterating the loader would draw from torch's global
+    # random generator (its worker seed) and change the noises drawn after it
+    x = loader.dataset[0][0].unsqueeze(0)
     with torch.no_grad(), eval_mode(net):
-        outputs = select_logits(net(x[:1].to(model_device(net)))).shape[-1]
+        outputs = select_logits(net(x.to(model_device(net)))).shape[-1]
     classes = data.info(dataset, **data_options).num_classes
     if outputs in (classes, 1):  # 1: a binary model's single logit
         return loader
