@@ -832,6 +832,23 @@ class FileServer(_BackgroundServer):
         return _content(data, size, headers.get("range"), meta)
 
 
+# -- data set repos ------------------------------------------------------------------------------
+
+
+def dataset_card(splits: list[str], class_names: list[str] | None = None) -> str:
+    """A data set repo's README.md: a ``configs:`` block mapping each split to
+    ``data/<split>-*``, and, given ``class_names``, the features (an ``image`` Image column and a
+    ``label`` ClassLabel; without them ``datasets`` reads the parquet schema)."""
+    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
+    for split in splits:
+        lines += [f"  - split: {split}", f"    path: data/{split}-*"]
+    if class_names is not None:
+        lines += ["dataset_info:", "  features:", "  - name: image", "    dtype: image",
+                  "  - name: label", "    dtype:", "      class_label:", "        names:"]  # fmt: skip
+        lines += [f"          '{i}': {name}" for i, name in enumerate(class_names)]
+    return "\n".join([*lines, "---", "# test images", ""])
+
+
 # -- clients of the servers -------------------------------------------------------------------
 
 _MARK = "@@result "

@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hubserver import HubServer, client_env, run_client
+from hubserver import HubServer, client_env, dataset_card, run_client
 from lsakit import data
 from lsakit.data import hub as data_hub
 from lsakit.domain import UNIT
@@ -93,30 +93,6 @@ def expected_pixels(
     return torch.from_numpy(np.stack(arrays)).float() / 255
 
 
-def readme(splits: list[str], features: str | None) -> str:
-    """A dataset card: a ``configs:`` block mapping each split to ``data/<split>-*``, and the
-    features (``dataset_info``) when given (without them ``datasets`` reads the parquet schema)."""
-    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
-    for split in splits:
-        lines += [f"  - split: {split}", f"    path: data/{split}-*"]
-    if features is not None:
-        lines += ["dataset_info:", "  features:", textwrap.indent(features.strip("\n"), "  ")]
-    return "\n".join([*lines, "---", "# test images", ""])
-
-
-CLASS_FEATURES = """
-- name: image
-  dtype: image
-- name: label
-  dtype:
-    class_label:
-      names:
-        '0': cat
-        '1': dog
-        '2': fox
-"""
-
-
 class Repo:
     """A parquet data set repo on disk: columns, per split, and the PNG bytes it holds."""
 
@@ -173,12 +149,12 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Repo]:
     tiny.split(
         datasets, features, "test", {"_images": noise_images(6, 2), "label": label_list(6, 1)}
     )
-    (tiny.root / "README.md").write_text(readme(["train", "test"], CLASS_FEATURES))
+    (tiny.root / "README.md").write_text(dataset_card(["train", "test"], CLASSES))
 
     v1 = made["tiny_v1"] = Repo(base / "tiny_v1")
     v1.split(datasets, features, "train", {"_images": noise_images(4, 3), "label": [2, 1, 0, 2]})
     v1.split(datasets, features, "test", {"_images": noise_images(3, 4), "label": [1, 1, 0]})
-    (v1.root / "README.md").write_text(readme(["train", "test"], CLASS_FEATURES))
+    (v1.root / "README.md").write_text(dataset_card(["train", "test"], CLASSES))
 
     features = datasets.Features(
         {"img": datasets.Image(), "target": labels, "caption": datasets.Value("string")}
@@ -192,13 +168,13 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Repo]:
             "caption": [f"{split} {i}" for i in range(n)],
         }
         trainval.split(datasets, features, split, columns)
-    (trainval.root / "README.md").write_text(readme(["train", "validation"], None))
+    (trainval.root / "README.md").write_text(dataset_card(["train", "validation"]))
 
     features = datasets.Features({"image": datasets.Image(), "label": labels})
     trainonly = made["trainonly"] = Repo(base / "trainonly")
     images = noise_images(10, 7, [(6, 6)])
     trainonly.split(datasets, features, "train", {"_images": images, "label": label_list(10)})
-    (trainonly.root / "README.md").write_text(readme(["train"], None))
+    (trainonly.root / "README.md").write_text(dataset_card(["train"]))
 
     features = datasets.Features(
         {"image": datasets.Image(), "a": datasets.Value("int64"), "b": datasets.Value("int64")}
@@ -206,7 +182,7 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Repo]:
     ambiguous = made["ambiguous"] = Repo(base / "ambiguous")
     columns = {"_images": noise_images(6, 8), "a": [0, 1, 0, 1, 0, 1], "b": [3, 2, 1, 0, 1, 2]}
     ambiguous.split(datasets, features, "train", columns)
-    (ambiguous.root / "README.md").write_text(readme(["train"], None))
+    (ambiguous.root / "README.md").write_text(dataset_card(["train"]))
     return made
 
 

@@ -19,6 +19,7 @@ import pytest
 from hubserver import (
     FileServer,
     HubServer,
+    dataset_card,
     git_blob_sha1,
     run_client,
     sha256_hex,
@@ -550,25 +551,6 @@ def test_torch_hub_downloads_checks_the_hash_and_caches(tmp_path: Path) -> None:
 # datasets (optional: not installed in every venv)
 # ------------------------------------------------------------------------------------------
 
-DATASET_README = """---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/train-*
-dataset_info:
-  features:
-  - name: image
-    dtype: image
-  - name: label
-    dtype:
-      class_label:
-        names:
-          '0': cat
-          '1': dog
----
-# tiny images
-"""
 
 DATASETS_CLIENT = """
 from datasets import load_dataset
@@ -598,7 +580,7 @@ def test_datasets_loads_a_served_parquet_repo(hub: HubServer, tmp_path: Path) ->
     repo = tmp_path / "repo"
     (repo / "data").mkdir(parents=True)
     table.to_parquet(str(repo / "data" / "train-00000-of-00001.parquet"))
-    (repo / "README.md").write_text(DATASET_README)
+    (repo / "README.md").write_text(dataset_card(["train"], ["cat", "dog"]))
     hub.add_folder("org/tiny-images", repo, kind="dataset")
 
     found = run_client(DATASETS_CLIENT, tmp_path, hub.endpoint)

@@ -27,7 +27,14 @@ from typing import Any
 import pytest
 import torch
 
-from hubserver import FileServer, HubServer, client_env, run_client, torch_hub_filename
+from hubserver import (
+    FileServer,
+    HubServer,
+    client_env,
+    dataset_card,
+    run_client,
+    torch_hub_filename,
+)
 from lsakit import models, perturb
 from lsakit.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from lsakit.errors import ConfigError
@@ -506,10 +513,7 @@ def _readme_hub(tmp_path: Path) -> HubServer:
         datasets.Dataset.from_dict(
             {"image": images, "label": y.tolist()}, features=features
         ).to_parquet(str(mnist / "data" / f"{split}-00000-of-00001.parquet"))
-    (mnist / "README.md").write_text(
-        "---\nconfigs:\n- config_name: default\n  data_files:\n"
-        "  - split: train\n    path: data/train-*\n  - split: test\n    path: data/test-*\n---\n"
-    )
+    (mnist / "README.md").write_text(dataset_card(["train", "test"]))
     server = HubServer().start()
     server.add_repo("timm/resnet18.a1_in1k", {"model.safetensors": resnet})
     server.add_folder("microsoft/resnet-50", folder)

@@ -102,19 +102,6 @@ class Preprocessing:
             x = _center_crop(x, self.crop)
         return x.contiguous()
 
-    def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """One sample's shape (C, H, W) after :meth:`transform`."""
-        if self.identity or len(shape) != 3:
-            return tuple(shape)
-        x = torch.empty(1, *shape, device="meta")
-        channels = self.channels if self.channels == 3 and shape[0] == 1 else shape[0]
-        if self.crop is not None:
-            return (channels, *self.crop)
-        if self.resize is not None:
-            h, w = _resized_size(x.shape[-2], x.shape[-1], self.resize)
-            return (channels, h, w)
-        return (channels, *shape[1:])
-
     # -- records -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -262,10 +249,6 @@ class Provenance:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Provenance:
-        return cls(**data)
 
     def describe(self) -> str:
         parts = [f"{self.source} {self.name}"]

@@ -108,7 +108,7 @@ def _choice(kwargs: Mapping[str, Any], key: str, choices: tuple[str, ...], defau
     return value
 
 
-def _enums(zoo: Any, dataset: str, threat: str) -> tuple[Any, Any]:
+def _enums(dataset: str, threat: str) -> tuple[Any, Any]:
     enums = importlib.import_module("robustbench.model_zoo.enums")
     return enums.BenchmarkDataset(dataset), enums.ThreatModel(threat)
 
@@ -161,7 +161,7 @@ def robustbench_source(spec: ModelSpec) -> ModelSource:
     def entry(kwargs: Mapping[str, Any]) -> tuple[str, str, Any, tuple[Any, Any]]:
         dataset = _choice(kwargs, "dataset", DATASETS, "cifar10")
         threat = _choice(kwargs, "threat_model", THREAT_MODELS, "Linf")
-        enums = _enums(zoo, dataset, threat)
+        enums = _enums(dataset, threat)
         models = zoo.model_dicts.get(enums[0], {}).get(enums[1], {})
         if spec.target not in models:
             unknown_name(
@@ -169,18 +169,17 @@ def robustbench_source(spec: ModelSpec) -> ModelSource:
             )
         return dataset, threat, models[spec.target], enums
 
-    def check(kwargs: dict[str, Any]) -> None:
+    def check(kwargs: dict[str, Any]) -> tuple[str, str, Any, tuple[Any, Any]]:
         unknown = sorted(set(kwargs) - {"dataset", "threat_model", "model_dir", PREPROCESSING})
         if unknown:
             raise ConfigError(
                 f"model {spec.text!r} has no argument {unknown[0]!r}; robustbench: models take "
                 "dataset=, threat_model= and model_dir="
             )
-        entry(kwargs)
+        return entry(kwargs)
 
     def load(kwargs: dict[str, Any]) -> Loaded:
-        check(kwargs)
-        dataset, threat, item, enums = entry(kwargs)
+        dataset, threat, item, enums = check(kwargs)
         recorded = kwargs.pop(PREPROCESSING, None)
         if recorded is not None:  # a checkpoint's: the architecture alone, no download
             model: nn.Module = item["model"]()
