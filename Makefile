@@ -16,7 +16,7 @@ STAMP := $(VENV)/.install-stamp
 DEMO_DIR ?= runs/demo
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-numerics docs-check lint typecheck bench clean gpu-check gpu-wheels gpu-data
+.PHONY: install demo test test-slow test-numerics docs-check lint typecheck bench clean gpu-check gpu-wheels gpu-data
 
 install: $(STAMP)
 
@@ -39,8 +39,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The fast lane: every test but those marked slow (pyproject.toml); `make test-slow` runs those
+# (the reproductions and other end-to-end tests). CI (.ci/run) runs both.
 test: lint typecheck
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -q -n 2 -m slow
 
 # The README's figures and the demo again, with the math libraries told to take paths that are no
 # CPU's default (MKL's SSE2 branch, ATen's scalar kernels, oneDNN capped at AVX2): the portable

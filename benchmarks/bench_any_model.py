@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lsakit import analyze
+from lsakit.activations import InvisibleActivationWarning
 from lsakit.perturb import FGSM, GaussianNoise
-from lsakit.probe import InvisibleActivationWarning
 
 
 def build(source: str) -> nn.Module:

@@ -79,7 +79,7 @@ from lsakit._torch import seed_everything
 from lsakit.analysis import analyze
 from lsakit.evaluate import fgsm_sweep
 from lsakit.experiments.config import RowSpec, load_experiment, load_table
-from lsakit.experiments.runner import train_config
+from lsakit.experiments.reproduction import train_config
 from lsakit.train import train
 
 NORMAL = RowSpec(name="Normal", method="standard", base=None, lr_layers=None)

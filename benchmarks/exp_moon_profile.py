@@ -53,10 +53,11 @@ import torch
 
 from lsakit import data as datasets
 from lsakit.analysis import relative_errors
+from lsakit.config import TrainConfig
 from lsakit.data.moons import DEFAULT_N_SAMPLES, moons_scale
 from lsakit.evaluate import fgsm_sweep, paper_eps, rg_score, robust_accuracy
 from lsakit.perturb import PGD
-from lsakit.train import TrainConfig, train
+from lsakit.train import train
 
 BASES = ("fgsm", "pgd", "trades", "fast")
 PROPOSALS = ("L0", "L1", "L2")

@@ -55,7 +55,7 @@ import torch
 from lsakit import data as datasets
 from lsakit.evaluate import fgsm_sweep
 from lsakit.experiments.config import RowSpec, load_experiment, load_table
-from lsakit.experiments.runner import _eps_in_units, train_config
+from lsakit.experiments.reproduction import eps_in_units, train_config
 from lsakit.train import train
 
 NORMAL = RowSpec(name="Normal", method="standard", base=None, lr_layers=None)
@@ -108,7 +108,7 @@ def normal_row(name: str, seeds: list[int]) -> list[float]:
         }
     )
     eps_paper, _ = load_table(config.table)
-    eps = _eps_in_units(config, eps_paper)
+    eps = eps_in_units(config, eps_paper)
     rows = []
     for seed in seeds:
         cfg = train_config(config, "quick", NORMAL, seed, None)

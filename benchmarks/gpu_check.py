@@ -108,7 +108,7 @@ def rel_close(a: float, b: float, rel: float) -> bool:
 
 def moons_config(**updates: Any) -> Any:
     """tests/test_speed.py's SMALL run: model A on 300 moons points, 2 epochs, batch 64."""
-    from lsakit.train import TrainConfig
+    from lsakit.config import TrainConfig
 
     base = TrainConfig(
         model="model_a", dataset="moons", epochs=2, batch_size=64, lr=1e-2,
@@ -503,7 +503,8 @@ class _StopAfterEpoch(Exception):
 
 
 def part_mnist(report: Report, args: argparse.Namespace) -> None:
-    from lsakit.train import load_config, train
+    from lsakit.config import load_config
+    from lsakit.train import train
 
     data_dir = args.data_dir
     if data_dir is None or not (Path(data_dir) / "mnist").is_dir():

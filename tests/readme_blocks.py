@@ -11,7 +11,7 @@ Every fenced block of README.md is preceded by one marker (blank lines between a
 - ``<!-- tested: hub -->``: the "Pretrained models" commands and Python, run as written against a
   local Hugging Face hub serving the repositories they name (``tests/test_pretrained.py``);
 - ``<!-- output: COMMAND -->``: what COMMAND prints, compared line by line (progress lines and
-  durations aside): ``make demo`` in ``make test``, the others in ``make docs-check``;
+  durations aside): ``make demo`` in ``make test-slow``, the others in ``make docs-check``;
 - ``<!-- not-run: REASON -->``: not run by any test, and why (a GPU, a cluster, minutes of CPU…);
 - ``<!-- options:begin -->``: generated text (the options table).
 """

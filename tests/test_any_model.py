@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lsakit import LayerProbe, analyze, input_domain, relative_errors
+from lsakit.activations import InvisibleActivationWarning, register_activation
 from lsakit.perturb import FGSM, GaussianNoise
 from lsakit.perturb.base import ZeroGradientWarning
-from lsakit.probe import InvisibleActivationWarning, register_activation
 from lsakit.train.regularizers import LayerwiseRegularizer
 
 #: Activation classes by name, written down independently of lsakit's own tables (read from the
@@ -416,8 +416,8 @@ class Functional(nn.Module):
 
 
 def test_unknown_activation_classes_are_named_and_can_be_registered() -> None:
+    from lsakit.activations import _registered
     from lsakit.errors import ConfigError
-    from lsakit.probe import _registered
 
     model = Functional()
     with pytest.raises(ConfigError, match=r"test_any_model\.Wiggle — register them"):

@@ -1,8 +1,10 @@
 """Agreement with an independent implementation: the Adversarial Robustness Toolbox (ART).
 
-Same model, same data, same settings: FGSM examples match ART's to 1e-5; PGD without random start
-gives the same robust accuracy within 1 point; APGD-CE within 2 points (both are iterative and
-APGD's random start differs between implementations).
+Same model, same data, same settings — each bound is the one the README states: FGSM examples
+identical to ART's (bit for bit); PGD without random start the same robust accuracy (its
+examples were identical too, measured); APGD-CE within 1 point, as its random start differs
+between implementations (|Δ| 0 to 0.8 points measured over 20 random starts of each, on 500
+test points; 0.2 with the seeds pinned here).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import pytest
 import torch
 from torch import nn
 
+from lsakit.config import TrainConfig
 from lsakit.data import load_tensors
 from lsakit.perturb import APGD, FGSM, PGD
-from lsakit.train import TrainConfig, train
+from lsakit.train import train
 
 art = pytest.importorskip("art", reason="ART (adversarial-robustness-toolbox) is a dev dependency")
 from art.attacks.evasion import (  # noqa: E402
@@ -49,7 +52,7 @@ def test_fgsm_examples_match_art(setup, eps: float) -> None:  # type: ignore[no-
     model, x, y, classifier = setup
     ours = FGSM(model, eps=eps)(x, y).numpy()
     theirs = FastGradientMethod(classifier, norm=np.inf, eps=eps).generate(x.numpy(), y=y.numpy())
-    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.parametrize("eps", [0.03, 0.06])
@@ -64,17 +67,22 @@ def test_pgd_robust_accuracy_matches_art(setup, eps: float) -> None:  # type: ig
     clean = _accuracy(model, x, y)
     ours_acc, theirs_acc = _accuracy(model, ours, y), _accuracy(model, theirs, y)
     assert ours_acc < clean  # the attack does something
-    assert abs(ours_acc - theirs_acc) <= 0.01, (ours_acc, theirs_acc)
+    assert ours_acc == theirs_acc
 
 
 def test_apgd_ce_robust_accuracy_matches_art(setup) -> None:  # type: ignore[no-untyped-def]
     model, x, y, classifier = setup
     eps = 0.06
     ours = APGD(model, eps=eps, steps=100, loss="ce", seed=0)(x, y)
-    theirs = AutoProjectedGradientDescent(
-        classifier, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=100, nb_random_init=1,
-        loss_type="cross_entropy", batch_size=len(x), verbose=False,
-    ).generate(x.numpy(), y=y.numpy())  # fmt: skip
+    state = np.random.get_state()  # ART draws its random start from NumPy's global generator
+    np.random.seed(0)
+    try:
+        theirs = AutoProjectedGradientDescent(
+            classifier, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=100, nb_random_init=1,
+            loss_type="cross_entropy", batch_size=len(x), verbose=False,
+        ).generate(x.numpy(), y=y.numpy())  # fmt: skip
+    finally:
+        np.random.set_state(state)
     ours_acc, theirs_acc = _accuracy(model, ours, y), _accuracy(model, theirs, y)
     assert ours_acc < _accuracy(model, x, y)
-    assert abs(ours_acc - theirs_acc) <= 0.02, (ours_acc, theirs_acc)
+    assert abs(ours_acc - theirs_acc) <= 0.01, (ours_acc, theirs_acc)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from helpers import accuracy, attack_batch, attack_net, modes, trained_moons
-from lsakit.errors import ConfigError, InputError
+from lsakit.errors import ArgumentError, ConfigError, InputError
 from lsakit.perturb import (
     APGD,
     FGSM,
@@ -533,8 +533,6 @@ def test_missing_labels_and_negative_eps_raise_input_error(name: str) -> None:
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda m: PGD(m, eps=0.1, steps=0), "steps"),
-        (lambda m: PGD(m, eps=0.1, restarts=0), "restarts"),
         (lambda m: PGD(m, eps=0.1, alpha=-1.0), "alpha"),
         (lambda m: PGD(m, eps=0.1, random_start="yes"), "random_start"),  # type: ignore[arg-type]
         (lambda m: PGD(m, eps=0.1, seed=1.5), "seed"),  # type: ignore[arg-type]
@@ -545,6 +543,19 @@ def test_missing_labels_and_negative_eps_raise_input_error(name: str) -> None:
 def test_bad_settings_raise_input_error(make: Callable[[nn.Module], Attack], match: str) -> None:
     with pytest.raises(InputError, match=match):
         make(small_net())
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda m: PGD(m, eps=0.1, steps=0), "steps must be an integer ≥ 1, got 0"),
+        (lambda m: PGD(m, eps=0.1, restarts=0), "restarts must be an integer ≥ 1"),
+    ],
+)
+def test_bad_counts_raise_argument_error(make: Callable[[nn.Module], Attack], match: str) -> None:
+    with pytest.raises(ArgumentError, match=match) as info:
+        make(small_net())
+    assert isinstance(info.value, ConfigError) and info.value.names
 
 
 def test_bad_choices_raise_config_error() -> None:

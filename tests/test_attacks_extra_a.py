@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from helpers import accuracy, attack_batch, attack_net, modes, trained_moons
-from lsakit.errors import InputError
+from lsakit.errors import ArgumentError, InputError
 from lsakit.perturb import APGD, FGSM, PGD, Attack
 from lsakit.perturb.cw import CWLinf, cw_margin_loss
 from lsakit.perturb.eot import EOTAPGD, EOTPGD
@@ -131,14 +131,24 @@ _NOT_AN_INT: Any = 1.5  # typed Any: the test passes a wrong type on purpose
     ("make", "match"),
     [
         (lambda m: MIFGSM(m, eps=0.1, decay=-1.0), "decay"),
-        (lambda m: MIFGSM(m, eps=0.1, steps=0), "steps"),
         (lambda m: CWLinf(m, eps=-0.1), "eps"),
-        (lambda m: EOTPGD(m, eps=0.1, samples=0), "samples"),
-        (lambda m: EOTAPGD(m, eps=0.1, samples=_NOT_AN_INT), "samples"),
     ],
 )
 def test_bad_settings_raise_input_error(make: Callable[[nn.Module], Attack], match: str) -> None:
     with pytest.raises(InputError, match=match):
+        make(small_net())
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda m: MIFGSM(m, eps=0.1, steps=0), "steps"),
+        (lambda m: EOTPGD(m, eps=0.1, samples=0), "samples"),
+        (lambda m: EOTAPGD(m, eps=0.1, samples=_NOT_AN_INT), "samples"),
+    ],
+)
+def test_bad_counts_raise_argument_error(make: Callable[[nn.Module], Attack], match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
         make(small_net())
 
 

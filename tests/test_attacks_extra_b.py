@@ -14,7 +14,7 @@ from sklearn.datasets import make_blobs, make_moons
 from torch import Tensor, nn
 
 from helpers import accuracy, attack_batch, attack_net, modes, train_mlp, unit_scaled
-from lsakit.errors import ConfigError, InputError
+from lsakit.errors import ArgumentError, ConfigError, InputError
 from lsakit.perturb import apgd_targeted
 from lsakit.perturb.apgd_targeted import APGDT, target_classes, targeted_dlr_loss
 from lsakit.perturb.base import Attack
@@ -157,9 +157,7 @@ def test_params_are_json_and_complete() -> None:
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda m: APGDT(m, eps=0.1, n_target_classes=0), "n_target_classes"),
         (lambda m: APGDT(m, eps=-0.1), "eps"),
-        (lambda m: Square(m, eps=0.1, queries=0), "queries"),
         (lambda m: Square(m, eps=0.1, p_init=0.0), "p_init"),
         (lambda m: Square(m, eps=0.1, p_init=1.5), "p_init"),
         (lambda m: Square(m, eps=0.1, seed=1.5), "seed"),  # type: ignore[arg-type]
@@ -167,6 +165,18 @@ def test_params_are_json_and_complete() -> None:
 )
 def test_bad_settings_raise_input_error(make: Callable[[nn.Module], Attack], match: str) -> None:
     with pytest.raises(InputError, match=match):
+        make(small_net())
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda m: APGDT(m, eps=0.1, n_target_classes=0), "n_target_classes"),
+        (lambda m: Square(m, eps=0.1, queries=0), "queries"),
+    ],
+)
+def test_bad_counts_raise_argument_error(make: Callable[[nn.Module], Attack], match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
         make(small_net())
 
 

@@ -280,7 +280,7 @@ def test_resume_finds_the_data_directory_the_run_was_trained_with(
     """A run trained with --data-dir resumes with no flags: state.pt records the directory (no
     download into $LSAKIT_DATA, which is empty here)."""
     from helpers import Interrupted
-    from lsakit.presets import train_config
+    from lsakit.config import train_config
     from lsakit.train import train
 
     empty = tmp_path / "empty"

@@ -25,10 +25,10 @@ from PIL import Image
 
 from hubserver import HubServer, client_env, dataset_card, run_client
 from lsakit import data
+from lsakit.config import preset
 from lsakit.data import hub as data_hub
 from lsakit.domain import UNIT
 from lsakit.errors import ConfigError
-from lsakit.presets import preset
 
 CLASSES = ["cat", "dog", "fox"]
 

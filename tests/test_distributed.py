@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from lsakit import data, distributed
 from lsakit.analysis import RunningStats, analyze
 from lsakit.checkpoint import load_checkpoint
+from lsakit.config import TrainConfig
 from lsakit.errors import ConfigError
 from lsakit.evaluate import evaluate
 from lsakit.perturb import FGSM, PGD
-from lsakit.train import TrainConfig, train
+from lsakit.train import train
 
 #: 450 moons → 300 train (270 after the 10% validation tail: 8 batches of 32 and one of 14) / 150 test.
 DATA = {"n_samples": 450}
@@ -109,6 +110,7 @@ def test_sizes_split_evenly_between_two_ranks() -> None:
     assert n_train % 2 == 0 and n_train % CONFIG.batch_size != 0  # a short last batch too
 
 
+@pytest.mark.slow  # torchrun: 2 ranks against one process (the module's `runs`)
 def test_two_ranks_train_to_the_weights_of_one_process(runs: dict[str, Any]) -> None:
     single = runs["single"].model.state_dict()
     for outcome in runs["ranks"]:
@@ -126,6 +128,7 @@ def test_two_ranks_train_to_the_weights_of_one_process(runs: dict[str, Any]) -> 
     assert (single["fc1.weight"] - untrained["fc1.weight"]).abs().max() > 1e-2
 
 
+@pytest.mark.slow  # torchrun: 2 ranks against one process (the module's `runs`)
 def test_metrics_are_global_sums_not_rank_averages(runs: dict[str, Any]) -> None:
     single = runs["single"].metrics
     for outcome in runs["ranks"]:
@@ -137,6 +140,7 @@ def test_metrics_are_global_sums_not_rank_averages(runs: dict[str, Any]) -> None
             assert mine["test_accuracy"] == ref["test_accuracy"]
 
 
+@pytest.mark.slow  # torchrun: 2 ranks against one process (the module's `runs`)
 def test_rank_zero_alone_wrote_the_run_directory(runs: dict[str, Any]) -> None:
     ddp = runs["root"] / "ddp"
     assert sorted(p.name for p in ddp.iterdir()) == sorted(
@@ -150,6 +154,7 @@ def test_rank_zero_alone_wrote_the_run_directory(runs: dict[str, Any]) -> None:
         assert torch.equal(value, runs["ranks"][0]["state"][name]), name
 
 
+@pytest.mark.slow  # torchrun: 2 ranks against one process (the module's `runs`)
 def test_layerwise_regularizer_and_random_starts_run_under_ddp(runs: dict[str, Any]) -> None:
     first, second = runs["ranks"]
     for name, value in first["lr_state"].items():
@@ -160,6 +165,7 @@ def test_layerwise_regularizer_and_random_starts_run_under_ddp(runs: dict[str, A
     assert (first["lr_state"]["fc1.weight"] - single["fc1.weight"]).abs().max() < 0.05
 
 
+@pytest.mark.slow  # torchrun: 2 ranks against one process (the module's `runs`)
 def test_analysis_matches_one_process(runs: dict[str, Any]) -> None:
     reference = runs["reference"]["lsa"]
     for outcome in runs["ranks"]:
@@ -181,6 +187,7 @@ def test_analysis_matches_one_process(runs: dict[str, Any]) -> None:
     assert reference["batch"]["perturbations"][0]["layers"][0]["count"] == 5
 
 
+@pytest.mark.slow  # torchrun: 2 ranks against one process (the module's `runs`)
 def test_evaluation_matches_one_process(runs: dict[str, Any]) -> None:
     reference = runs["reference"]["evaluation"]
     assert reference["fgsm"][-1]["accuracy"] < reference["clean_accuracy"]  # the attack bites

@@ -179,7 +179,8 @@ def test_the_suite_checks_membership_in_the_declared_domain() -> None:
 
 
 def test_training_follows_the_data_sets_domain() -> None:
-    from lsakit.train import TrainConfig, train
+    from lsakit.config import TrainConfig
+    from lsakit.train import train
 
     config = TrainConfig(
         model="model_a", dataset="moons", method="pgd", eps=0.5, steps=3, epochs=1,

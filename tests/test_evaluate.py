@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from helpers import tiny_cnn, tiny_mlp
 from lsakit import models
 from lsakit.data import load_tensors, moons_scale
-from lsakit.errors import ConfigError, InputError, ResultsError
+from lsakit.errors import ArgumentError, ConfigError, InputError, ResultsError
 from lsakit.evaluate import (
     DEFAULT_FGSM_EPS,
     PAPER_EPS,
@@ -584,7 +584,7 @@ def test_other_argument_errors() -> None:
         fgsm_sweep(model, [], (0.0,))
     with pytest.raises(InputError, match="no batch"):
         evaluate(model, [])
-    with pytest.raises(InputError, match="max_batches"):
+    with pytest.raises(ArgumentError, match="max_batches"):
         fgsm_sweep(model, [(x, y)], (0.0,), max_batches=0)
     with pytest.raises(InputError, match="callable"):
         robust_accuracy(model, [(x, y)], "pgd")  # type: ignore[arg-type]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import torch
 
 from helpers import run_cli
 from lsakit import data as datasets
+from lsakit._frozen import FrozenModel
 from lsakit.checkpoint import load_checkpoint
 from lsakit.data import moons_scale
 from lsakit.domain import input_domain
@@ -23,7 +28,19 @@ from lsakit.experiments import (
     row_specs,
     run_experiment,
 )
-from lsakit.experiments.runner import train_config
+from lsakit.experiments.executors import LocalExecutor
+from lsakit.experiments.reproduction import ReproductionSpec, train_config
+from lsakit.experiments.runner import (
+    GridError,
+    GridRun,
+    RunContext,
+    RunOutcome,
+    RunRecord,
+    RunSpec,
+    run_grid,
+    run_key,
+)
+from lsakit.experiments.studies import load_study, study_names
 from lsakit.perturb import FGSM
 from test_data import write_cifar_batches
 
@@ -73,8 +90,10 @@ def test_unknown_experiment_and_profile() -> None:
         run_experiment("moon", "fast", "unused")
 
 
-def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> None:
-    result = run_experiment("moon", "smoke", tmp_path)
+def test_moon_smoke_runs_every_row_and_reuses_finished_runs(
+    moon_smoke: tuple[ExperimentResult, Path], tmp_path: Path
+) -> None:
+    result, shared = moon_smoke
     assert len(result.rows) == 17 and result.seeds == [0]
     assert result.protocol == "strict" and result.settings["protocol"] == "strict"  # the default
     assert result.layer_labels == ["L0", "L1", "L2"]
@@ -84,7 +103,7 @@ def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> N
         run = row.runs[0]
         assert len(run.accuracies) == 6 and run.rg == pytest.approx(sum(run.accuracies))
         assert not Path(run.checkpoint).is_absolute()
-        assert (tmp_path / run.checkpoint).exists()  # relative to the results folder
+        assert (shared / run.checkpoint).exists()  # relative to the results folder
     assert result.row("AT-FGSM-LR-L2").resolved_layers == ["L2"]
     # the Moon grid is the paper's raw ε divided by the scale of the configured data
     assert result.eps_paper == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
@@ -96,12 +115,14 @@ def test_moon_smoke_runs_every_row_and_reuses_finished_runs(tmp_path: Path) -> N
     for row in result.rows:
         recorded = row.runs[0].numerics
         assert recorded is not None and (recorded["mode"], recorded["threads"]) == ("default", 1)
-    loaded = ExperimentResult.load(tmp_path / "results.json")
+    loaded = ExperimentResult.load(shared / "results.json")
     assert loaded == result
-    checkpoint = tmp_path / result.rows[3].runs[0].checkpoint
-    stamp = checkpoint.stat().st_mtime_ns
     assert result.reused_runs == 0
-    again = run_experiment("moon", "smoke", tmp_path)
+    out = tmp_path / "moon"
+    shutil.copytree(shared, out)  # the shared run stays as it was; its copy is run again
+    checkpoint = out / result.rows[3].runs[0].checkpoint
+    stamp = checkpoint.stat().st_mtime_ns
+    again = run_experiment("moon", "smoke", out)
     assert checkpoint.stat().st_mtime_ns == stamp  # not trained again
     assert again.reused_runs == 17
     assert [r.runs[0].accuracies for r in again.rows] == [r.runs[0].accuracies for r in result.rows]
@@ -146,12 +167,14 @@ def test_mnist_paper_protocol_normalizes_inside_and_reads_the_lsa_unclamped() ->
     assert cfg.model_kwargs == {"normalize": True} and cfg.data_options == {}
 
 
-def test_moon_paper_protocol_is_recorded_unbounded_and_never_clamps(tmp_path: Path) -> None:
-    result = run_experiment("moon", "smoke", tmp_path, protocol="paper")
+def test_moon_paper_protocol_is_recorded_unbounded_and_never_clamps(
+    moon_smoke_paper: tuple[ExperimentResult, Path],
+) -> None:
+    result, out = moon_smoke_paper
     assert result.protocol == "paper" and result.settings["protocol"] == "paper"
     assert "standardized" in result.settings["protocol_description"]
     assert result.settings["model_kwargs"] == {"outputs": 1}
-    assert ExperimentResult.load(tmp_path / "results.json").protocol == "paper"
+    assert ExperimentResult.load(out / "results.json").protocol == "paper"
     # the paper's ε used directly, in standardized units
     assert result.eps == result.eps_paper == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
     assert set(result.normal_lsa) == {"gaussian", "speckle", "fgsm", "pgd"}
@@ -159,7 +182,7 @@ def test_moon_paper_protocol_is_recorded_unbounded_and_never_clamps(tmp_path: Pa
     options = result.settings["data_options"]
     domain = datasets.domain("moons", **options)
     assert domain.unbounded
-    model, _ = load_checkpoint(tmp_path / result.row("Normal").runs[0].checkpoint)
+    model, _ = load_checkpoint(out / result.row("Normal").runs[0].checkpoint)
     assert model.fc4.out_features == 1  # one logit
     test = datasets.load("moons", "test", batch_size=256, shuffle=False, **options)
     x, y = next(iter(test))
@@ -204,3 +227,123 @@ def test_cifar10_pipeline_end_to_end_on_a_tiny_fixture(tmp_path: Path) -> None:
         assert result.eps_paper == [0, 0.01, 0.03, 0.1, 0.2]
         assert result.row("AT-APGD-LR-L1").resolved_layers == ["L1"]
         assert all(len(r.runs[0].accuracies) == 5 for r in result.rows)
+
+
+# --------------------------------------------------------------------------------------------
+# The one grid runner, on a spec that trains nothing
+# --------------------------------------------------------------------------------------------
+
+
+class Counted(FrozenModel):
+    value: int
+
+
+class CountingSpec(RunSpec):
+    """A run that adds its value to those of the runs it needs (a negative value fails)."""
+
+    kind: ClassVar[str] = "test"
+    value: int
+
+    def execute(self, context: RunContext) -> RunOutcome:
+        if self.value < 0:
+            raise ConfigError(f"value {self.value} is negative")
+        Path(context.run_dir).mkdir(parents=True, exist_ok=True)
+        return RunOutcome(Counted(value=self.value), {}, 0, [])
+
+    def summary(self, result: Mapping[str, Any]) -> str:
+        return f"value {result['value']}"
+
+
+def counting(row: str, value: int) -> CountingSpec:
+    return CountingSpec(row=row, seed=0, train={}, evaluated_checkpoint="last", value=value)
+
+
+def counting_grid(out: Path, a: int, b: int, c: int) -> list[GridRun[Any]]:
+    def context(row: str) -> RunContext:
+        return RunContext(run_dir=str(out / "runs" / row / "seed-0"), data_dir=None, device="cpu")
+
+    def after_a(needed: Sequence[RunRecord]) -> CountingSpec:
+        (source,) = needed
+        assert source.spec["row"] == "a"  # derived from the record of the run it needs
+        return counting("b", b)
+
+    return [
+        GridRun("a", 0, counting("a", a), context("a")),
+        GridRun("b", 0, after_a, context("b"), after=(("a", 0),)),
+        GridRun("c", 0, counting("c", c), context("c")),
+    ]
+
+
+def test_the_runner_reuses_a_record_only_under_its_key(tmp_path: Path) -> None:
+    lines: list[str] = []
+    first = run_grid(counting_grid(tmp_path, 1, 2, 3), LocalExecutor(), out_dir=tmp_path,
+                     log=lines.append)  # fmt: skip
+    assert {k: f.record.result["value"] for k, f in first.items()} == {
+        ("a", 0): 1, ("b", 0): 2, ("c", 0): 3,
+    }  # fmt: skip
+    assert not any(f.reused for f in first.values())
+    assert lines == ["  a seed 0: value 1", "  b seed 0: value 2", "  c seed 0: value 3"]
+    saved = json.loads((tmp_path / "runs" / "b" / "seed-0" / "run.json").read_text())
+    assert (saved["format"], saved["kind"], saved["numerics"]) == (2, "test", "default")
+    assert saved["key"] == first["b", 0].record.key and saved["result"] == {"value": 2}
+    assert saved["after"] == [first["a", 0].record.key]  # the key of the run it starts from
+    lines.clear()
+    again = run_grid(counting_grid(tmp_path, 1, 2, 3), LocalExecutor(), out_dir=tmp_path,
+                     log=lines.append)  # fmt: skip
+    assert all(f.reused for f in again.values())
+    assert lines[0] == "  a seed 0: value 1 (reused)"
+    # a changed: run again, and so is b, which starts from it; c is reused
+    changed = run_grid(counting_grid(tmp_path, 5, 2, 3), LocalExecutor(), out_dir=tmp_path)
+    assert {k: f.reused for k, f in changed.items()} == {
+        ("a", 0): False, ("b", 0): False, ("c", 0): True,
+    }  # fmt: skip
+    # a record of the earlier runners' format (or unreadable) is not reused
+    c = tmp_path / "runs" / "c" / "seed-0" / "run.json"
+    c.write_text(json.dumps({"task": {}, "result": {"value": 3}}))
+    assert not run_grid(counting_grid(tmp_path, 5, 2, 3), LocalExecutor(), out_dir=tmp_path)[
+        "c", 0
+    ].reused
+
+
+def test_the_cache_key_is_the_specs_canonical_json_and_the_numerics_mode() -> None:
+    spec = counting("a", 1)
+    # the default mode is absent from the key: the spec's kind and canonical JSON alone
+    canonical = json.dumps({"kind": "test", "spec": spec.model_dump(mode="json")},
+                           sort_keys=True, separators=(",", ":"))  # fmt: skip
+    assert run_key(spec, "default") == hashlib.sha256(canonical.encode()).hexdigest()
+    assert run_key(spec, "portable") != run_key(spec, "default")  # reused only in its own mode
+    assert run_key(spec, "default", ["k"]) != run_key(spec, "default")
+    assert run_key(counting("a", 2), "default") != run_key(spec, "default")
+
+
+def test_a_failed_run_skips_the_runs_that_need_it_and_keeps_the_others(tmp_path: Path) -> None:
+    lines: list[str] = []
+    with pytest.raises(GridError) as failed:
+        run_grid(counting_grid(tmp_path, -1, 2, 3), LocalExecutor(), out_dir=tmp_path,
+                 log=lines.append)  # fmt: skip
+    assert failed.value.failed == [(("a", 0), "value -1 is negative")]
+    assert str(failed.value).startswith(
+        "run a seed 0 failed: value -1 is negative; 1 that need a failed run were not run. "
+        "1 finished run is kept"
+    )
+    assert "  a seed 0: failed — value -1 is negative" in lines
+    assert (tmp_path / "runs" / "c" / "seed-0" / "run.json").exists()
+    assert not (tmp_path / "runs" / "b").exists()
+
+
+def test_which_checkpoint_is_evaluated_is_declared() -> None:
+    # reproductions evaluate the last epoch's model, studies the best validated one
+    assert {load_experiment(n).evaluated_checkpoint for n in experiment_names()} == {"last"}
+    assert {load_study(n).evaluated_checkpoint for n in study_names()} == {"best"}
+    config = load_experiment("moon")
+    rows = row_specs(config, "smoke")
+    spec = ReproductionSpec(
+        row="Normal", seed=0, evaluated_checkpoint=config.evaluated_checkpoint,
+        train=train_config(config, "smoke", rows[0], 0, None).model_dump(mode="json"),
+        eps=[0.0], lsa_attack=config.lsa_attack, lsa_data_options={}, test_limit=None,
+        lsa_limit=None,
+    )  # fmt: skip
+    assert spec.model_dump()["evaluated_checkpoint"] == "last"  # part of the key
+    assert run_key(spec.model_copy(update={"evaluated_checkpoint": "best"}), "default") != run_key(
+        spec, "default"
+    )

@@ -17,7 +17,7 @@ from sklearn.datasets import make_blobs
 from torch import Tensor, nn
 
 from helpers import accuracy, attack_batch, attack_net, modes, tiny_cnn, tiny_mlp
-from lsakit.errors import ConfigError, InputError
+from lsakit.errors import ArgumentError, ConfigError, InputError
 from lsakit.perturb import FABT, PGD, build, from_spec, parse_spec, projection_linf
 from lsakit.perturb.apgd_targeted import target_classes
 from lsakit.perturb.base import Attack
@@ -324,9 +324,6 @@ _NOT_AN_INT: Any = 1.5  # typed Any: the tests pass wrong types on purpose
     ("make", "match"),
     [
         (lambda m: FABT(m, eps=-0.1), "eps"),
-        (lambda m: FABT(m, eps=0.1, steps=0), "steps"),
-        (lambda m: FABT(m, eps=0.1, n_target_classes=0), "n_target_classes"),
-        (lambda m: FABT(m, eps=0.1, restarts=_NOT_AN_INT), "restarts"),
         (lambda m: FABT(m, eps=0.1, alpha_max=1.5), "alpha_max"),
         (lambda m: FABT(m, eps=0.1, eta=0.9), "eta"),
         (lambda m: FABT(m, eps=0.1, eta=float("nan")), "eta"),
@@ -338,6 +335,19 @@ _NOT_AN_INT: Any = 1.5  # typed Any: the tests pass wrong types on purpose
 )
 def test_bad_settings_raise_input_error(make: Callable[[nn.Module], Attack], match: str) -> None:
     with pytest.raises(InputError, match=match):
+        make(small_net())
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda m: FABT(m, eps=0.1, steps=0), "steps"),
+        (lambda m: FABT(m, eps=0.1, n_target_classes=0), "n_target_classes"),
+        (lambda m: FABT(m, eps=0.1, restarts=_NOT_AN_INT), "restarts"),
+    ],
+)
+def test_bad_counts_raise_argument_error(make: Callable[[nn.Module], Attack], match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
         make(small_net())
 
 

@@ -111,6 +111,7 @@ KILLS = [(2, random.Random(11).uniform(0.0, 0.015)), (4, random.Random(12).unifo
          (6, 0.0)]  # fmt: skip
 
 
+@pytest.mark.slow  # end to end: three killed CLI runs resumed, against a whole one
 @pytest.mark.parametrize(("after_epoch", "delay"), KILLS, ids=[f"epoch{e}" for e, _ in KILLS])
 def test_sigkill_then_resume_equals_an_uninterrupted_run(
     tmp_path: Path, uninterrupted: Path, after_epoch: int, delay: float

@@ -78,13 +78,25 @@ def test_parts_run_in_their_own_processes_and_fill_the_report(tmp_path: Path) ->
     )
 
 
+# Imported at start-up (PYTHONPATH) by every Python the check starts: its throughput part blocks
+# until it is killed, so that part overruns any budget, however fast the machine.
+BLOCKING_PART = """
+import sys, threading
+if sys.argv[1:3] == ["--worker", "throughput"]:
+    threading.Event().wait()
+"""
+
+
 def test_a_part_over_its_time_is_recorded_and_the_rest_not_started(tmp_path: Path) -> None:
     out = tmp_path / "check.md"
-    # AT-PGD-10 steps of PreActResNet-18 at batch 256 on 2 CPU cores take far over 16 s
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKING_PART)
+    # throughput's own 75 s budget × 0.04 = 3 s; after it, 16 - 3 s < the 15 s a part needs
     proc = run("--allow-cpu", "--parts", "throughput,amp", "--max-seconds", "16",
-               "--out", str(out))  # fmt: skip
-    assert proc.returncode == 1
+               "--budget-scale", "0.04", "--out", str(out),
+               PYTHONPATH=str(tmp_path / "site"))  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "not ok: throughput, amp" in proc.stdout.splitlines()[-1]
     report = out.read_text()
-    assert "| throughput | TIME OUT after 16 s |" in report
+    assert "| throughput | TIME OUT after 3 s |" in report
     assert "| amp | not run: the time budget is spent |" in report

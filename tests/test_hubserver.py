@@ -340,9 +340,10 @@ def test_huggingface_hub_offline_uses_the_cache(hub: HubServer, tmp_path: Path) 
     for revision in ("main", sha):
         again = hf_download(tmp_path, hub.endpoint, revision, offline=True)
         assert again["snapshot"] == online["snapshot"] and again["snapshot_commit"] == sha
-    # Without HF_HUB_OFFLINE, a dead endpoint (connection refused) falls back to the cache too.
+    # Without HF_HUB_OFFLINE, a dead endpoint (connection refused) falls back to the cache too
+    # (run_client's time-out bounds the wait; no wall-clock assert).
     again = hf_download(tmp_path, hub.endpoint, "main")
-    assert again["snapshot"] == online["snapshot"] and again["seconds"] < 10
+    assert again["snapshot"] == online["snapshot"] and again["snapshot_commit"] == sha
 
 
 def test_huggingface_hub_offline_with_an_empty_cache_fails_fast(
@@ -350,30 +351,29 @@ def test_huggingface_hub_offline_with_an_empty_cache_fails_fast(
 ) -> None:
     pytest.importorskip("huggingface_hub")
     hub.add_repo("org/demo", DEMO_FILES)
-    hub.stop()
+    hub.clear_requests()
     found = run_client(
         """
-        import time
         from huggingface_hub import hf_hub_download, snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
         for name, call in (
             ("file", lambda: hf_hub_download("org/demo", "config.json")),
             ("snapshot", lambda: snapshot_download("org/demo")),
         ):
-            start = time.perf_counter()
             try:
                 call()
                 result[name] = "no error"
             except LocalEntryNotFoundError as error:
                 result[name] = type(error).__name__
-            result[name + "_seconds"] = time.perf_counter() - start
         """,
         tmp_path,
         hub.endpoint,
         offline=True,
     )
     assert (found["file"], found["snapshot"]) == ("LocalEntryNotFoundError",) * 2
-    assert found["file_seconds"] < 1 and found["snapshot_seconds"] < 1
+    # fast, whatever the machine: the hub is up and not one request reached it (nothing tried,
+    # nothing retried) — the error comes from the empty cache alone
+    assert hub.requests == []
 
 
 # ------------------------------------------------------------------------------------------

@@ -147,7 +147,9 @@ def test_plain_state_dicts_load_into_the_named_model(factory_file: Path, tmp_pat
     for name in ("w.pt", "wrapped.pt", "w.safetensors"):
         loaded, meta = load_weights(tmp_path / name, model=spec)
         assert torch.equal(loaded(x), model(x)) and meta.model == spec and not loaded.training
-    with pytest.raises(CheckpointError, match=r"plain state dict .*pass --model"):
+    with pytest.raises(
+        CheckpointError, match=r"plain state dict .*pass model \(and model_kwargs\)"
+    ):
         load_weights(tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match=r"does not fit .* key '1.weight' has shape"):
         load_weights(tmp_path / "w.pt", model=spec, model_kwargs={"width": 3})
@@ -164,7 +166,7 @@ def test_load_weights_of_an_lsakit_checkpoint_checks_model_and_args(tmp_path: Pa
     assert load_weights(path)[1].model == "model_a"
     with pytest.raises(ConfigError, match="holds a model_a"):
         load_weights(path, model="model_b")
-    with pytest.raises(ConfigError, match="drop --model-arg"):
+    with pytest.raises(ConfigError, match="drop model_kwargs"):
         load_weights(path, model="model_a", model_kwargs={"hidden": 3})
 
 

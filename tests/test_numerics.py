@@ -134,39 +134,13 @@ def test_a_bad_mode_is_one_line_and_exit_2_from_the_command_line() -> None:
 def test_pool_workers_compute_in_the_drivers_mode() -> None:
     done = run(
         "import json\nfrom pathlib import Path\nimport helpers\n"
-        "from lsakit.experiments.executors import Job, LocalExecutor\n"
+        "from lsakit.experiments.executors import LocalExecutor\n"
+        "from lsakit.experiments.runner import Job, run_jobs\n"
         "jobs = [Job('a', 0, 0), Job('b', 0, 0)]\n"
-        "out = LocalExecutor(2).run(helpers.numerics_of_worker, jobs, out_dir=Path('.'))\n"
+        "out = run_jobs(LocalExecutor(2), helpers.numerics_of_worker, jobs, out_dir=Path('.'))\n"
         "print(json.dumps([out[j.key] for j in jobs]))",
         {"LSAKIT_NUMERICS": "portable", "ATEN_CPU_CAPABILITY": "avx512"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     for worker in json.loads(done.stdout):
         assert (worker["mode"], worker["aten"], worker["threads"]) == ("portable", "AVX2", 1)
-
-
-def test_the_run_cache_tells_the_modes_apart(tmp_path: Path) -> None:
-    from lsakit.experiments.runner import _Task, _task_key
-
-    task = _Task(
-        row="Normal", seed=0, config={"epochs": 1}, run_dir=str(tmp_path), eps=(0.0,),
-        lsa_attack="pgd", lsa_data_options={}, test_limit=None, lsa_limit=None, data_dir=None,
-        device="cpu",
-    )  # fmt: skip
-    portable = _Task(**{**task.__dict__, "numerics": "portable"})
-    assert "numerics" not in _task_key(task)  # runs cached before the modes existed are reused
-    assert _task_key(portable) != _task_key(task)
-
-
-def test_a_study_run_is_reused_only_under_its_own_mode(tmp_path: Path) -> None:
-    from lsakit.experiments.studies import RUN_FILE, _cached
-
-    run = {"row": "r", "seed": 0, "metrics": {"clean": 0.5}, "seconds": 1.0, "checkpoint": "c"}
-    values = {"model": "model_a", "epochs": 1}
-    (tmp_path / RUN_FILE).write_text(json.dumps({"train": values, "run": run}))
-    cached = _cached(tmp_path, values)
-    assert cached is not None and cached.metrics == {"clean": 0.5}  # this process: default
-    (tmp_path / RUN_FILE).write_text(
-        json.dumps({"train": values, "numerics": "portable", "run": run})
-    )
-    assert _cached(tmp_path, values) is None  # computed in another mode: run again

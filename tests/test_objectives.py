@@ -419,7 +419,7 @@ def test_defaults_are_the_mnist_recipe() -> None:
     ("name", "params", "match"),
     [
         ("pgdd", {}, "did you mean 'pgd'"),
-        ("nope", {}, "choose one of standard"),
+        ("nope", {}, "known training objectives: standard"),
         ("pgd", {"beta": 1.0}, "no parameter beta; it accepts: eps"),
         ("standard", {"eps": 0.1}, "no parameter eps"),
         ("fgsm", {"eps": -0.1}, "'fgsm': eps must be a finite number ≥ 0"),

@@ -16,9 +16,9 @@ from typer.core import TyperOption
 from conftest import REPO
 from helpers import cli_output
 from lsakit.cli import app
+from lsakit.config import TrainConfig, load_config
 from lsakit.errors import LsakitError
 from lsakit.options import field_default, field_help, train_flags, update_readme
-from lsakit.train import TrainConfig, load_config
 
 
 def test_the_readme_option_tables_are_the_generated_ones() -> None:

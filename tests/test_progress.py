@@ -13,7 +13,8 @@ from rich.console import Console
 
 from lsakit._progress import Progress, clock_text, line_interval, progress_bar
 from lsakit.errors import ConfigError
-from lsakit.experiments.executors import Job, LocalExecutor
+from lsakit.experiments.executors import LocalExecutor
+from lsakit.experiments.runner import Job, run_jobs
 
 
 class Clock:
@@ -132,8 +133,8 @@ def test_a_grid_counts_its_finished_runs_when_it_logs(
     monkeypatch.setenv("LSAKIT_PROGRESS_INTERVAL", "0")
     jobs = [Job("Normal", seed, seed) for seed in range(3)]
     said: list[str] = []
-    results = LocalExecutor().run(
-        lambda seed: {"seed": seed}, jobs, out_dir=tmp_path, log=said.append
+    results = run_jobs(
+        LocalExecutor(), lambda seed: {"seed": seed}, jobs, out_dir=tmp_path, log=said.append
     )
     assert results[("Normal", 2)] == {"seed": 2}
     lines = capsys.readouterr().out.splitlines()
@@ -142,7 +143,7 @@ def test_a_grid_counts_its_finished_runs_when_it_logs(
         "grid: 2/3 runs (67%)",
         "grid: 3/3 runs (100%)",
     ]
-    LocalExecutor().run(lambda seed: {"seed": seed}, jobs, out_dir=tmp_path)  # no log: silent
+    run_jobs(LocalExecutor(), lambda seed: {"seed": seed}, jobs, out_dir=tmp_path)  # no log: silent
     assert capsys.readouterr().out == "" and said == []
 
 

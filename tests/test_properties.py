@@ -219,8 +219,7 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
 @given(updates=st.dictionaries(st.sampled_from(sorted(FIELD_VALUES)), st.just(None), max_size=4)
        .flatmap(lambda keys: st.fixed_dictionaries({k: FIELD_VALUES[k] for k in keys})))  # fmt: skip
 def test_train_config_is_valid_or_refused_cleanly(tmp_path: Path, updates: dict[str, Any]) -> None:
-    from lsakit.presets import train_config
-    from lsakit.train.config import load_config
+    from lsakit.config import load_config, train_config
 
     base = {"model": "model_a", "dataset": "moons"}
     try:  # the flags' route: the data set's preset, then the values (a YAML file's route too)
@@ -275,7 +274,8 @@ BAD_ANALYZE = st.sampled_from([
 
 @pytest.fixture(scope="module")
 def moons_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lsakit.train import TrainConfig, train
+    from lsakit.config import TrainConfig
+    from lsakit.train import train
 
     root = tmp_path_factory.mktemp("ck")
     config = TrainConfig(model="model_a", dataset="moons", epochs=1, limit=256,

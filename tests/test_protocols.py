@@ -3,6 +3,7 @@ normalization inside, impulse noise with a named value, and the protocol-sensiti
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,9 +148,16 @@ def test_sensitivity_reads_each_claim_with_its_numbers(tmp_path: Path) -> None:
 
 
 def test_cli_protocol_all_runs_each_protocol_and_writes_the_sensitivity_report(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    moon_smoke: tuple[ExperimentResult, Path],
+    moon_smoke_paper: tuple[ExperimentResult, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
+    # the session's two smoke runs, finished: the command reuses them (what is tested here is
+    # --protocol all and its report; the runs themselves are tests/test_experiments.py's)
+    for protocol, (_, shared) in (("strict", moon_smoke), ("paper", moon_smoke_paper)):
+        shutil.copytree(shared / "runs", out / protocol / "runs")
     code, stdout, err = run_cli(
         ["--threads", "1", "reproduce", "moon", "--protocol", "all", "--profile", "smoke",
          "--out", str(out), "--no-report"],
@@ -159,6 +167,11 @@ def test_cli_protocol_all_runs_each_protocol_and_writes_the_sensitivity_report(
     strict = ExperimentResult.load(out / "strict" / "results.json")
     paper = ExperimentResult.load(out / "paper" / "results.json")
     assert (strict.protocol, paper.protocol) == ("strict", "paper")
+    assert (strict.reused_runs, paper.reused_runs) == (17, 17)
+    for reused, (shared, _) in ((strict, moon_smoke), (paper, moon_smoke_paper)):
+        assert [r.runs[0].accuracies for r in reused.rows] == [
+            r.runs[0].accuracies for r in shared.rows
+        ]
     assert paper.published_claims is not None and paper.published_claims.best_proposal == "L2"
     text = (out / "sensitivity.md").read_text(encoding="utf-8")
     assert "| claim | paper | under strict | under paper |" in text

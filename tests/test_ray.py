@@ -25,10 +25,8 @@ import pytest
 import yaml
 
 from lsakit.errors import ConfigError
-from lsakit.experiments import ExperimentResult, run_experiment
+from lsakit.experiments import ExperimentResult
 from lsakit.experiments.executors import (
-    GridError,
-    Job,
     LocalExecutor,
     RayExecutor,
     _call_on_worker,
@@ -36,6 +34,7 @@ from lsakit.experiments.executors import (
     check_paths_visible,
     is_one_machine,
 )
+from lsakit.experiments.runner import GridError, Job, run_jobs
 
 TESTS = Path(__file__).resolve().parent
 
@@ -216,10 +215,10 @@ GRID = [
 ]
 
 
-def run_grid(executor: Any, out: Path) -> tuple[GridError, list[str]]:
+def run_failing_grid(executor: Any, out: Path) -> tuple[GridError, list[str]]:
     finished: list[str] = []
     with pytest.raises(GridError) as failed:
-        executor.run(grow, GRID, out_dir=out, on_done=lambda job, _: finished.append(job.row))
+        run_jobs(executor, grow, GRID, out_dir=out, on_done=lambda job, _: finished.append(job.row))
     return failed.value, finished
 
 
@@ -227,7 +226,7 @@ def run_grid(executor: Any, out: Path) -> tuple[GridError, list[str]]:
 def test_the_local_executor_runs_each_job_after_the_ones_it_needs(
     tmp_path: Path, processes: int
 ) -> None:
-    error, finished = run_grid(LocalExecutor(processes), tmp_path)
+    error, finished = run_failing_grid(LocalExecutor(processes), tmp_path)
     assert sorted(finished) == ["a", "b", "e"]
     assert finished.index("a") < finished.index("b") < finished.index("e")
     assert error.failed == [(("c", 0), "payload -1 is negative")]
@@ -242,9 +241,9 @@ def test_the_ray_executor_runs_the_same_jobs_with_the_same_results(
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     executor = RayExecutor(cluster.address)
     try:
-        good = executor.run(grow, [GRID[0], GRID[1], GRID[4]], out_dir=tmp_path)
+        good = run_jobs(executor, grow, [GRID[0], GRID[1], GRID[4]], out_dir=tmp_path)
         assert good == {("a", 0): {"value": 1}, ("b", 0): {"value": 3}, ("e", 0): {"value": 8}}
-        error, finished = run_grid(executor, tmp_path)
+        error, finished = run_failing_grid(executor, tmp_path)
     finally:
         executor.close()
     assert sorted(finished) == ["a", "b", "e"]
@@ -263,10 +262,12 @@ def test_ray_tasks_compute_in_the_drivers_numerics_mode(cluster: Cluster, tmp_pa
     # own (a runtime environment with LSAKIT_NUMERICS) that import lsakit in that mode
     driver = (
         "import json, sys\nfrom pathlib import Path\nimport helpers\n"
-        "from lsakit.experiments.executors import Job, RayExecutor\n"
+        "from lsakit.experiments.executors import RayExecutor\n"
+        "from lsakit.experiments.runner import Job, run_jobs\n"
         "executor = RayExecutor(sys.argv[1])\n"
         "try:\n"
-        "    out = executor.run(helpers.numerics_of_worker, [Job('a', 0, 0)], out_dir=Path(sys.argv[2]))\n"
+        "    out = run_jobs(executor, helpers.numerics_of_worker, [Job('a', 0, 0)],\n"
+        "                   out_dir=Path(sys.argv[2]))\n"
         "finally:\n"
         "    executor.close()\n"
         "print(json.dumps(out[('a', 0)]))"
@@ -298,9 +299,9 @@ def comparable(result: ExperimentResult) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_the_moon_smoke_grid_on_ray_gives_the_numbers_of_a_local_run(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, moon_smoke: tuple[ExperimentResult, Path], tmp_path: Path
 ) -> None:
-    local = run_experiment("moon", "smoke", tmp_path / "local")  # in this process, 1 thread
+    local, _ = moon_smoke  # in this process, 1 thread
     # A relative --out on a one-machine cluster: the workers run in this command's directory
     # (the cluster's own processes run elsewhere, in the holder's directory).
     done = lsakit(cluster, "reproduce", "moon", "--profile", "smoke", "--executor", "ray",
@@ -365,7 +366,8 @@ def test_a_bad_row_and_a_killed_worker_fail_the_grid_in_one_line_and_the_fixed_g
     assert first.returncode == 2, stderr[-2000:]
     assert "Traceback" not in stderr
     [line] = error_lines(stderr)
-    assert line.startswith("error: run bad seed 0 failed: invalid --method in row bad")
+    # the row's settings are YAML keys: the error names the key, not a flag
+    assert line.startswith("error: run bad seed 0 failed: invalid method in row bad")
     assert "1 more failed (slow seed 0)" in line and "1 that need a failed run were not run" in line
     assert "1 finished run is kept" in line and "run the same command again" in line
     assert "slow seed 0: failed — its Ray worker process died" in " ".join(stdout.split())
@@ -384,4 +386,5 @@ def test_a_bad_row_and_a_killed_worker_fail_the_grid_in_one_line_and_the_fixed_g
     epochs = (slow / "metrics.jsonl").read_text().splitlines()
     assert len(epochs) == 40  # trained again from the start, to the end
     pruned = json.loads((out / "runs" / "pruned" / "seed-0" / "run.json").read_text())
-    assert pruned["train"]["init_checkpoint"].startswith(str(slow))  # after slow, from slow
+    assert pruned["spec"]["train"]["init_checkpoint"].startswith(str(slow))  # after slow, from slow
+    assert pruned["after"] == [json.loads((slow / "run.json").read_text())["key"]]

@@ -93,6 +93,7 @@ def _fixtures(root: Path) -> None:
     (root / "nets.py").write_text(NETS)
 
 
+@pytest.mark.slow  # ~1-2 min: every `tested: cli` line as a user runs it
 def test_readme_command_lines_run(tmp_path: Path) -> None:
     assert len(CLI) == 1
     lines = [line for line in CLI[0].splitlines() if line.startswith("lsakit ")]
@@ -255,8 +256,8 @@ def test_the_models_table_lists_every_model_with_its_counts() -> None:
 def test_the_moon_scales_and_budgets_are_the_datas() -> None:
     import yaml
 
+    from lsakit.config import PRESETS
     from lsakit.data.moons import moons_scale
-    from lsakit.presets import PRESETS
 
     config = README.parent / "src" / "lsakit" / "experiments" / "configs" / "moon.yaml"
     moon = yaml.safe_load(config.read_text(encoding="utf-8"))

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from lsakit.experiments import ExperimentResult, run_experiment
+from lsakit.experiments import ExperimentResult
 from lsakit.report import write_report
 
 WIDTH = 1280
@@ -79,10 +79,14 @@ def measure(page: Path, tmp_path: Path, width: int = WIDTH) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentResult, Path]:
-    """A real Moon reproduction, smoke profile (17 rows × 1 seed, 1 epoch each), and its report."""
-    out = tmp_path_factory.mktemp("smoke")
-    result = run_experiment("moon", "smoke", out)
+def smoke(
+    moon_smoke: tuple[ExperimentResult, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ExperimentResult, Path]:
+    """The session's real Moon reproduction (smoke profile: 17 rows × 1 seed, 1 epoch each),
+    copied here, with its report."""
+    result, shared = moon_smoke
+    out = tmp_path_factory.mktemp("smoke") / "moon"
+    shutil.copytree(shared, out)
     write_report(result, out, landscape_steps=3)
     return result, out
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,10 @@ from pydantic import ValidationError
 
 from helpers import run_cli, tiny_cnn, train_one_epoch_then_stop
 from lsakit import speed
+from lsakit.config import TrainConfig
 from lsakit.errors import ConfigError
 from lsakit.perturb import FGSM, PGD
-from lsakit.train import TrainConfig, train
+from lsakit.train import train
 from lsakit.train.objectives import build_objective
 from lsakit.train.trainer import training_step
 
@@ -128,7 +128,7 @@ def test_amp_is_recorded_and_survives_resume(tmp_path: Path) -> None:
     assert state["scaler"]["scale"] > 0  # the fp16 loss scale is part of the resume point
     saved = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
     assert (saved["amp"], saved["channels_last"], saved["compile"]) == ("fp16", False, False)
-    from lsakit.train import load_run_config
+    from lsakit.config import load_run_config
 
     resumed = train(load_run_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
     for name, value in whole.model.state_dict().items():
@@ -198,9 +198,11 @@ def test_compile_gives_the_same_weights() -> None:
         pytest.skip("torch.compile on CPU needs a C compiler (cc/gcc), none on PATH")
     config = SMALL.model_copy(update={"epochs": 1, "data_options": {"n_samples": 128}})
     eager = train(config, None)
-    started = time.perf_counter()
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # no graph cached by an earlier test in this process
+    counters.clear()
     compiled = train(config.model_copy(update={"compile": True}), None)
-    seconds = time.perf_counter() - started
     for name, p in eager.model.state_dict().items():
         torch.testing.assert_close(compiled.model.state_dict()[name], p, atol=1e-4, rtol=1e-4)
     assert compiled.metrics[0]["train_loss"] == pytest.approx(
@@ -208,7 +210,10 @@ def test_compile_gives_the_same_weights() -> None:
     )
     # the returned model is the plain module (checkpoints, probes), not the compiled wrapper
     assert not hasattr(compiled.model, "_orig_mod")
-    assert seconds < 120, f"compiling took {seconds:.0f} s"
+    # the training really ran compiled: Dynamo captured the model whole (no graph break) and
+    # AOTAutograd compiled its forward and backward (what compile produces, not how fast)
+    assert counters["stats"]["unique_graphs"] >= 1 and counters["aot_autograd"]["ok"] >= 1
+    assert dict(counters["graph_break"]) == {}
 
 
 COMPILED_MATCHES_EAGER = """

@@ -9,8 +9,9 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from lsakit.errors import ConfigError
-from lsakit.experiments import studies
+from lsakit.experiments import runner
 from lsakit.experiments.studies import StudyResult, load_study, run_study, study_names
+from lsakit.report.study import study_figure
 
 TINY = {
     "study": "tiny",
@@ -55,6 +56,8 @@ def test_a_study_trains_every_row_evaluates_and_reports(
         "clean±" not in by_row["plain"] and "eot_pgd=0.05,steps=2,samples=2" not in by_row["plain"]
     )
     assert by_row["pni-pruned"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    # a study evaluates (and a pruned row fine-tunes) each run's best checkpoint
+    assert {Path(r.checkpoint).name for r in result.runs} == {"best.safetensors"}
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| pni-pruned |" in report and "a documented choice" in report
     # One seed: a deterministic row has no spread to show; a noisy one has its repeats' std.
@@ -69,7 +72,7 @@ def test_a_study_trains_every_row_evaluates_and_reports(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(studies, "train", no_training)
+    monkeypatch.setattr(runner, "train", no_training)
     again = run_study(config, "quick", tmp_path / "out")
     assert again.summary == result.summary
 
@@ -152,7 +155,7 @@ def test_the_study_plot_keeps_its_legend_off_the_bars() -> None:
     metrics = {"clean": (0.97, 0.01), "pgd=0.05": (0.95, None), "fgsm=0.05": (0.96, 0.02)}
     summary = {row: dict(metrics) for row in ("plain", "lsp", "pni", "pni-pruned")}
     result = StudyResult(study="tiny", profile="quick", runs=[], summary=summary)
-    fig = studies.study_figure(result)
+    fig = study_figure(result)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()

@@ -16,11 +16,12 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard import SummaryWriter
 
 from helpers import run_cli, train_one_epoch_then_stop
+from lsakit.config import TrainConfig
 from lsakit.errors import ConfigError
 from lsakit.experiments import run_experiment
 from lsakit.experiments.studies import load_study, run_study
 from lsakit.tracking import MLFLOW_RUN_FILE, mlflow_key, mlflow_run_id
-from lsakit.train import TrainConfig, train
+from lsakit.train import train
 from lsakit.train.trainer import iter_metrics
 
 TRACKED = TrainConfig(

@@ -11,12 +11,12 @@ from pydantic import ValidationError
 from helpers import train_one_epoch_then_stop
 from lsakit import perturb
 from lsakit.checkpoint import load_checkpoint
+from lsakit.config import PRESETS, TrainConfig, preset
 from lsakit.data import info as data_info
 from lsakit.data import load_tensors
-from lsakit.errors import ConfigError
+from lsakit.errors import ArgumentError, ConfigError
 from lsakit.models import names as model_names
-from lsakit.presets import PRESETS, preset
-from lsakit.train import TrainConfig, resolve_device, train
+from lsakit.train import resolve_device, train
 
 SMALL = TrainConfig(
     model="model_a", dataset="moons", epochs=2, batch_size=64, lr=1e-2,
@@ -149,7 +149,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
     from lsakit.train import trainer as trainer_module
 
     built: list[torch.nn.Module] = []
-    original = trainer_module._build_model
+    original = trainer_module.build_model
 
     def build(config: Any) -> Any:
         loaded = original(config)
@@ -160,7 +160,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
         with torch.no_grad():
             next(built[0].parameters()).fill_(float("nan"))
 
-    monkeypatch.setattr(trainer_module, "_build_model", build)
+    monkeypatch.setattr(trainer_module, "build_model", build)
     with pytest.raises(TrainingError, match=r"became nan at epoch 2, step 1; the last good"):
         train(SMALL.model_copy(update={"epochs": 2}), tmp_path, on_epoch_end=poison)
     epoch_one = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -172,8 +172,15 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
 def test_a_run_directory_holding_a_run_is_refused_or_replaced(tmp_path: Path) -> None:
     train(SMALL.model_copy(update={"epochs": 1}), tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(ConfigError, match=r"already holds a training run .*--resume .*--overwrite"):
+    with pytest.raises(ArgumentError, match=r"already holds a training run") as refused:
         train(SMALL.model_copy(update={"epochs": 1, "seed": 1}), tmp_path)
+    # Named as the Python arguments; the command line renders them as its flags
+    assert "--" not in str(refused.value)
+    assert str(refused.value).endswith(
+        f"continue it with resume {tmp_path}, start it over with overwrite, or choose another out"
+    )
+    flags = refused.value.render(lambda name: f"--{name}")
+    assert f"continue it with --resume {tmp_path}, start it over with --overwrite" in flags
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # untouched
     # overwrite: the old run's files go first, so a new run that fails leaves no mix of two runs
     with pytest.raises(ConfigError, match="no training samples"):
@@ -202,7 +209,7 @@ def test_regularizer_reduces_the_regularized_layers_relative_error() -> None:
 
 
 def test_yaml_config_round_trip_and_errors(tmp_path: Path) -> None:
-    from lsakit.train import dump_config, load_config
+    from lsakit.config import dump_config, load_config
 
     path = tmp_path / "c.yaml"
     path.write_text(dump_config(AT))
@@ -253,10 +260,10 @@ def test_resume_of_a_missing_or_corrupt_state(tmp_path: Path) -> None:
 
 
 def test_schedules() -> None:
-    from lsakit.train.trainer import _schedule
+    from lsakit.train.parts import lr_factor
 
     def at(schedule: str, t: float, **kw: object) -> float:
-        return _schedule(SMALL.model_copy(update={"schedule": schedule, **kw}), t)
+        return lr_factor(SMALL.model_copy(update={"schedule": schedule, **kw}), t)
 
     assert at("constant", 0.7) == 1.0
     assert [at("cyclic", t) for t in (0, 0.25, 0.5, 0.75, 1)] == [0, 0.5, 1, 0.5, 0]
@@ -267,7 +274,7 @@ def test_schedules() -> None:
 
 def test_the_shipped_anchor_config_is_valid() -> None:
     from conftest import REPO
-    from lsakit.train.config import load_config
+    from lsakit.config import load_config
 
     config = load_config(REPO / "configs" / "mnist-fast-at.yaml")
     assert (config.method, config.eps, config.alpha, config.schedule) == (
@@ -318,3 +325,128 @@ def test_eps_warmup_raises_eps_and_alpha_linearly_then_holds(
     assert [m["train_eps"] for m in plain.metrics] == [0.1, 0.1, 0.1]
     with pytest.raises(ConfigError, match="eps_warmup needs an adversarial method"):
         SMALL.with_overrides(eps_warmup=1.0)
+
+
+# -- the loop's callbacks, a caller's own module, the caller's random state -------------------------
+def test_the_callers_random_state_is_left_as_it_was() -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    want = (random.random(), float(np.random.rand()), torch.rand(2))
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    first = train(SMALL.model_copy(update={"epochs": 1}), None)
+    got = (random.random(), float(np.random.rand()), torch.rand(2))
+    assert got[:2] == want[:2] and torch.equal(got[2], want[2])
+    again = train(SMALL.model_copy(update={"epochs": 1}), None)  # still seeded by its config
+    assert torch.equal(first.model.fc1.weight, again.model.fc1.weight)
+
+
+class TwoLayer(torch.nn.Module):
+    """A caller's own module (not in the registry)."""
+
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(2, hidden)
+        self.act = torch.nn.ReLU()
+        self.fc2 = torch.nn.Linear(hidden, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def test_a_module_trains_as_the_registry_model_of_the_same_weights(tmp_path: Path) -> None:
+    from lsakit import models
+    from lsakit._torch import seed_everything
+
+    config = AT.model_copy(update={"epochs": 2, "lr_layers": ["L1"]})
+    registry = train(config, tmp_path / "registry")
+    seed_everything(config.seed)  # as the trainer does before it builds config.model
+    module = models.load("model_a").model
+    own = train(config, tmp_path / "own", model=module)
+    assert own.model is module
+    for name, value in registry.model.state_dict().items():
+        assert torch.equal(value, module.state_dict()[name]), name
+    assert _without_time(own.metrics) == _without_time(registry.metrics)
+    assert own.regularized_layers == ["L1"]
+
+
+def test_a_module_is_checkpointed_by_its_class_and_loads_back(tmp_path: Path) -> None:
+    import safetensors.torch
+
+    from lsakit.checkpoint import read_meta
+    from lsakit.config import load_run_config
+
+    torch.manual_seed(0)
+    net = TwoLayer()
+    config = AT.model_copy(update={"epochs": 2, "lr_layers": ["act"], "method": "pgd", "steps": 2})
+    result = train(config, tmp_path, model=net)
+    assert result.metrics[-1]["val_robust"] is not None and result.best_checkpoint is not None
+    spec = f"{__name__}:TwoLayer"
+    meta = read_meta(tmp_path / "model.safetensors")
+    assert meta.model == spec and meta.extra["epoch"] == 2
+    assert load_run_config(tmp_path).model == spec
+    back = TwoLayer()
+    back.load_state_dict(safetensors.torch.load_file(tmp_path / "model.safetensors"))
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, back.state_dict()[name]), name
+    rebuilt, _ = load_checkpoint(tmp_path / "model.safetensors", model=spec)  # no-argument class
+    assert torch.equal(rebuilt.fc1.weight, net.fc1.weight)
+    # resume: one more epoch with a module of the same class and architecture
+    longer = train(config.model_copy(update={"epochs": 3}), tmp_path, model=TwoLayer(), resume=True)
+    assert [m["epoch"] for m in longer.metrics] == [1, 2, 3]
+
+
+def test_a_module_contradicting_the_run_it_resumes_is_refused(tmp_path: Path) -> None:
+    train(SMALL.model_copy(update={"epochs": 1}), tmp_path)  # model_a
+    config = SMALL.model_copy(update={"epochs": 2})
+    with pytest.raises(ArgumentError, match=r"^model is a .*:TwoLayer, but .* holds a run of "
+                       r"model_a; pass a module of that class"):  # fmt: skip
+        train(config, tmp_path, model=TwoLayer(), resume=True)
+    train(config.model_copy(update={"epochs": 1}), tmp_path / "own", model=TwoLayer())
+    with pytest.raises(ArgumentError, match=r"^model does not fit the run in .*fc1.weight"):
+        train(config, tmp_path / "own", model=TwoLayer(hidden=8), resume=True)
+    with pytest.raises(ArgumentError, match="model_kwargs are the arguments"):
+        train(config.model_copy(update={"model_kwargs": {"x": 1}}), None, model=TwoLayer())
+    with pytest.raises(ArgumentError, match=r"must be a torch\.nn\.Module"):
+        train(config, None, model="model_a")  # type: ignore[arg-type]
+
+
+def test_callbacks_see_every_hook_in_order_and_can_stop_the_run() -> None:
+    from lsakit.train import Callback, Run
+    from lsakit.train.loop import Totals
+
+    seen: list[str] = []
+
+    class Spy(Callback):
+        def on_train_start(self, run: Run) -> None:
+            seen.append(f"start {run.epoch}")
+
+        def on_epoch_start(self, run: Run) -> None:
+            seen.append(f"epoch {run.epoch}")
+
+        def on_step_start(self, run: Run, step: int) -> None:
+            seen.append("step")
+
+        def on_step_end(self, run: Run, step: int, totals: Totals) -> None:
+            assert totals.seen > 0
+            seen.append("stepped")
+
+        def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+            assert run.metrics[-1] is record
+            seen.append(f"end {record['epoch']}")
+            run.stop = run.epoch == 2
+
+        def on_train_end(self, run: Run, error: BaseException | None) -> None:
+            seen.append(f"done {error is None}")
+
+    config = SMALL.model_copy(update={"epochs": 5, "limit": 64, "batch_size": 32})
+    result = train(config, None, callbacks=[Spy()])
+    assert len(result.metrics) == 2
+    steps = ["step", "stepped"] * 2  # 64 samples less the validation tail: 2 batches
+    assert seen == ["start 0", "epoch 1", *steps, "end 1", "epoch 2", *steps, "end 2", "done True"]

@@ -10,14 +10,15 @@ from torch import nn
 
 from helpers import tiny_mlp
 from lsakit.checkpoint import load_checkpoint
+from lsakit.config import TrainConfig, validate_config
 from lsakit.defenses.noise import noise_layers
 from lsakit.defenses.sparsity import SparsityRegularizer, lasso_penalty, sparsity_report
 from lsakit.errors import ConfigError
 from lsakit.train import train
-from lsakit.train.config import TrainConfig, validate_config
 from lsakit.train.lsp import LocalStructureRegularizer
 from lsakit.train.objectives import build_objective
-from lsakit.train.trainer import training_step
+from lsakit.train.regularizers import Regularizer
+from lsakit.train.step import prepare_regularizers, training_step
 
 MOON = {"model": "model_a", "dataset": "moons", "epochs": 1, "batch_size": 64, "limit": 256,
         "test_limit": 128, "val_fraction": 0.25, "lr": 1e-2}  # fmt: skip
@@ -33,9 +34,8 @@ def test_lasso_term_is_added_exactly_once_per_step() -> None:
     penalty = float(lasso_penalty(model).detach())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     loss, reg, _ = training_step(
-        model, build_objective("standard"), None, None, optimizer, x, y,
-        sparsity=SparsityRegularizer(lasso=0.01),
-    )  # fmt: skip
+        model, build_objective("standard"), SparsityRegularizer(lasso=0.01), None, optimizer, x, y
+    )
     ce = float(nn.functional.cross_entropy(model(x), y).detach())
     assert reg == pytest.approx(0.01 * penalty)
     assert loss == pytest.approx(ce + 0.01 * penalty, rel=1e-6)
@@ -57,7 +57,6 @@ def test_lsp_and_lr_get_their_own_representations() -> None:
     """With one probe serving both, each regularizer receives its own layer's capture."""
     from lsakit.probe import LayerProbe
     from lsakit.train.regularizers import LayerwiseRegularizer
-    from lsakit.train.trainer import _probe_plan
 
     model = tiny_mlp()  # Linear, ELU (L0), Linear, ReLU (L1), Linear
     x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
@@ -70,14 +69,61 @@ def test_lsp_and_lr_get_their_own_representations() -> None:
             return super().__call__(x, z, x_adv, z_adv)
 
     lsp = Spy(weight=1.0)
-    layers, split = _probe_plan(model, lr, lsp, x[:2])
+    regularizers, layers = prepare_regularizers(model, [lr, lsp], x[:2])
     assert layers == ["1", "3"]  # L0 = the ELU, the penultimate = the ReLU
+    assert [r.layers for r in regularizers] == [["1"], ["3"]]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     with LayerProbe(model, layers, detach=False) as probe:
-        training_step(model, build_objective("pgd", eps=0.05, steps=1), lr, probe, optimizer,
-                      x, y, lsp=lsp, split=split)  # fmt: skip
+        training_step(model, build_objective("pgd", eps=0.05, steps=1), regularizers, probe,
+                      optimizer, x, y)  # fmt: skip
     relu_out = torch.relu(model[2](torch.nn.functional.elu(model[0](x))))
     assert torch.allclose(seen["z"], relu_out)
+
+
+def test_the_three_penalties_are_one_list_of_regularizers() -> None:
+    """AT-LR, LSP and the sparsity penalty follow one protocol; their terms add in list order."""
+    from lsakit.probe import LayerProbe
+    from lsakit.train.regularizers import LayerwiseRegularizer
+
+    model = tiny_mlp()
+    x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+    terms: list[Regularizer] = [
+        LayerwiseRegularizer(["L1"], gamma=1.0),
+        LocalStructureRegularizer(weight=1.0),
+        SparsityRegularizer(lasso=0.01),
+    ]
+    assert all(isinstance(r, Regularizer) for r in terms)
+    assert [r.name for r in terms] == ["lr", "lsp", "sparsity"]
+    prepared, layers = prepare_regularizers(model, terms, x[:2])
+    assert [r.layers for r in prepared] == [["3"], ["3"], []] and layers == ["3"]
+    assert terms[1].layers == []  # the originals are left as they were (penultimate: unknown)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    with LayerProbe(model, layers, detach=False) as probe:
+        _, reg, _ = training_step(
+            model, build_objective("fgsm", eps=0.05), prepared, probe, optimizer, x, y
+        )
+    expected = 0.0
+    with LayerProbe(model, layers) as probe:
+        model(x)
+        (clean,) = probe.take()
+        x_adv = build_objective("fgsm", eps=0.05)(model, x, y).x_adv
+        assert x_adv is not None
+        model(x_adv)
+        (adv,) = probe.take()
+    for term in (prepared[0]([clean], [adv]), prepared[1](x, clean), terms[2](model)):
+        expected += float(term.detach())
+    assert reg == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_term_that_reads_representations_needs_a_probe() -> None:
+    from lsakit.train.regularizers import LayerwiseRegularizer
+
+    model = tiny_mlp()
+    x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    with pytest.raises(ConfigError, match="the lr term reads layer representations"):
+        training_step(model, build_objective("fgsm", eps=0.05), LayerwiseRegularizer(["L0"]),
+                      None, optimizer, x, y)  # fmt: skip
 
 
 def test_pni_noise_injection_trains_saves_and_reloads(tmp_path: Path) -> None:
@@ -136,7 +182,7 @@ def test_resume_with_noise_and_masks_matches_an_uninterrupted_run(tmp_path: Path
         ({"regularizer": ["lsp", "lsp"]}, "regularizer lists a penalty twice"),
         ({"regularizer": ["lsp"], "lsp_variant": "laplacian"}, "needs lsp_k"),
         ({"regularizer": ["lsp"], "lsp_on": "clean+adv"}, "needs an adversarial method"),
-        ({"regularizer": ["sparse"]}, "--regularizer"),
+        ({"regularizer": ["sparse"]}, r"^invalid regularizer\.0 in options"),  # Python's words
     ],
 )
 def test_bad_companion_settings(values: dict[str, object], message: str) -> None:
@@ -175,4 +221,4 @@ def test_cli_trains_with_lsp_and_lasso_then_prunes(
     with pytest.raises(SystemExit) as done:
         main(["prune", str(run), "--sparsity", "1.5"])
     assert done.value.code == 2
-    assert "prune-sparsity" in capsys.readouterr().err
+    assert "--sparsity must lie in [0, 1), got 1.5" in capsys.readouterr().err

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from lsakit import data
+from lsakit.config import preset
 from lsakit.data import folder
 from lsakit.domain import UNBOUNDED, UNIT, as_domain
 from lsakit.errors import ConfigError, DataError, LsakitError
-from lsakit.presets import preset
 
 
 def make_folder(root: Path, classes: dict[str, int], side: int = 16, seed: int = 0) -> Path:

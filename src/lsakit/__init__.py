@@ -20,8 +20,8 @@ try:
 except ConfigError as error:
     numerics.refuse(error)
 
+from lsakit.activations import register_activation
 from lsakit.analysis import (
-    DEFAULT_ETA,
     LayerInfo,
     LayerStats,
     LSAResult,
@@ -29,10 +29,11 @@ from lsakit.analysis import (
     analyze,
     relative_errors,
 )
+from lsakit.config.defaults import DEFAULT_ETA
 from lsakit.domain import InputDomain, current_domain, input_domain
 from lsakit.errors import LsakitError
 from lsakit.measures import compare, cosine_distance, linf_distance, mse, relative_error
-from lsakit.probe import Layer, LayerProbe, register_activation
+from lsakit.probe import Layer, LayerProbe
 
 __all__ = [
     "DEFAULT_ETA",

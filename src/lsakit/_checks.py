@@ -2,6 +2,8 @@
 
 Each check raises :class:`~lsakit.errors.InputError` with a one-line message naming the problem
 and the fix. Checks are cheap reductions; they run once per call, never inside attack iterations.
+Counts, choices and other scalar settings are checked by :mod:`lsakit.validate`
+(:class:`~lsakit.errors.ArgumentError`).
 """
 
 from __future__ import annotations
@@ -78,13 +80,6 @@ def check_nonnegative(value: float, name: str) -> float:
     if not math.isfinite(v) or v < 0:
         raise InputError(f"{name} must be a finite number ≥ 0, got {value!r}")
     return v
-
-
-def check_positive_int(value: int, name: str) -> int:
-    """Check an integer ≥ 1 (steps, restarts, batch sizes)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be an integer ≥ 1, got {value!r}")
-    return value
 
 
 def check_probability(value: float, name: str) -> float:

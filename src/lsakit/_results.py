@@ -12,17 +12,16 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from typing_extensions import Self
 
+from lsakit._frozen import FrozenModel
 from lsakit._io import atomic_write_text
 from lsakit.errors import ResultsError
 
 
-class JsonResult(BaseModel):
+class JsonResult(FrozenModel):
     """Base class of the results files. Subclasses set ``kind``, ``rewrite`` and ``result_format``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: what the file is, for messages ("an LSA result")
     kind: ClassVar[str] = "a result"

@@ -41,3 +41,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def kept_random_state() -> Iterator[None]:
+    """Leave Python's, NumPy's and torch's global generators (CPU and every CUDA device) as they
+    were found, error or not: a library call that seeds its own run must not reseed its caller's."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []  # type: ignore[no-untyped-call]
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)

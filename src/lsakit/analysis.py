@@ -27,40 +27,33 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from lsakit import __version__, distributed
-from lsakit._checks import check_inputs, check_labels, check_positive_int
+from lsakit._checks import check_inputs, check_labels
+from lsakit._frozen import FrozenModel
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
 from lsakit._torch import eval_mode, model_device
+from lsakit.config.defaults import DEFAULT_ETA as DEFAULT_ETA  # η of Algorithm 1
 from lsakit.domain import UNIT, current_domain, follows_data_domain
 from lsakit.errors import ConfigError, InputError, UndefinedMeasureError
 from lsakit.measures import check_measure, check_reduction, compare, measure_rows
 from lsakit.probe import LayerProbe, LayerSpec, describe_selection
+from lsakit.validate import positive_int
 
 #: Anything mapping (x, y) to a perturbed x of the same shape: noise, attacks, user functions.
 PerturbationFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 RESULT_FORMAT = 1
 
-#: Default cut-off η of Algorithm 1. The paper gives none (the user tunes it); 0.5 lists the layers
-#: whose mean measure is more than half a σ above μ, a middle ground between "every layer above
-#: the mean" (η = 0) and "only outliers" (η ≥ 1). What it selects on Moon and MNIST is in the
-#: README.
-DEFAULT_ETA = 0.5
-
 
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LayerInfo(_Frozen):
+class LayerInfo(FrozenModel):
     """A monitored layer: its paper label (``L<k>``) and module name (``#k`` for reused modules)."""
 
     label: str
@@ -70,7 +63,7 @@ class LayerInfo(_Frozen):
         return f"{self.label} ({self.module_name})"
 
 
-class LayerStats(_Frozen):
+class LayerStats(FrozenModel):
     """Mean and population std of the measure over the units (samples or batches) of one layer.
 
     ``mean``/``std`` are None when the measure was undefined for every unit (all-zero clean
@@ -85,7 +78,7 @@ class LayerStats(_Frozen):
     undefined: int
 
 
-class PerturbationResult(_Frozen):
+class PerturbationResult(FrozenModel):
     """LSA statistics of one perturbation: per-layer values, μ and σ of Eq. 12, accuracy."""
 
     name: str
@@ -171,7 +164,7 @@ class LSAResult(JsonResult):
 
     def top_k_layers(self, k: int, perturbation: str | None = None) -> list[LayerInfo]:
         """The k layers with the largest mean measure, returned sorted by layer index."""
-        check_positive_int(k, "k")
+        positive_int(k, "k")
         p = self.perturbation(perturbation)
         ranked = sorted(
             (i for i, layer in enumerate(p.layers) if layer.mean is not None),
@@ -317,7 +310,7 @@ def analyze(
     if not perturbations:
         raise ConfigError("analyze() needs at least one perturbation, e.g. {'gaussian': ...}")
     if max_batches is not None:
-        check_positive_int(max_batches, "max_batches")
+        positive_int(max_batches, "max_batches")
     device = model_device(model)
     # Under torchrun each rank takes every world-th batch; the sums are merged after the loop.
     distributed.init(device)

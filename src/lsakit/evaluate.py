@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from lsakit import __version__, distributed
-from lsakit._checks import check_inputs, check_labels, check_nonnegative, check_positive_int
+from lsakit._checks import check_inputs, check_labels, check_nonnegative
+from lsakit._frozen import FrozenModel
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
@@ -38,6 +39,7 @@ from lsakit._torch import eval_mode, model_device
 from lsakit.domain import UNIT, current_domain, follows_data_domain
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb.fgsm import FGSM
+from lsakit.validate import positive_int
 
 #: An attack (or any perturbation): ``(x, y) -> x̂`` of x's shape, e.g. ``lsakit.perturb.PGD``.
 AttackFn: TypeAlias = Callable[[Tensor, Tensor], Tensor]
@@ -137,18 +139,14 @@ def rg_score(accuracies: Mapping[float, float]) -> float:
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SweepPoint(_Frozen):
+class SweepPoint(FrozenModel):
     """FGSM accuracy (fraction in [0, 1]) at one ε of the sweep."""
 
     eps: float = Field(ge=0)
     accuracy: float = Field(ge=0, le=1)
 
 
-class AttackResult(_Frozen):
+class AttackResult(FrozenModel):
     """Accuracy (fraction) under one attack, its settings, and whether only correct were hit."""
 
     params: dict[str, Any]
@@ -247,7 +245,7 @@ def _batches(
     :func:`lsakit.distributed.shard_batches`); ``index`` counts this rank's batches.
     """
     if max_batches is not None:
-        check_positive_int(max_batches, "max_batches")
+        positive_int(max_batches, "max_batches")
     for index, batch in enumerate(distributed.shard_batches(data, max_batches)):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise InputError(

@@ -33,13 +33,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lsakit._checks import check_inputs, check_labels, check_nonnegative, check_positive_int
+from lsakit._checks import check_inputs, check_labels, check_nonnegative
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import Progress
 from lsakit._torch import eval_mode, model_device
 from lsakit.domain import current_domain
 from lsakit.perturb.pgd import PGD
 from lsakit.suite import BLACK_BOX, CheckOutcome, SuiteResult
+from lsakit.validate import positive_int
 
 #: Largest accuracy at the biggest ε of the growth check that still counts as "~0".
 EPS_GROWTH_TOLERANCE = 0.01
@@ -269,7 +270,7 @@ def masking_checks(
     """
     x = check_inputs(x, "x")
     y = check_labels(y, x.shape[0], "y")
-    n = check_positive_int(n, "n")
+    n = positive_int(n, "n")
     if suite_result is not None and len(suite_result.fooled_by) == x.shape[0]:
         correct = torch.tensor(suite_result.fooled_by) != 0
     else:

@@ -5,7 +5,7 @@ description are declared there once. ``lsakit train``'s flags take their help te
 default from the field (:func:`train_option`), YAML config files set the same fields, and
 :func:`option_tables` writes the README's tables from the commands themselves (what ``--help``
 shows), so none of them can drift. A default that depends on the data set is shown per preset
-(``preset: moons 20, mnist 3, …``, read from :mod:`lsakit.presets`).
+(``preset: moons 20, mnist 3, …``, read from :mod:`lsakit.config.presets`).
 
     python -m lsakit.options README.md           # rewrite the tables between the markers
     python -m lsakit.options --check README.md   # exit 1 when they are out of date
@@ -15,111 +15,19 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 import typer
-from rich.markup import escape
 
-from lsakit.presets import DEFAULT_DATASET, PRESETS, USER_EPS_PER_WIDTH, USER_TRAIN, Preset
-from lsakit.train.config import TrainConfig
+from lsakit.config.help import _text, field_default, field_help
+from lsakit.config.train import TrainConfig
 
 BEGIN, END = "<!-- options:begin -->", "<!-- options:end -->"
 
-#: The training ε of the own-data recipe, as its default is shown.
-OWN_DATA_EPS = f"{USER_EPS_PER_WIDTH * 255:g}/255 × the domain's width"
 
 #: ``lsakit train`` parameters that set a field of another name (the rest are named as fields).
-FIELD_OF_PARAMETER = {
-    "model_args": "model_kwargs",
-    "data_option": "data_options",
-    "domain": "data_options.domain",
-}
-
-
-def _choices(annotation: Any) -> list[str]:
-    """The values of a Literal type, also inside ``list[...]`` or ``... | None``."""
-    if get_origin(annotation) is Literal:
-        return [str(a) for a in get_args(annotation)]
-    return [c for arg in get_args(annotation) for c in _choices(arg)]
-
-
-def _is_list(annotation: Any) -> bool:
-    if get_origin(annotation) is list:
-        return True
-    return get_origin(annotation) in (Union, type(int | None)) and any(
-        _is_list(a) for a in get_args(annotation)
-    )
-
-
-def _text(value: Any) -> str:
-    """A default as the command line writes it."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, list | tuple):
-        return ",".join(_text(v) for v in value) if value else "none"
-    if isinstance(value, dict):
-        return "none" if not value else ", ".join(f"{k}={_text(v)}" for k, v in value.items())
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "none" if value is None else str(value)
-
-
-def field_help(name: str) -> str:
-    """The help of a TrainConfig field as a flag: its description, the choices of its type,
-    and ``comma-separated`` for a list."""
-    info = TrainConfig.model_fields[name]
-    text = info.description or name
-    choices = _choices(info.annotation)
-    if choices:
-        text += f": {', '.join(choices)}"
-    if _is_list(info.annotation):
-        text += " (comma-separated)"
-    if text[0].isascii():
-        text = text[0].upper() + text[1:]
-    return text + "."
-
-
-def preset_text(value: Callable[[Preset], Any], own_data: Any) -> str:
-    """A preset-dependent default, per data set: ``preset: moons 20, mnist 3, …; own data 10``."""
-    values = {name: value(recipe) for name, recipe in PRESETS.items()}
-    if len({repr(v) for v in (*values.values(), own_data)}) == 1:
-        return f"{_text(own_data)}, every preset's"
-    listed = ", ".join(f"{name} {_text(v)}" for name, v in values.items())
-    return f"preset: {listed}; own data {_text(own_data)}"
-
-
-def field_default(name: str) -> str:
-    """The default of a TrainConfig field as ``lsakit train`` and a YAML file get it: the data
-    set's preset where the presets differ from the library default, else the field's."""
-    info = TrainConfig.model_fields[name]
-    if name == "dataset":
-        return DEFAULT_DATASET
-    if name == "model":
-        return preset_text(lambda p: p.train.model, "none, give --model")
-    if name == "eps":
-        return (
-            f"adversarial methods: {preset_text(lambda p: p.train_eps, OWN_DATA_EPS)}; standard 0"
-        )
-    library = info.get_default(call_default_factory=True)
-    if any(getattr(recipe.train, name) != library for recipe in PRESETS.values()):
-        return preset_text(lambda p: getattr(p.train, name), USER_TRAIN.get(name, library))
-    extra = info.json_schema_extra
-    if library is None and isinstance(extra, dict) and "none_means" in extra:
-        return str(extra["none_means"])
-    return _text(library)
-
-
-def train_option(name: str, *declarations: str, **kwargs: Any) -> Any:
-    """The ``typer.Option`` of TrainConfig field ``name``: its help and shown default come from
-    the field. The parameter's own default is None: unset options are the preset's."""
-    return typer.Option(
-        *declarations,
-        help=escape(field_help(name)),
-        show_default=field_default(name),
-        **kwargs,
-    )
+FIELD_OF_PARAMETER = {"domain": "data_options.domain"}
 
 
 # -- the README's tables ---------------------------------------------------------------------------
@@ -177,7 +85,7 @@ def option_tables() -> str:
         "Generated from the declarations (`python -m lsakit.options README.md`; "
         "tests/test_options.py checks that this copy is current). A `--config` YAML file takes "
         "every training option by its key; flags override it; both start from the data set's "
-        "preset (`src/lsakit/presets.py`).",
+        "preset (`src/lsakit/config/presets.py`).",
         "",
         "`lsakit train`:",
         "",

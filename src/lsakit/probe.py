@@ -32,7 +32,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -41,128 +40,18 @@ from types import TracebackType
 from typing import Any, TypeAlias
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from lsakit.activations import (
+    ACTIVATION_LIKE,
+    FUNCTIONAL_ACTIVATIONS,
+    InvisibleActivationWarning,
+    activation_types,
+)
+from lsakit.config.options import split_layers
 from lsakit.errors import ConfigError, InputError
-
-#: Module types captured by default: the non-linear activation modules of ``torch.nn``.
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.RReLU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.LogSigmoid,
-    nn.Tanhshrink,
-)
-
-#: Where timm and transformers define their activation modules. Every nn.Module class *defined* in
-#: one of these modules is an activation (read from their sources: timm.layers.activations{,_me},
-#: transformers.activations), except the identities below. The packages are never imported here:
-#: a model built from them has loaded them already.
-THIRD_PARTY_ACTIVATION_MODULES: tuple[str, ...] = (
-    "timm.layers.activations",
-    "timm.layers.activations_me",
-    "transformers.activations",
-)
-#: Classes in those modules that are not non-linearities.
-_NOT_ACTIVATIONS = frozenset({"LinearActivation", "Identity"})
-
-_registered: list[type[nn.Module]] = []
-_discovered: dict[str, tuple[type[nn.Module], ...]] = {}
-
-
-def register_activation(cls: type[nn.Module]) -> type[nn.Module]:
-    """Make the default selection capture modules of class ``cls`` (usable as a decorator)."""
-    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise ConfigError(f"register_activation takes an nn.Module subclass, got {cls!r}")
-    if cls not in _registered:
-        _registered.append(cls)
-    return cls
-
-
-def _third_party_activations() -> tuple[type[nn.Module], ...]:
-    found: list[type[nn.Module]] = []
-    for name in THIRD_PARTY_ACTIVATION_MODULES:
-        module = sys.modules.get(name)
-        if module is None:
-            continue
-        if name not in _discovered:
-            _discovered[name] = tuple(
-                value
-                for key, value in vars(module).items()
-                if isinstance(value, type)
-                and issubclass(value, nn.Module)
-                and value.__module__ == name
-                and key not in _NOT_ACTIVATIONS
-            )
-        found.extend(_discovered[name])
-    return tuple(found)
-
-
-def activation_types() -> tuple[type[nn.Module], ...]:
-    """Every class the default selection captures now: torch.nn's, the loaded third-party
-    packages' and the registered ones."""
-    return (*ACTIVATION_TYPES, *_third_party_activations(), *_registered)
-
-
-#: Activation functions whose calls outside modules the first forward counts.
-_FUNCTIONAL_ACTIVATIONS: dict[Any, str] = {
-    fn: name
-    for name, fns in {
-        "relu": (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_),
-        "relu6": (F.relu6,),
-        "elu": (F.elu, F.elu_),
-        "selu": (F.selu,),
-        "celu": (F.celu,),
-        "leaky_relu": (F.leaky_relu, F.leaky_relu_),
-        "prelu": (F.prelu,),
-        "rrelu": (F.rrelu,),
-        "gelu": (F.gelu,),
-        "silu": (F.silu,),
-        "mish": (F.mish,),
-        "hardswish": (F.hardswish,),
-        "hardsigmoid": (F.hardsigmoid,),
-        "hardtanh": (F.hardtanh, F.hardtanh_),
-        "softplus": (F.softplus,),
-        "softsign": (F.softsign,),
-        "logsigmoid": (F.logsigmoid,),
-        "tanh": (torch.tanh, torch.tanh_, torch.Tensor.tanh, torch.Tensor.tanh_, F.tanh),
-        "sigmoid": (
-            torch.sigmoid,
-            torch.sigmoid_,
-            torch.Tensor.sigmoid,
-            torch.Tensor.sigmoid_,
-            F.sigmoid,
-        ),
-    }.items()
-    for fn in fns
-}
-
-_ACTIVATION_LIKE = re.compile(
-    r"relu|gelu|silu|swish|mish|tanh|sigmoid|elu|softplus|activation|act$", re.I
-)
-
-
-class InvisibleActivationWarning(UserWarning):
-    """Activation functions ran outside modules, where forward hooks cannot see them."""
-
 
 LayerSpec: TypeAlias = type[nn.Module] | tuple[type[nn.Module], ...] | str | Sequence[str] | None
 
@@ -240,7 +129,7 @@ def _activation_modules(model: nn.Module) -> list[str]:
 def _activation_like(module: nn.Module) -> bool:
     """A class that may be an activation lsakit does not know: its name says so, or it is a
     parameter-free leaf module defined outside torch.nn (an element-wise function, typically)."""
-    if _ACTIVATION_LIKE.search(type(module).__name__):
+    if ACTIVATION_LIKE.search(type(module).__name__):
         return True
     leaf = next(module.children(), None) is None and next(module.parameters(), None) is None
     return leaf and not type(module).__module__.startswith("torch.")
@@ -353,11 +242,8 @@ def describe_selection(layers: LayerSpec) -> list[str] | None:
 
 
 def parse_layers(text: str | None) -> list[str] | None:
-    """A command-line layer selection: comma-separated names, ``name#k``, globs, ``L<k>`` or
-    ``type:ClassName``; None or ``default`` for the default activations."""
-    if text is None or text.strip().lower() in ("", "default", "activations"):
-        return None
-    return [part.strip() for part in text.split(",") if part.strip()]
+    """A command-line layer selection (:func:`lsakit.config.options.split_layers`)."""
+    return split_layers(text)
 
 
 class _FunctionalCounter(TorchFunctionMode):
@@ -376,7 +262,7 @@ class _FunctionalCounter(TorchFunctionMode):
     def __torch_function__(
         self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None
     ) -> Any:
-        name = _FUNCTIONAL_ACTIVATIONS.get(func)
+        name = FUNCTIONAL_ACTIVATIONS.get(func)
         if name is not None and self.inside == 0:
             where = self.stack[-1] if self.stack else None
             module_name = "" if where is None else self.names.get(id(where), "?")
@@ -619,12 +505,32 @@ class _Paused:
         self.probe._paused = self.was_paused
 
 
-def default_layers(model: nn.Module, example: torch.Tensor) -> list[Layer]:
-    """The default layers of ``model`` (activations in forward order), found with one forward."""
-    with torch.no_grad(), LayerProbe(model) as probe:
+def resolve_layers(model: nn.Module, layers: LayerSpec, example: torch.Tensor) -> list[Layer]:
+    """The representations a probe on ``layers`` captures, in forward order, found with one
+    dry forward of ``example`` (no gradients, in the model's current modes: wrap the call in
+    ``lsakit._torch.eval_mode`` for a model whose train mode draws random numbers or updates
+    buffers).
+
+    The one layer resolver: labels (``L<k>``), globs, ``type:`` names and modules called several
+    times (``name#k``) become :class:`Layer` entries whose ``name`` selects exactly that
+    representation again. An unknown name, an empty pattern or an ``L<k>`` beyond the model's
+    layers raises ConfigError.
+    """
+    with torch.no_grad(), LayerProbe(model, layers) as probe:
         model(example)
         probe.take()
         return probe.layers
+
+
+def check_layers(model: nn.Module, layers: LayerSpec) -> None:
+    """Check a layer selection against the model's modules without running it (names, globs,
+    ``type:`` names); labels are checked by :func:`resolve_layers`. ConfigError when wrong."""
+    _resolve(model, layers)
+
+
+def default_layers(model: nn.Module, example: torch.Tensor) -> list[Layer]:
+    """The default layers of ``model`` (activations in forward order), found with one forward."""
+    return resolve_layers(model, None, example)
 
 
 def iter_activation_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

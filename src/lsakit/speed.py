@@ -23,14 +23,14 @@ import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
 
+from lsakit.config.defaults import Amp as Amp
 from lsakit.errors import ConfigError
 
-Amp = Literal["off", "bf16", "fp16"]
 AMP_CHOICES: tuple[str, ...] = get_args(Amp)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

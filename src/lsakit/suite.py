@@ -57,11 +57,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from lsakit import __version__
-from lsakit._checks import check_inputs, check_labels, check_nonnegative, check_positive_int
+from lsakit._checks import check_inputs, check_labels, check_nonnegative
+from lsakit._frozen import FrozenModel
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
@@ -74,6 +75,7 @@ from lsakit.perturb.base import Attack
 from lsakit.perturb.eot import EOTAPGD
 from lsakit.perturb.fab import FABT
 from lsakit.perturb.square import Square
+from lsakit.validate import positive_int
 
 #: ``fooled_by`` value of a sample that survived every attack run so far.
 ROBUST = -1
@@ -155,11 +157,7 @@ def suite_attacks(suite: str) -> tuple[SuiteAttack, ...]:
 # --------------------------------------------------------------------------------------------
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SuiteAttackResult(_Frozen):
+class SuiteAttackResult(FrozenModel):
     """One attack's share of the suite."""
 
     label: str
@@ -175,7 +173,7 @@ class SuiteAttackResult(_Frozen):
     skipped: str | None = None
 
 
-class CheckOutcome(_Frozen):
+class CheckOutcome(FrozenModel):
     """A gradient-masking check (:mod:`lsakit.masking`): its verdict and the evidence."""
 
     name: str
@@ -337,7 +335,7 @@ def run_suite(
     x = check_inputs(x, "x")
     y = check_labels(y, x.shape[0], "y")
     eps = check_nonnegative(eps, "eps")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     n = x.shape[0]
     if n == 0:
         raise InputError("the suite needs at least one test point; x is empty")

@@ -14,8 +14,8 @@ returning ``.logits``) an ordinary lsakit model whose input is a float tensor:
   it yields each one, hands its attention mask to the wrapper. It carries the unbounded input
   domain (:mod:`lsakit.domain`): ε is in embedding units and nothing is clipped.
 
-So :func:`lsakit.analyze`, :func:`lsakit.evaluate.evaluate`, the attacks and the training step run
-unchanged::
+So :func:`lsakit.analyze`, :func:`lsakit.evaluate.evaluate`, the attacks and the trainer's loop
+(:func:`lsakit.train.loop.run_epoch`) run unchanged::
 
     clf = EmbeddingClassifier(hf_model)
     batches = TextBatches(clf, tokenized_batches)
@@ -36,14 +36,18 @@ embedding table is trained (its output is the attack's starting point, recompute
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from lsakit.domain import UNBOUNDED, InputDomain, declared_by
 from lsakit.errors import InputError
+
+if TYPE_CHECKING:
+    from lsakit.train.objectives import Objective
+    from lsakit.train.regularizers import Regularizer
 
 
 class EmbeddingClassifier(nn.Module):
@@ -135,40 +139,26 @@ class TextBatches:
 def train_epoch(
     classifier: EmbeddingClassifier,
     batches: TextBatches,
-    objective: Any,
+    objective: Objective,
     optimizer: torch.optim.Optimizer,
     *,
-    regularizer: Any = None,
+    regularizer: Regularizer | Sequence[Regularizer] | None = None,
 ) -> dict[str, float]:
-    """One epoch of (adversarial) training in embedding space: the trainer's own step
-    (:func:`lsakit.train.trainer.training_step`) on every batch, with the layer-wise regularizer
-    if given. Returns the mean loss, mean regularizer term and training accuracy."""
-    from lsakit.probe import LayerProbe
-    from lsakit.train.trainer import training_step
+    """One epoch of (adversarial) training in embedding space: the trainer's loop
+    (:func:`lsakit.train.loop.run_epoch`) over the batches, with the regularizers if given
+    (prepared on the first batch, which sets its attention mask first). Returns the mean loss,
+    mean regularizer term and training accuracy."""
+    from lsakit.train.loop import Run, run_epoch
+    from lsakit.train.step import as_list
 
-    totals = {"loss": 0.0, "reg": 0.0, "correct": 0.0, "seen": 0.0}
-    active = None
+    run = Run(
+        model=classifier, net=classifier, objective=objective,
+        regularizers=as_list(regularizer), optimizer=optimizer,
+    )  # fmt: skip
     with declared_by(batches):
-        for x, y in batches:
-            if regularizer is not None and active is None:
-                active = regularizer.resolve(classifier, x)
-            classifier.train()
-            if active is not None:
-                with LayerProbe(classifier, active.layers, detach=False) as probe:
-                    loss, reg, logits = training_step(
-                        classifier, objective, active, probe, optimizer, x, y
-                    )
-            else:
-                loss, reg, logits = training_step(
-                    classifier, objective, None, None, optimizer, x, y
-                )
-            totals["loss"] += loss * len(y)
-            totals["reg"] += reg * len(y)
-            if logits is not None:
-                totals["correct"] += float((logits.argmax(dim=1) == y).sum())
-            totals["seen"] += len(y)
-    n = max(totals["seen"], 1.0)
-    return {"loss": totals["loss"] / n, "reg": totals["reg"] / n, "accuracy": totals["correct"] / n}
+        totals = run_epoch(run, batches)
+    n = max(totals.seen, 1.0)
+    return {"loss": totals.loss / n, "reg": totals.reg / n, "accuracy": totals.correct / n}
 
 
 __all__ = ["EmbeddingClassifier", "TextBatches", "train_epoch"]

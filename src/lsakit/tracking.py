@@ -32,9 +32,9 @@ from types import TracebackType
 from typing import Any, Literal, Protocol
 
 from lsakit._io import atomic_write_text
+from lsakit.config.defaults import TrackingBackend as Backend
 from lsakit.errors import LsakitError
 
-Backend = Literal["tensorboard", "mlflow"]
 BACKENDS: tuple[Backend, ...] = ("tensorboard", "mlflow")
 Status = Literal["FINISHED", "FAILED", "KILLED"]
 
@@ -104,7 +104,8 @@ def require(backends: Iterable[str]) -> None:
             __import__(module)
         except ImportError:
             raise TrackingError(
-                f"--log-to {backend} needs the {module} package, which is not installed: {install}"
+                f"{{log_to}} {backend} needs the {module} package, which is not installed: "
+                f"{install}"
             ) from None
 
 
@@ -202,7 +203,7 @@ def open_trackers(
     if not enabled or not chosen:
         return Trackers()
     if run_dir is None:
-        raise TrackingError("tracking needs the run directory (out_dir, --out)")
+        raise TrackingError("tracking needs the run directory: give {out}")
     require(chosen)
     directory = Path(run_dir)
     setup = setup or TrackingSetup()

@@ -59,6 +59,7 @@ from lsakit.data.paths import candidate_dirs
 from lsakit.data.transforms import Transformed
 from lsakit.domain import UNBOUNDED, UNIT, InputDomain, attach_domain
 from lsakit.errors import ConfigError
+from lsakit.registry import Registry
 
 Split: TypeAlias = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -237,67 +238,72 @@ _CIFAR10 = (
     "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 
-_REGISTRY: dict[str, _Entry] = {
-    "moons": _Entry(
-        DatasetInfo(
-            name="moons",
-            input_shape=(2,),
-            num_classes=2,
-            description="two interleaving half circles (sklearn make_moons), isotropically "
-            "scaled into [0, 1] (coordinates=standardized: z-scores, unbounded); 1000 train / "
-            "500 test by default",
-            default_model="model_a",
-            class_names=("upper moon", "lower moon"),
+_REGISTRY: Registry[_Entry] = Registry(
+    "data set",
+    {
+        "moons": _Entry(
+            DatasetInfo(
+                name="moons",
+                input_shape=(2,),
+                num_classes=2,
+                description="two interleaving half circles (sklearn make_moons), isotropically "
+                "scaled into [0, 1] (coordinates=standardized: z-scores, unbounded); 1000 train / "
+                "500 test by default",
+                default_model="model_a",
+                class_names=("upper moon", "lower moon"),
+            ),
+            _load_moons,
+            options=("n_samples", "noise", "data_seed", "coordinates"),
+            domain=_moons_domain,
         ),
-        _load_moons,
-        options=("n_samples", "noise", "data_seed", "coordinates"),
-        domain=_moons_domain,
-    ),
-    "mnist": _Entry(
-        DatasetInfo(
-            name="mnist",
-            input_shape=(1, 28, 28),
-            num_classes=10,
-            description="handwritten digits, 28×28 grey; 60000 train / 10000 test",
-            default_model="model_b",
-            class_names=_DIGITS,
+        "mnist": _Entry(
+            DatasetInfo(
+                name="mnist",
+                input_shape=(1, 28, 28),
+                num_classes=10,
+                description="handwritten digits, 28×28 grey; 60000 train / 10000 test",
+                default_model="model_b",
+                class_names=_DIGITS,
+            ),
+            _idx_loader("mnist"),
+            options=("domain",),
+            domain=_image_domain,
         ),
-        _idx_loader("mnist"),
-        options=("domain",),
-        domain=_image_domain,
-    ),
-    "fashion-mnist": _Entry(
-        DatasetInfo(
-            name="fashion-mnist",
-            input_shape=(1, 28, 28),
-            num_classes=10,
-            description="Zalando clothing images, 28×28 grey; 60000 train / 10000 test",
-            default_model="model_b",
-            class_names=_FASHION,
+        "fashion-mnist": _Entry(
+            DatasetInfo(
+                name="fashion-mnist",
+                input_shape=(1, 28, 28),
+                num_classes=10,
+                description="Zalando clothing images, 28×28 grey; 60000 train / 10000 test",
+                default_model="model_b",
+                class_names=_FASHION,
+            ),
+            _idx_loader("fashion-mnist"),
+            options=("domain",),
+            domain=_image_domain,
         ),
-        _idx_loader("fashion-mnist"),
-        options=("domain",),
-        domain=_image_domain,
-    ),
-    "cifar10": _Entry(
-        DatasetInfo(
-            name="cifar10",
-            input_shape=(3, 32, 32),
-            num_classes=10,
-            description="natural images, 32×32 RGB, 10 classes; 50000 train / 10000 test",
-            default_model="vgg19",
-            class_names=_CIFAR10,
+        "cifar10": _Entry(
+            DatasetInfo(
+                name="cifar10",
+                input_shape=(3, 32, 32),
+                num_classes=10,
+                description="natural images, 32×32 RGB, 10 classes; 50000 train / 10000 test",
+                default_model="vgg19",
+                class_names=_CIFAR10,
+            ),
+            _load_cifar10,
+            options=("domain",),
+            domain=_image_domain,
         ),
-        _load_cifar10,
-        options=("domain",),
-        domain=_image_domain,
-    ),
-}
+    },
+    key=lambda name: name.strip().lower().replace("_", "-"),
+    alternatives="folder:PATH, a .npz/.safetensors/.pt file, or hf:ORG/NAME",
+)
 
 
 def names() -> list[str]:
     """Names of the registered data sets, in registration order."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def is_user_dataset(name: object) -> bool:
@@ -408,22 +414,14 @@ def _placeholder(name: str) -> DatasetInfo:
 
 def _entry(name: object) -> _Entry:
     if not isinstance(name, str):
-        raise ConfigError(f"data set name must be a string, got {name!r}; known: {names()}")
+        raise _REGISTRY.unknown(name)
     if name.strip().startswith(folder.PREFIX):
         return _folder_entry(name)
     if hub.is_hub_name(name):  # before the suffix test: a repo id may end in .pt
         return _hub_entry(name)
     if tensor_file.is_tensor_file(name):
         return _tensor_file_entry(name)
-    key = name.strip().lower().replace("_", "-")
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    close = difflib.get_close_matches(key, names(), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(
-        f"unknown data set {name!r}{hint} (known: {', '.join(names())}; or folder:PATH, a "
-        f".npz/.safetensors/.pt file, or hf:ORG/NAME)"
-    )
+    return _REGISTRY.get(name)
 
 
 def info(name: str, **options: object) -> DatasetInfo:

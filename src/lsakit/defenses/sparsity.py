@@ -41,7 +41,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, get_args
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +49,10 @@ from torch.utils.hooks import RemovableHandle
 
 from lsakit._checks import check_nonnegative, check_probability
 from lsakit.errors import ConfigError, InputError
+from lsakit.validate import choice
+
+if TYPE_CHECKING:
+    from lsakit.train.regularizers import RegularizerInputs
 
 #: Name of the transform that recreates the mask buffers when a checkpoint is loaded.
 MASKS: Final = "masks"
@@ -133,7 +137,12 @@ class SparsityRegularizer:
         reg = SparsityRegularizer(lasso=1e-4)
         loss, _, _ = pni_ensemble_loss(model, x, y, attack)
         (loss + reg(model)).backward()
+
+    As a :class:`~lsakit.train.regularizers.Regularizer` (the trainer's list) it reads no
+    representations: :meth:`term` is the penalty on the step's bare model.
     """
+
+    name: ClassVar[str] = "sparsity"
 
     def __init__(self, *, lasso: float = DEFAULT_LASSO, group_lasso: float = 0.0) -> None:
         self.lasso = as_setting(check_nonnegative, lasso, "lasso")
@@ -145,6 +154,19 @@ class SparsityRegularizer:
         if self.group_lasso > 0:
             value = value + self.group_lasso * group_lasso_penalty(model)
         return value
+
+    @property
+    def layers(self) -> list[str]:
+        """None: a penalty of the weights alone."""
+        return []
+
+    def prepare(self, model: nn.Module, example: Tensor) -> SparsityRegularizer:
+        """Itself: nothing to resolve."""
+        return self
+
+    def term(self, inputs: RegularizerInputs) -> Tensor:
+        """The penalty on the step's model (the bare module inside any wrapper)."""
+        return self(inputs.module)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able settings: lasso, group_lasso."""
@@ -187,8 +209,7 @@ def magnitude_masks(
         the scope; ties are broken by position (see the module docstring).
     """
     value = as_setting(check_probability, sparsity, "sparsity")
-    if scope not in _SCOPES:
-        raise ConfigError(f"scope must be one of {', '.join(_SCOPES)}, got {scope!r}")
+    choice(scope, "scope", _SCOPES)
     layers = _layers_or_fail(model, "prune")
     magnitudes: list[Tensor] = []
     for name, module in layers:

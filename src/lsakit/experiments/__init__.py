@@ -1,4 +1,5 @@
-"""Paper reproductions: declarative configs, the published tables as data, one runner."""
+"""Paper reproductions and companion-method studies: declarative configs, the published tables
+as data, and one grid runner (:mod:`lsakit.experiments.runner`) for both."""
 
 from lsakit.experiments.config import (
     SUITES,
@@ -8,18 +9,32 @@ from lsakit.experiments.config import (
     load_table,
     row_specs,
 )
-from lsakit.experiments.results import ExperimentResult, RowResult, RunResult
-from lsakit.experiments.runner import run_experiment
+from lsakit.experiments.reproduction import ReproductionSpec, run_experiment
+from lsakit.experiments.results import (
+    ExperimentResult,
+    RowResult,
+    RunResult,
+    StudyResult,
+    StudyRun,
+)
+from lsakit.experiments.runner import GridError, RunRecord, RunSpec, run_grid
 
 __all__ = [
     "SUITES",
     "ExperimentConfig",
     "ExperimentResult",
+    "GridError",
+    "ReproductionSpec",
     "RowResult",
+    "RunRecord",
     "RunResult",
+    "RunSpec",
+    "StudyResult",
+    "StudyRun",
     "experiment_names",
     "load_experiment",
     "load_table",
     "row_specs",
     "run_experiment",
+    "run_grid",
 ]

@@ -15,12 +15,12 @@ grid is not a protocol field: it follows the data's coordinates (:func:`lsakit.e
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lsakit.analysis import DEFAULT_ETA
+from lsakit.config import DEFAULT_ETA
 from lsakit.errors import ConfigError
 from lsakit.experiments.results import PublishedClaims, PublishedRow
 
@@ -33,6 +33,13 @@ BASE_NAMES = {
     "apgd": "AT-APGD",
     "mart": "AT-MART",
 }
+
+#: Which weights of a trained run a grid evaluates: ``last``, the model after the last epoch (the
+#: weights in ``model.safetensors``), or ``best``, ``best.safetensors`` (the epoch with the best
+#: robust validation accuracy; the last where the run kept no validation split). Reproductions
+#: evaluate the last (:attr:`ExperimentConfig.evaluated_checkpoint`), studies the best
+#: (:attr:`lsakit.experiments.studies.StudyConfig.evaluated_checkpoint`).
+EvaluatedCheckpoint: TypeAlias = Literal["last", "best"]
 
 #: ``lsakit reproduce NAME`` → the experiments it runs.
 SUITES = {
@@ -99,6 +106,9 @@ class ExperimentConfig(_Strict):
     #: reads it unclamped, ``domain: unbounded``, while training and the FGSM table clamp)
     lsa_data_options: dict[str, Any] = Field(default_factory=dict)
     eta: float = DEFAULT_ETA
+    #: which checkpoint of each run the table and the LSA evaluate: ``last`` (the model after the
+    #: last epoch, as the paper's runs end) or ``best`` (the best robust validation accuracy);
+    evaluated_checkpoint: EvaluatedCheckpoint = "last"
     train: dict[str, Any]  # TrainConfig fields common to every row
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
     data_options: dict[str, Any] = Field(default_factory=dict)

@@ -1,26 +1,25 @@
 """Where the runs of a grid execute: here, in local processes, or as tasks on a Ray cluster.
 
-A grid (a reproduction's or a study's rows × seeds) is a list of :class:`Job` s, one per
-(row, seed) run, each naming the runs it needs first (``after``: the Normal run of its seed for an
-``-LR-MVL`` row, the source row for a pruned one). Both runners hand the same job function to an
-:class:`Executor`, which calls ``fn(job.payload, *results of job.after)`` for every job:
+An executor only submits. The runner (:mod:`lsakit.experiments.runner`) keeps the books — which
+runs are finished already, which wait for others, what is logged, what failed — and, for each
+grid, opens a :class:`Session` of the executor, in which it submits calls
+``fn(payload, *needed)`` (a run and the results of the runs it needs) and waits for them to
+finish:
 
 * :class:`LocalExecutor` — one after the other in this process (``processes=1``), or in a pool of
-  processes; a job is submitted once the jobs it needs have finished.
-* :class:`RayExecutor` — every job is one Ray task with ``cpus_per_run`` CPUs and
-  ``gpus_per_run`` GPUs. A job that needs another gets that task's ``ObjectRef`` as an argument,
-  so Ray starts it when the other has finished, and nothing else of the grid waits.
+  processes.
+* :class:`RayExecutor` — every call is one Ray task with ``cpus_per_run`` CPUs and
+  ``gpus_per_run`` GPUs.
 
-Results travel back as data (each job returns a small dict); files do not. Every run writes its
+Results travel back as data (each call returns a small dict); files do not. Every run writes its
 directory under the output directory, so with Ray that directory must be one that the driver and
 every worker see at the same path: any local path on a one-machine cluster, a shared file system
 (NFS, Lustre, …) on several nodes. The driver leaves a marker file there and each task checks it
 before running, so a node without the shared mount fails with a clear line instead of training
 into a private copy nobody reads.
 
-A job that fails does not stop the others: the runs that do not need it go on and are kept
-(``run.json``), the runs that need it are skipped, and :class:`GridError` names the failed
-(row, seed) at the end. Running the same command again reuses every finished run.
+Every worker (a pool process, a Ray task) computes in the driver's numerics mode
+(:mod:`lsakit.numerics`) with the executor's number of torch threads (:func:`_call`).
 """
 
 from __future__ import annotations
@@ -31,122 +30,57 @@ import os
 import secrets
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from lsakit import numerics
-from lsakit._progress import Progress
 from lsakit.errors import ConfigError, LsakitError
 
-P = TypeVar("P")
-Key = tuple[str, int]  # (row, seed)
 Result = dict[str, Any]
-JobFunction = Callable[..., Result]  # fn(payload, *results of the jobs it needs) -> result
+#: What a session answers for a finished call: its ticket, and its result or what it raised.
+Done = tuple[int, Result | BaseException]
 
 #: What to install for ``--executor ray``; the one place that names it.
 RAY_INSTALL_HINT = "pip install 'lsakit[ray]' (or pip install 'ray>=2.9')"
 
 
-@dataclass(frozen=True)
-class Job(Generic[P]):
-    """One (row, seed) run: plain data, so it can go to another process or node."""
+class Session(ABC):
+    """One grid's submissions to an executor (open while the grid runs)."""
 
-    row: str
-    seed: int
-    payload: P
-    after: tuple[Key, ...] = ()  # the runs whose results this one needs, in this order
+    #: how many submitted calls may be unfinished at once (None: any; the executor queues them)
+    capacity: int | None = None
 
-    @property
-    def key(self) -> Key:
-        return (self.row, self.seed)
+    @abstractmethod
+    def submit(self, ticket: int, name: str, payload: Any, needed: Sequence[Result]) -> None:
+        """Start ``fn(payload, *needed)``; ``ticket`` names it in :meth:`wait`'s answer, ``name``
+        (``ROW seed S``) where the executor shows it. Raises if it cannot be submitted."""
 
-    def __str__(self) -> str:
-        return f"{self.row} seed {self.seed}"
-
-
-class GridError(LsakitError):
-    """A run of a grid failed; the runs that finished are kept and reused on the next try."""
-
-    def __init__(self, message: str, failed: list[tuple[Key, str]]) -> None:
-        super().__init__(message)
-        self.failed = failed  # ((row, seed), reason) of every run that failed, in grid order
-
-
-@dataclass
-class _Outcome:
-    results: dict[Key, Result] = field(default_factory=dict)
-    failed: dict[Key, str] = field(default_factory=dict)  # key → reason
-    skipped: set[Key] = field(default_factory=set)  # needed a run that failed
-    first_error: BaseException | None = None
-
-    def blocked(self, job: Job[Any]) -> bool:
-        """Whether a run this job needs failed (or was itself skipped)."""
-        return any(k in self.failed or k in self.skipped for k in job.after)
-
-    def settle(self, jobs: Sequence[Job[Any]]) -> None:
-        """A "failure" of a job whose needed run failed is that run's, passed on: a skip."""
-        for job in jobs:  # grid order: what a job needs comes before it
-            if job.key in self.failed and self.blocked(job):
-                del self.failed[job.key]
-                self.skipped.add(job.key)
+    @abstractmethod
+    def wait(self) -> list[Done]:
+        """Block until a submitted call has finished; every finished one, each once."""
 
 
 class Executor(ABC):
-    """Runs the jobs of a grid, each after the jobs it needs; see the module docstring."""
-
-    def run(
-        self,
-        fn: JobFunction,
-        jobs: Sequence[Job[Any]],
-        *,
-        out_dir: Path,
-        data_dir: Path | None = None,
-        on_done: Callable[[Job[Any], Result], None] | None = None,
-        log: Callable[[str], None] | None = None,
-    ) -> dict[Key, Result]:
-        """``{(row, seed): fn(payload, *needed)}`` of every job, or :class:`GridError` at the end.
-
-        ``out_dir`` (and ``data_dir``) are where the runs read and write their files; ``on_done``
-        is called in this process as each run finishes, in the order they finish. With ``log``
-        (its lines: failures, warnings), the finished runs are counted on a progress bar (plain
-        lines where stdout is not a terminal, :mod:`lsakit._progress`).
-        """
-        _check_order(jobs)
-        with Progress(log is not None) as shown:
-            task = shown.add_task("grid", len(jobs), "runs")
-
-            def finished(job: Job[Any], result: Result) -> None:
-                if on_done is not None:
-                    on_done(job, result)
-                shown.advance(task)
-
-            outcome = self._execute(
-                fn, jobs, out_dir=out_dir, data_dir=data_dir, on_done=finished,
-                log=log or (lambda line: None),
-            )  # fmt: skip
-        outcome.settle(jobs)
-        if outcome.failed:
-            raise GridError(_failure_message(jobs, outcome, out_dir), [
-                (job.key, outcome.failed[job.key]) for job in jobs if job.key in outcome.failed
-            ]) from outcome.first_error  # fmt: skip
-        return outcome.results
+    """Where a grid's calls run; see the module docstring."""
 
     @abstractmethod
-    def _execute(
+    def session(
         self,
-        fn: JobFunction,
-        jobs: Sequence[Job[Any]],
+        fn: Callable[..., Result],
         *,
+        size: int,
         out_dir: Path,
         data_dir: Path | None,
-        on_done: Callable[[Job[Any], Result], None],
         log: Callable[[str], None],
-    ) -> _Outcome: ...
+    ) -> contextlib.AbstractContextManager[Session]:
+        """A session for one grid of ``size`` runs calling ``fn``; ``out_dir`` (and ``data_dir``)
+        are where the runs read and write their files, ``log`` takes warnings. Leaving it
+        cancels what still runs (Ctrl-C) and releases what the grid held."""
 
     def close(self) -> None:  # noqa: B027 (nothing to release by default)
         """Release what the executor holds (a Ray connection it made); it can be used again."""
@@ -163,21 +97,14 @@ class Executor(ABC):
         self.close()
 
 
-def _check_order(jobs: Sequence[Job[Any]]) -> None:
-    seen: set[Key] = set()
-    for job in jobs:
-        if job.key in seen:
-            raise ValueError(f"the grid has {job} twice")
-        missing = [k for k in job.after if k not in seen]
-        if missing:
-            raise ValueError(f"{job} needs {missing}, which do not come before it in the grid")
-        seen.add(job.key)
-
-
 def _call(
-    fn: JobFunction, threads: int | None, numerics_mode: str, payload: Any, *needed: Result
+    fn: Callable[..., Result],
+    threads: int | None,
+    numerics_mode: str,
+    payload: Any,
+    *needed: Result,
 ) -> Result:
-    """Run one job here (in this process, a pool process or a Ray worker), with the driver's
+    """Run one call here (in this process, a pool process or a Ray worker), with the driver's
     numerics mode (which a worker started without it refuses, :func:`lsakit.numerics.use`)."""
     numerics.use(numerics_mode)
     if threads is not None:
@@ -187,7 +114,7 @@ def _call(
     return fn(payload, *needed)
 
 
-def _reason(error: BaseException) -> str:
+def failure_reason(error: BaseException) -> str:
     """One line saying why a run failed."""
     if isinstance(error, LsakitError):
         return str(error)
@@ -195,23 +122,6 @@ def _reason(error: BaseException) -> str:
         return "a worker process of the pool died (killed, crashed or out of memory)"
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''} (--debug shows the traceback)"
-
-
-def _failure_message(jobs: Sequence[Job[Any]], outcome: _Outcome, out_dir: Path) -> str:
-    failed = [job for job in jobs if job.key in outcome.failed]
-    first = failed[0]
-    message = f"run {first} failed: {outcome.failed[first.key]}"
-    if len(failed) > 1:
-        others = ", ".join(str(job) for job in failed[1:4]) + (", …" if len(failed) > 4 else "")
-        message += f"; {len(failed) - 1} more failed ({others})"
-    if outcome.skipped:
-        message += f"; {len(outcome.skipped)} that need a failed run were not run"
-    kept = len(outcome.results)
-    message += (
-        f". {kept} finished run{'s are' if kept != 1 else ' is'} kept in {out_dir / 'runs'}: "
-        "fix the problem and run the same command again to continue"
-    )
-    return message
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,73 +143,66 @@ class LocalExecutor(Executor):
         self.processes = processes
         self.threads = threads
 
-    def _execute(
+    @contextlib.contextmanager
+    def session(
         self,
-        fn: JobFunction,
-        jobs: Sequence[Job[Any]],
+        fn: Callable[..., Result],
         *,
+        size: int,
         out_dir: Path,
         data_dir: Path | None,
-        on_done: Callable[[Job[Any], Result], None],
         log: Callable[[str], None],
-    ) -> _Outcome:
-        outcome = _Outcome()
-        if self.processes == 1 or len(jobs) <= 1:
-            for job in jobs:
-                if outcome.blocked(job):
-                    outcome.skipped.add(job.key)
-                    continue
-                try:
-                    needed = [outcome.results[k] for k in job.after]
-                    result = _call(fn, self.threads, numerics.current(), job.payload, *needed)
-                except Exception as e:
-                    _record_failure(outcome, job, e, log)
-                    continue
-                outcome.results[job.key] = result
-                on_done(job, result)
-            return outcome
-        threads = self.threads or 1
-        waiting = list(jobs)
-        running: dict[Future[Result], Job[Any]] = {}
+    ) -> Iterator[Session]:
+        if self.processes == 1 or size <= 1:
+            yield _InProcess(fn, self.threads)
+            return
         with ProcessPoolExecutor(max_workers=self.processes) as pool:
-            while waiting or running:
-                for job in list(waiting):
-                    if outcome.blocked(job):
-                        waiting.remove(job)
-                        outcome.skipped.add(job.key)
-                    elif all(k in outcome.results for k in job.after):
-                        waiting.remove(job)
-                        needed = [outcome.results[k] for k in job.after]
-                        try:
-                            future = pool.submit(
-                                _call, fn, threads, numerics.current(), job.payload, *needed
-                            )
-                        except BrokenProcessPool as e:
-                            _record_failure(outcome, job, e, log)
-                            continue
-                        running[future] = job
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: jobs.index(running[f])):
-                    job = running.pop(future)
-                    try:
-                        result = future.result()
-                    except Exception as e:
-                        _record_failure(outcome, job, e, log)
-                        continue
-                    outcome.results[job.key] = result
-                    on_done(job, result)
-        return outcome
+            yield _Pool(pool, fn, self.threads or 1)
 
 
-def _record_failure(
-    outcome: _Outcome, job: Job[Any], error: BaseException, log: Callable[[str], None] | None
-) -> None:
-    outcome.failed[job.key] = reason = _reason(error)
-    outcome.first_error = outcome.first_error or error
-    if log is not None:
-        log(f"  {job}: failed — {reason}")
+class _InProcess(Session):
+    """One call at a time, run here when the runner waits for it."""
+
+    capacity = 1
+
+    def __init__(self, fn: Callable[..., Result], threads: int | None) -> None:
+        self.fn, self.threads = fn, threads
+        self.queued: list[tuple[int, Any, Sequence[Result]]] = []
+
+    def submit(self, ticket: int, name: str, payload: Any, needed: Sequence[Result]) -> None:
+        self.queued.append((ticket, payload, needed))
+
+    def wait(self) -> list[Done]:
+        ticket, payload, needed = self.queued.pop(0)
+        try:
+            return [(ticket, _call(self.fn, self.threads, numerics.current(), payload, *needed))]
+        except Exception as e:
+            return [(ticket, e)]
+
+
+class _Pool(Session):
+    """Every call submitted to the pool at once; the pool queues them."""
+
+    def __init__(self, pool: ProcessPoolExecutor, fn: Callable[..., Result], threads: int) -> None:
+        self.pool, self.fn, self.threads = pool, fn, threads
+        self.running: dict[Future[Result], int] = {}
+
+    def submit(self, ticket: int, name: str, payload: Any, needed: Sequence[Result]) -> None:
+        future = self.pool.submit(
+            _call, self.fn, self.threads, numerics.current(), payload, *needed
+        )
+        self.running[future] = ticket
+
+    def wait(self) -> list[Done]:
+        finished, _ = wait(self.running, return_when=FIRST_COMPLETED)
+        done: list[Done] = []
+        for future in finished:
+            ticket = self.running.pop(future)
+            try:
+                done.append((ticket, future.result()))
+            except Exception as e:
+                done.append((ticket, e))
+        return done
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +218,7 @@ def _ray() -> Any:
         import ray
     except ImportError:
         raise ConfigError(
-            f"--executor ray needs Ray, which is not installed: {RAY_INSTALL_HINT}"
+            f"{{executor}} ray needs Ray, which is not installed: {RAY_INSTALL_HINT}"
         ) from None
     return ray
 
@@ -344,11 +247,11 @@ class RayExecutor(Executor):
     ) -> None:
         ray = _ray()
         if not cpus_per_run > 0:
-            raise ConfigError(f"--cpus-per-run must be > 0, got {cpus_per_run:g}")
+            raise ConfigError(f"{{cpus_per_run}} must be > 0, got {cpus_per_run:g}")
         if not gpus_per_run >= 0:
-            raise ConfigError(f"--gpus-per-run must be ≥ 0, got {gpus_per_run:g}")
+            raise ConfigError(f"{{gpus_per_run}} must be ≥ 0, got {gpus_per_run:g}")
         if max_retries < 0:
-            raise ConfigError(f"--max-retries must be ≥ 0, got {max_retries}")
+            raise ConfigError(f"{{max_retries}} must be ≥ 0, got {max_retries}")
         self.address = address
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run
@@ -360,7 +263,7 @@ class RayExecutor(Executor):
         try:  # Ray's own checks of the quantities (e.g. whole numbers above 1)
             self._task.options(**self._resources)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"--cpus-per-run/--gpus-per-run: {e}") from None
+            raise ConfigError(f"{{cpus_per_run}}/{{gpus_per_run}}: {e}") from None
         self._connected_here = False
 
     # -- the connection ------------------------------------------------------------------------
@@ -408,16 +311,16 @@ class RayExecutor(Executor):
         return is_one_machine(nodes, _local_addresses(ray.util.get_node_ip_address()))
 
     # -- the grid ------------------------------------------------------------------------------
-    def _execute(
+    @contextlib.contextmanager
+    def session(
         self,
-        fn: JobFunction,
-        jobs: Sequence[Job[Any]],
+        fn: Callable[..., Result],
         *,
+        size: int,
         out_dir: Path,
         data_dir: Path | None,
-        on_done: Callable[[Job[Any], Result], None],
         log: Callable[[str], None],
-    ) -> _Outcome:
+    ) -> Iterator[Session]:
         ray = _ray()
 
         self._connect(log)
@@ -434,41 +337,15 @@ class RayExecutor(Executor):
             # device "auto" does not put a CPU run on a GPU that another run holds
             hide_gpus=self.gpus_per_run == 0,
         )
-        # workers of their own that import lsakit with the driver's numerics mode: a worker that
-        # has computed under another one cannot switch (lsakit.numerics)
-        runtime_env = {"env_vars": {numerics.ENV_VAR: setup.numerics}}
-        refs: dict[Key, Any] = {}
-        pending: dict[Any, Job[Any]] = {}
-        outcome = _Outcome()
+        session = _RaySession(self._task, self._resources, fn, setup)
         try:
-            for job in jobs:
-                ref = self._task.options(
-                    name=f"lsakit {job}", runtime_env=runtime_env, **self._resources
-                ).remote(fn, setup, job.payload, *[refs[k] for k in job.after])
-                refs[job.key] = ref
-                pending[ref] = job
-            while pending:
-                # ray.wait keeps the order of its input among the ready ones: grid order
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                job = pending.pop(ready[0])
-                try:
-                    result = ray.get(ready[0])
-                except Exception as e:
-                    # Ray passes a needed run's failure on to the runs that need it: settle()
-                    # turns those into skips, and they are not worth a line here.
-                    _record_failure(
-                        outcome, job, _ray_cause(e), None if outcome.blocked(job) else log
-                    )
-                    continue
-                outcome.results[job.key] = result
-                on_done(job, result)
+            yield session
         finally:
-            for ref in pending:  # interrupted (Ctrl-C): do not leave the rest running
+            for ref in session.pending:  # interrupted (Ctrl-C): do not leave the rest running
                 ray.cancel(ref)
             marker.unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # another driver's marker is still there
                 marker.parent.rmdir()
-        return outcome
 
     def _warn_if_no_node_fits(self, log: Callable[[str], None]) -> None:
         ray = _ray()
@@ -484,6 +361,36 @@ class RayExecutor(Executor):
                 f"{_describe(ray.cluster_resources())}); the runs wait until such a node joins "
                 "(autoscaling), Ctrl-C to stop"
             )
+
+
+class _RaySession(Session):
+    """Every call is submitted as a Ray task at once; Ray queues them by their resources."""
+
+    def __init__(
+        self, task: Any, resources: dict[str, Any], fn: Callable[..., Result], setup: _WorkerSetup
+    ) -> None:
+        self.task, self.resources, self.fn, self.setup = task, resources, fn, setup
+        # workers of their own that import lsakit with the driver's numerics mode: a worker that
+        # has computed under another one cannot switch (lsakit.numerics)
+        self.runtime_env = {"env_vars": {numerics.ENV_VAR: setup.numerics}}
+        self.pending: dict[Any, int] = {}  # ObjectRef → ticket
+
+    def submit(self, ticket: int, name: str, payload: Any, needed: Sequence[Result]) -> None:
+        ref = self.task.options(
+            name=f"lsakit {name}", runtime_env=self.runtime_env, **self.resources
+        ).remote(self.fn, self.setup, payload, *needed)
+        self.pending[ref] = ticket
+
+    def wait(self) -> list[Done]:
+        ray = _ray()
+
+        # ray.wait keeps the order of its input among the ready ones: submission order
+        ready, _ = ray.wait(list(self.pending), num_returns=1)
+        ticket = self.pending.pop(ready[0])
+        try:
+            return [(ticket, ray.get(ready[0]))]
+        except Exception as e:
+            return [(ticket, _ray_cause(e))]
 
 
 def check_paths_visible(one_machine: bool, out_dir: Path, data_dir: Path | None) -> bool:
@@ -544,7 +451,9 @@ class _WorkerSetup:
     hide_gpus: bool
 
 
-def _call_on_worker(fn: JobFunction, setup: _WorkerSetup, payload: Any, *needed: Result) -> Result:
+def _call_on_worker(
+    fn: Callable[..., Result], setup: _WorkerSetup, payload: Any, *needed: Result
+) -> Result:
     """A Ray task: check that this node sees the output directory, then run the job."""
     if not Path(setup.marker).is_file():
         out = Path(setup.marker).parent.parent

@@ -1,7 +1,9 @@
-"""The results of a paper reproduction (``results.json``): rows × seeds, beside the published table.
+"""The results of a grid (``results.json``): a paper reproduction's rows × seeds beside the
+published table (:class:`ExperimentResult`), or a companion-method study's (:class:`StudyResult`).
 
-Written by :mod:`lsakit.experiments.runner`, read by :mod:`lsakit.report`. Every number is what
-was measured; published numbers are copied from the paper's tables (``tables/*.yaml``).
+Written by :mod:`lsakit.experiments.reproduction` and :mod:`lsakit.experiments.studies`, read by
+:mod:`lsakit.report`. Every number is what was measured; published numbers are copied from the
+paper's tables (``tables/*.yaml``).
 """
 
 from __future__ import annotations
@@ -9,33 +11,28 @@ from __future__ import annotations
 import statistics
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from lsakit import __version__
+from lsakit._frozen import FrozenModel
 from lsakit._results import JsonResult
 
 RESULTS_FORMAT = 1
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PublishedRow(_Frozen):
+class PublishedRow(FrozenModel):
     """One row of the paper's table: FGSM accuracy (%) per ε and the R&G score."""
 
     accuracies: list[float]
     rg: float
 
 
-class PublishedCurve(_Frozen):
+class PublishedCurve(FrozenModel):
     """A per-layer curve the paper states: relative error per layer under one perturbation."""
 
     perturbation: str  # the perturbation's kind, e.g. "pgd"
     values: list[float]
 
 
-class PublishedClaims(_Frozen):
+class PublishedClaims(FrozenModel):
     """What the paper's text claims about an experiment (``claims`` in ``tables/*.yaml``)."""
 
     #: the normal model's relative error per layer (the "before" curve)
@@ -46,7 +43,7 @@ class PublishedClaims(_Frozen):
     best_proposal: str | None = None
 
 
-class RunResult(_Frozen):
+class RunResult(FrozenModel):
     """One seed of one row."""
 
     seed: int
@@ -70,7 +67,7 @@ def mean_std(mean: float, std: float | None, *, digits: int = 2, sep: str = " ±
     return f"{mean:.{digits}f}" + ("" if std is None else f"{sep}{std:.{digits}f}")
 
 
-class RowResult(_Frozen):
+class RowResult(FrozenModel):
     """A row of the table (a training variant) over its seeds."""
 
     name: str  # the paper's name, e.g. "AT-FGSM-LR-L2"
@@ -159,3 +156,38 @@ class ExperimentResult(JsonResult):
             if r.name == name:
                 return r
         raise KeyError(name)
+
+
+def percent_metric(key: str) -> bool:
+    """Whether a study metric is an accuracy (a fraction shown in %), not a sparsity, k-NN overlap
+    or Lipschitz quantity."""
+    return key not in ("sparsity", "knn_overlap") and not key.startswith(("mu_F", "sigma_F", "ln "))
+
+
+class StudyRun(FrozenModel):
+    """One (row, seed) of a study: its metrics (fractions; ``±`` entries are stds over repeats)."""
+
+    row: str
+    seed: int
+    metrics: dict[str, float]
+    seconds: float
+    checkpoint: str  # the evaluated checkpoint
+    #: how the run computed (lsakit.numerics.describe()); None: written before it was recorded
+    numerics: dict[str, Any] | None = None
+
+
+class StudyResult(JsonResult):
+    """A whole study: every run, and each row's metrics over its seeds."""
+
+    kind: ClassVar[str] = "a study result"
+    rewrite: ClassVar[str] = "re-run `lsakit study …` to rewrite it"
+
+    format: int = 1
+    lsakit_version: str = __version__
+    study: str
+    profile: str
+    runs: list[StudyRun]
+    #: row → metric → (mean, std); std None where nothing varied (one seed, deterministic model)
+    summary: dict[str, dict[str, tuple[float, float | None]]]
+    #: how the driver computed (lsakit.numerics.describe()); None: written before it was recorded
+    numerics: dict[str, Any] | None = None

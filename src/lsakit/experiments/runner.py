@@ -1,362 +1,468 @@
-"""Run a reproduction: every row of a table over several seeds, then the results and the report.
+"""The one grid runner: typed run specs in, cached run records out (``reproduce`` and ``study``).
 
-For each seed the Normal row is trained first (its model gives the MVL list of the ``-LR-MVL``
-rows and the "before" relative-error curves), then every other row. Each run trains with
-:func:`lsakit.train.train`, evaluates the paper's FGSM ε sweep (and R&G) on the test split, and
-measures the per-layer relative error under the experiment's LSA attack. A finished run leaves
-``run.json`` in its directory and is not run again when the same settings are asked for, so an
-interrupted reproduction continues where it stopped. Runs can go to several processes (``jobs``),
-each with one torch thread, or to a Ray cluster (an ``executor``, see
-:mod:`lsakit.experiments.executors`); an ``-LR-MVL`` row waits for the Normal run of its seed.
+A grid is a table's rows × seeds. Each (row, seed) is a :class:`RunSpec`: a frozen pydantic model
+holding everything that decides the run's numbers (the training config, the evaluation, which
+checkpoint is evaluated). A paper reproduction (:mod:`lsakit.experiments.reproduction`) and a
+companion-method study (:mod:`lsakit.experiments.studies`) differ only in how they derive their
+specs and which report they render; both go through :func:`run_grid`, which keeps the books once:
+
+* **Cache.** A finished run leaves its :class:`RunRecord` as ``run.json`` in its run directory,
+  keyed by a hash of the spec's canonical JSON (:func:`run_key`), the keys of the runs it starts
+  from, and the numerics mode (:mod:`lsakit.numerics`; absent from the key in the default mode).
+  A run whose record has the key asked for is reused, not submitted: an interrupted grid
+  continues where it stopped, and a run is reused only under the numerics mode it computed in.
+  A run with another key (other settings) is run again into its directory.
+* **Order.** A run that needs others (an ``-LR-MVL`` row the Normal run of its seed, a pruned
+  study row its source row) gets its spec once they have finished, from their records, and is
+  submitted then; nothing else waits.
+* **Progress and failures.** Each finished run is logged (``ROW seed S: …``, ``(reused)`` where
+  it was) and counted on a progress bar; a run that fails does not stop the others, the runs that
+  need it are skipped, and :class:`GridError` names the failed (row, seed) at the end.
+
+Where the runs execute is an :class:`~lsakit.experiments.executors.Executor`'s only concern
+(here, a local process pool, a Ray cluster): it submits ``fn(payload, *needed)`` and says when
+each has finished. The record is written by the run itself (in the worker, through
+:func:`execute_run`), so a run's directory is complete the moment it finishes and its tracked run
+(``--log-to``) gets ``run.json`` as an artifact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import time
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from lsakit import data as datasets
-from lsakit import numerics, perturb
+from pydantic import Field, ValidationError
+from torch import nn
+
+from lsakit import numerics
+from lsakit._frozen import FrozenModel
 from lsakit._io import atomic_write_text
-from lsakit._torch import seed_everything
-from lsakit.analysis import analyze
+from lsakit._progress import Progress
 from lsakit.checkpoint import load_checkpoint
-from lsakit.errors import ConfigError
-from lsakit.evaluate import fgsm_sweep, paper_eps, rg_score
-from lsakit.experiments.config import (
-    ExperimentConfig,
-    RowSpec,
-    load_claims,
-    load_experiment,
-    load_table,
-    row_specs,
-)
-from lsakit.experiments.executors import Executor, Job, LocalExecutor
-from lsakit.experiments.results import ExperimentResult, RowResult, RunResult
+from lsakit.config import TrainConfig, validate_config
+from lsakit.errors import LsakitError
+from lsakit.experiments.config import EvaluatedCheckpoint
+from lsakit.experiments.executors import Executor, Result, Session, failure_reason
 from lsakit.tracking import TrackingSetup, log_results
-from lsakit.tracking import require as require_tracking
-from lsakit.train import CHECKPOINT_NAME, TrainConfig, train, validate_config
+from lsakit.train import train
 
+#: The record a finished run leaves in its directory.
 RUN_FILE = "run.json"
+
+P = TypeVar("P")
+S = TypeVar("S", bound="RunSpec")
+Key = tuple[str, int]  # (row, seed)
+JobFunction = Callable[..., Result]  # fn(payload, *results of the jobs it needs) -> result
+
+
+# --------------------------------------------------------------------------------------------
+# Specs and records
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Task:
-    """One (row, seed) run; plain data so it can go to another process."""
+class RunContext:
+    """Where and how a run executes: nothing here changes its numbers, so none of it is keyed."""
+
+    run_dir: str
+    data_dir: str | None
+    device: str
+    #: the tracking backends (``--log-to``) and names; tracking is no part of what is reused
+    log_to: tuple[str, ...] = ()
+    tracking: TrackingSetup | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a spec's :meth:`RunSpec.execute` returns: its result and what is tracked of it."""
+
+    result: FrozenModel
+    final_metrics: Mapping[str, float | None]  # logged as the run's final evaluation
+    last_epoch: int  # the step the final evaluation is tracked at
+    log_to: Sequence[str]  # the backends the run was tracked in
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained run: its config, the evaluated model and checkpoint, the last epoch."""
+
+    config: TrainConfig
+    model: nn.Module
+    checkpoint: Path
+    last_epoch: int
+    regularized_layers: list[str] | None
+
+
+class RunSpec(FrozenModel, ABC):
+    """One (row, seed) run: everything that decides its numbers (its canonical JSON is its key).
+
+    Subclasses add their evaluation settings, name their ``kind``, and implement
+    :meth:`execute` (train, then evaluate) and :meth:`summary` (the progress line).
+    """
+
+    kind: ClassVar[str]
 
     row: str
     seed: int
-    config: dict[str, Any]  # TrainConfig fields
-    run_dir: str
-    eps: tuple[float, ...]
-    lsa_attack: str
-    #: data options of the LSA's test data (the training's, with the experiment's
-    #: ``lsa_data_options`` over them)
-    lsa_data_options: dict[str, Any]
-    test_limit: int | None
-    lsa_limit: int | None
-    data_dir: str | None
-    device: str
-    #: the names and MLflow store the run is tracked under, if it is (config["log_to"])
-    tracking: TrackingSetup | None = None
-    #: the numerics mode it runs under (the executor sets it up in the worker)
-    numerics: str = "default"
+    #: TrainConfig fields of the run (tracking aside: ``log_to`` is the context's)
+    train: dict[str, Any]
+    #: which checkpoint is evaluated (:data:`~lsakit.experiments.config.EvaluatedCheckpoint`)
+    evaluated_checkpoint: EvaluatedCheckpoint
 
+    @abstractmethod
+    def execute(self, context: RunContext) -> RunOutcome:
+        """Train and evaluate the run in ``context.run_dir`` (in this or a worker process)."""
 
-def train_config(
-    config: ExperimentConfig, profile: str, row: RowSpec, seed: int, mvl_checkpoint: str | None
-) -> TrainConfig:
-    """The training config of one row and seed: shared, per-method, profile overrides."""
-    prof = config.profiles[profile]
-    values: dict[str, Any] = {
-        "model": config.model,
-        "dataset": config.dataset,
-        "model_kwargs": config.model_kwargs,
-        "data_options": config.data_options,
-        **config.train,
-        **config.methods.get(row.method, {}),
-        **prof.train,
-        **prof.methods.get(row.method, {}),
-        "method": row.method,
-        "seed": seed,
-        "lr_layers": row.lr_layers,
-    }
-    if row.method == "standard":
-        values["eps"] = 0.0
-    if row.lr_layers == ["mvl"]:
-        values["mvl_checkpoint"] = mvl_checkpoint
-    return validate_config(values, source=f"experiment {config.experiment} ({profile}), {row.name}")
+    @abstractmethod
+    def summary(self, result: Mapping[str, Any]) -> str:
+        """The progress line's numbers of a finished run (its record's ``result``)."""
 
-
-def _run(task: _Task, *needed: dict[str, Any]) -> dict[str, Any]:
-    """Train, evaluate and analyse one run (in this or a worker process); returns RunResult data.
-
-    ``needed``: the Normal run's result for an ``-LR-MVL`` row, unused (the row reads the Normal
-    checkpoint its config names; the executor only makes it wait for that run).
-    """
-    run_dir = Path(task.run_dir)
-    cached = run_dir / RUN_FILE
-    if cached.exists():
-        previous = json.loads(cached.read_text(encoding="utf-8"))
-        if previous.get("task") == _task_key(task):
-            return {**previous["result"], "reused": True}
-    started = time.perf_counter()
-    config = validate_config(task.config)
-    # Not cached (or cached with other settings): this run replaces whatever is in run_dir.
-    result = train(
-        config, run_dir, device=task.device, data_dir=task.data_dir, overwrite=True,
-        tracking=task.tracking,
-    )  # fmt: skip
-    model = result.model.eval()  # the last epoch's weights, as written to model.safetensors
-    test = datasets.load(
-        config.dataset, "test", batch_size=256, shuffle=False, limit=task.test_limit,
-        data_dir=task.data_dir, **config.data_options,
-    )  # fmt: skip
-    sweep = fgsm_sweep(model, test, task.eps)
-    accuracies = [100 * sweep[e] for e in task.eps]
-    seed_everything(task.seed)
-    attack = perturb.from_spec(task.lsa_attack, model)
-    lsa_data = datasets.load(
-        config.dataset, "test", batch_size=256, shuffle=False, limit=task.lsa_limit,
-        data_dir=task.data_dir, **task.lsa_data_options,
-    )  # fmt: skip
-    lsa = analyze(model, lsa_data, {attack.name: attack})
-    run = RunResult(
-        seed=task.seed,
-        checkpoint=str(run_dir / CHECKPOINT_NAME),
-        accuracies=accuracies,
-        rg=rg_score(sweep),
-        relative_errors=lsa.perturbations[0].means(),
-        seconds=time.perf_counter() - started,
-        numerics=numerics.describe(),
-    )
-    outcome: dict[str, Any] = {**run.model_dump(), "resolved_layers": result.regularized_layers}
-    payload = {"task": _task_key(task), "result": outcome}
-    atomic_write_text(cached, json.dumps(payload, indent=2) + "\n")
-    if config.log_to:
-        final = _final_metrics(task.eps, run, [layer.label for layer in lsa.layers])
+    def train_and_pick(self, context: RunContext) -> Trained:
+        """Train this run (replacing whatever is in its directory) and load the evaluated model."""
+        config = validate_config(self.train, source=f"row {self.row}")
+        if context.log_to:
+            config = config.with_overrides(log_to=list(context.log_to))
+        result = train(
+            config, Path(context.run_dir), device=context.device, data_dir=context.data_dir,
+            overwrite=True, tracking=context.tracking,
+        )  # fmt: skip
+        assert result.checkpoint is not None  # trained into a directory
+        if self.evaluated_checkpoint == "last":
+            model, checkpoint = result.model.eval(), result.checkpoint  # as model.safetensors
+        else:
+            checkpoint = result.best_checkpoint or result.checkpoint
+            model, _ = load_checkpoint(checkpoint)
         last_epoch = int(result.metrics[-1]["epoch"]) if result.metrics else 0
-        log_results(config.log_to, run_dir, task.tracking, final, step=last_epoch,
-                    artifacts=[cached])  # fmt: skip
-    return outcome
+        return Trained(config, model, checkpoint, last_epoch, result.regularized_layers)
 
 
-def _final_metrics(
-    eps: tuple[float, ...], run: RunResult, labels: list[str]
-) -> dict[str, float | None]:
-    """A run's evaluation as tracked metrics: R&G, FGSM accuracy (%) per ε, relative error per
-    layer under the LSA attack."""
-    metrics: dict[str, float | None] = {"final/rg": run.rg}
-    for e, accuracy in zip(eps, run.accuracies, strict=True):
-        metrics[f"final/fgsm_accuracy_eps_{e:g}"] = accuracy
-    for label, error in zip(labels, run.relative_errors, strict=True):
-        metrics[f"final/relative_error_{label}"] = error
-    return metrics
+class RunRecord(FrozenModel):
+    """A finished run's ``run.json``: its key, the spec it ran and its result (as JSON: the
+    spec's kind reads it back into its own result type)."""
+
+    #: 2 (the two runners' earlier records, without a ``key``, are not reused: run again)
+    format: Literal[2] = 2
+    kind: str
+    key: str
+    #: the numerics mode it computed in (lsakit.numerics)
+    numerics: str
+    #: the keys of the runs it started from (part of its key: a retrained source changes it)
+    after: list[str] = Field(default_factory=list)
+    spec: dict[str, Any]
+    result: dict[str, Any]
 
 
-def _task_key(task: _Task) -> dict[str, Any]:
-    """What makes a cached run reusable: the same training config (tracking aside), grid, LSA
-    attack and numerics mode."""
-    config = {k: v for k, v in task.config.items() if k != "log_to"}
-    key = {"config": config, "eps": list(task.eps), "lsa_attack": task.lsa_attack,
-           "test_limit": task.test_limit, "lsa_limit": task.lsa_limit}  # fmt: skip
-    if task.lsa_data_options != task.config.get("data_options", {}):
-        key["lsa_data_options"] = task.lsa_data_options  # (absent otherwise: older runs reusable)
-    if task.numerics != "default":
-        key["numerics"] = task.numerics  # (absent otherwise: older runs reusable)
-    return key
+def run_key(spec: RunSpec, numerics_mode: str, after: Sequence[str] = ()) -> str:
+    """The cache key of ``spec``: a hash of its kind and canonical JSON, the keys of the runs it
+    starts from, and the numerics mode (absent in the default mode)."""
+    payload: dict[str, Any] = {"kind": spec.kind, "spec": spec.model_dump(mode="json")}
+    if after:
+        payload["after"] = list(after)
+    if numerics_mode != "default":
+        payload["numerics"] = numerics_mode
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def run_experiment(
-    name: str,
-    profile: str,
-    out_dir: str | Path,
-    *,
-    seeds: list[int] | None = None,
-    jobs: int = 1,
-    executor: Executor | None = None,
-    data_dir: str | Path | None = None,
-    device: str = "auto",
-    log: Callable[[str], None] | None = None,
-    log_to: list[str] | None = None,
-    protocol: str | None = None,
-) -> ExperimentResult:
-    """Run experiment ``name`` with ``profile`` into ``out_dir``; write and return ``results.json``.
+def cached_record(run_dir: Path, key: str) -> RunRecord | None:
+    """The record in ``run_dir`` if it has ``key``; None when absent, unreadable or other."""
+    try:
+        data = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    try:
+        return RunRecord.model_validate(data)
+    except ValidationError:
+        return None
 
-    ``protocol`` names the conventions (data, model head, ε units, LSA perturbations) from the
-    experiment's ``protocols`` (Moon: ``strict``, the default, or ``paper``); it is recorded in
-    the result and its settings.
 
-    The runs go to ``executor`` (default: ``jobs`` local processes, one torch thread each).
+@dataclass(frozen=True)
+class Submission:
+    """A run sent to an executor: plain data, so it can go to another process or node."""
 
-    ``log_to`` (or ``log_to`` in the experiment's training settings) tracks each (row, seed) run
-    in TensorBoard / MLflow: MLflow experiment ``name`` in the store ``out_dir/mlruns`` (unless
-    ``MLFLOW_TRACKING_URI`` / ``MLFLOW_EXPERIMENT_NAME`` say otherwise), run ``ROW/seed-S``, with
-    the training metrics, the final FGSM sweep, R&G and relative errors, checkpoint and run.json.
-    Runs reused from an earlier call are not tracked again.
+    spec: RunSpec
+    context: RunContext
+    key: str
+    numerics: str
+    after: tuple[str, ...] = ()
+
+
+def execute_run(submission: Submission, *needed: Result) -> Result:
+    """Run one spec (in this or a worker process), write its record, track it: the record's data.
+
+    ``needed``: the records of the runs it needs, unused (their keys are in the submission).
     """
-    require_tracking(log_to or [])
-    if executor is not None and jobs != 1:
-        raise ConfigError("give jobs or an executor, not both (jobs is the local executor's)")
-    started = time.perf_counter()
-    config = load_experiment(name).under(protocol)
-    chosen = config.protocol or config.default_protocol
-    if profile not in config.profiles:
-        raise ConfigError(
-            f"experiment {name} has no profile {profile!r}; profiles: {', '.join(config.profiles)}"
-        )
-    prof = config.profiles[profile]
-    seeds = list(seeds if seeds is not None else prof.seeds)
-    out = Path(out_dir)
-    eps_paper, published = load_table(config.table)
-    eps = _eps_in_units(config, eps_paper)
-    rows = row_specs(config, profile)
-    say = log or (lambda _: None)
-    say(f"{name} ({profile}, protocol {chosen}): {len(rows)} rows × {len(seeds)} seeds → {out}")
-
-    def task(row: RowSpec, seed: int, mvl_checkpoint: str | None = None) -> _Task:
-        run_dir = out / "runs" / row.name / f"seed-{seed}"
-        cfg = train_config(config, profile, row, seed, mvl_checkpoint)
-        if log_to:
-            cfg = cfg.with_overrides(log_to=log_to)
-        tracking = TrackingSetup(
-            experiment=name, run_name=f"{row.name}/seed-{seed}", store=out / "mlruns",
-            tags={"lsakit.experiment": name, "lsakit.profile": profile,
-                  "lsakit.protocol": chosen, "lsakit.row": row.name,
-                  "lsakit.seed": str(seed)},
-        )  # fmt: skip
-        return _Task(
-            row=row.name, seed=seed, config=cfg.model_dump(), run_dir=str(run_dir), eps=tuple(eps),
-            lsa_attack=config.lsa_attack, lsa_data_options=_lsa_data_options(config),
-            test_limit=prof.test_limit, lsa_limit=prof.lsa_limit,
-            data_dir=None if data_dir is None else str(data_dir), device=device, tracking=tracking,
-            numerics=numerics.current(),
-        )  # fmt: skip
-
-    normal = next(r for r in rows if r.name == "Normal")
-    grid = [Job(normal.name, s, task(normal, s)) for s in seeds] + [
-        Job(r.name, s, task(r, s, str(out / "runs" / "Normal" / f"seed-{s}" / CHECKPOINT_NAME)),
-            after=((normal.name, s),) if r.lr_layers == ["mvl"] else ())
-        for r in rows if r.name != "Normal" for s in seeds
-    ]  # fmt: skip
-
-    def done(job: Job[Any], outcome: dict[str, Any]) -> None:
-        say(f"  {job}: R&G {outcome['rg']:.2f} ({outcome['seconds']:.0f} s)")
-
-    outcomes = (executor or LocalExecutor(jobs, threads=1)).run(
-        _run, grid, out_dir=out, data_dir=None if data_dir is None else Path(data_dir),
-        on_done=done, log=log,
+    spec, context = submission.spec, submission.context
+    outcome = spec.execute(context)
+    record = RunRecord(
+        kind=spec.kind, key=submission.key, numerics=submission.numerics,
+        after=list(submission.after), spec=spec.model_dump(mode="json"),
+        result=outcome.result.model_dump(mode="json"),
     )  # fmt: skip
-
-    results = []
-    for row in rows:
-        runs = [
-            _relative_to(out, RunResult.model_validate(_strip(outcomes[(row.name, s)])))
-            for s in seeds
-        ]
-        resolved = outcomes[(row.name, seeds[0])].get("resolved_layers")
-        results.append(RowResult(
-            name=row.name, method=row.method, base=row.base, lr_layers=row.lr_layers,
-            resolved_layers=resolved, runs=runs, published=published.get(row.name),
-        ))  # fmt: skip
-
-    normal_lsa, mvl, labels = _normal_lsa(
-        config, profile, out, seeds[0], data_dir, device, progress=log is not None
+    path = atomic_write_text(
+        Path(context.run_dir) / RUN_FILE,
+        json.dumps(record.model_dump(mode="json"), indent=2) + "\n",
     )
-    result = ExperimentResult(
-        experiment=name, profile=profile, protocol=chosen, dataset=config.dataset,
-        model=config.model,
-        eps=eps, eps_paper=eps_paper, seeds=seeds, layer_labels=labels, normal_lsa=normal_lsa,
-        mvl=mvl, eta=config.eta, rows=results,
-        settings={
-            "description": config.description, "protocol": chosen,
-            "protocol_description": _protocol_description(config),
-            "model_kwargs": config.model_kwargs,
-            "train": config.train, "methods": config.methods,
-            "profile": prof.model_dump(), "lsa_attack": config.lsa_attack,
-            "lsa_perturbations": config.lsa_perturbations, "data_options": config.data_options,
-            "lsa_data_options": _lsa_data_options(config),
-            "notes": prof.notes, "expected_runtime": prof.expected_runtime,
-        },
-        seconds=time.perf_counter() - started, published_claims=load_claims(config.table),
-        reused_runs=sum(bool(o.get("reused")) for o in outcomes.values()),
-        numerics=numerics.describe(),
-    )  # fmt: skip
-    result.save(out / "results.json")
-    return result
+    if outcome.log_to:
+        log_results(outcome.log_to, context.run_dir, context.tracking, outcome.final_metrics,
+                    step=outcome.last_epoch, artifacts=[path])  # fmt: skip
+    return record.model_dump(mode="json")
 
 
-def _lsa_data_options(config: ExperimentConfig) -> dict[str, Any]:
-    """The data options of the LSA's test data: the experiment's, ``lsa_data_options`` over them."""
-    return {**config.data_options, **config.lsa_data_options}
+# --------------------------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------------------------
 
 
-def _protocol_description(config: ExperimentConfig) -> str:
-    entry = config.protocols.get(config.protocol or config.default_protocol)
-    return entry.description if entry is not None else ""
+@dataclass(frozen=True)
+class GridRun(Generic[S]):
+    """One (row, seed) of a grid: its spec, or how to derive it from the records of the runs it
+    needs (``after``, in that order); where it runs."""
+
+    row: str
+    seed: int
+    spec: S | Callable[[Sequence[RunRecord]], S]
+    context: RunContext
+    after: tuple[Key, ...] = ()
 
 
-def _relative_to(out: Path, run: RunResult) -> RunResult:
-    """The run with its checkpoint path relative to the results folder (which can then move)."""
-    relative = os.path.relpath(run.checkpoint, out)
-    return run.model_copy(update={"checkpoint": relative})
+@dataclass(frozen=True)
+class Finished:
+    """A run of the grid: its record, and whether it was reused from an earlier invocation."""
+
+    record: RunRecord
+    reused: bool
 
 
-def _strip(outcome: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in outcome.items() if k not in ("resolved_layers", "reused")}
-
-
-def _eps_in_units(config: ExperimentConfig, eps_paper: list[float]) -> list[float]:
-    """The paper's grid in the units of the experiment's inputs (Moon: follows the data's
-    ``coordinates``; unit coordinates divide the raw ε by the data's scale, see
-    :func:`lsakit.evaluate.paper_eps`)."""
-    if config.dataset != "moons":
-        return list(eps_paper)
-    options = config.data_options
-    coordinates = str(options.get("coordinates", "unit"))
-    if coordinates == "unit":
-        scale = datasets.moons_scale(
-            options.get("n_samples", datasets.moons.DEFAULT_N_SAMPLES),
-            options.get("noise", datasets.moons.DEFAULT_NOISE),
-            options.get("data_seed", datasets.moons.DEFAULT_SEED),
-        )
-        grid = paper_eps("moons", moons_scale=scale)
-    else:
-        grid = paper_eps("moons", coordinates=coordinates)
-    if len(grid) != len(eps_paper):
-        raise ConfigError("the Moon table's ε grid differs from lsakit.evaluate.PAPER_EPS")
-    return list(grid)
-
-
-def _normal_lsa(
-    config: ExperimentConfig,
-    profile: str,
-    out: Path,
-    seed: int,
-    data_dir: str | Path | None,
-    device: str,
+def run_grid(
+    runs: Sequence[GridRun[Any]],
+    executor: Executor,
     *,
-    progress: bool = False,
-) -> tuple[dict[str, list[float | None]], list[str], list[str]]:
-    """LSA of the normally trained model under the noises and attacks: curves, MVL, labels."""
-    model, _ = load_checkpoint(out / "runs" / "Normal" / f"seed-{seed}" / CHECKPOINT_NAME)
-    seed_everything(seed)
-    perturbations = {}
-    for spec in config.lsa_perturbations:
-        p = perturb.from_spec(spec, model)
-        perturbations[p.name] = p
-    loader = datasets.load(
-        config.dataset, "test", batch_size=256, shuffle=False,
-        limit=config.profiles[profile].lsa_limit, data_dir=data_dir,
-        **_lsa_data_options(config),
-    )  # fmt: skip
-    result = analyze(model, loader, perturbations, progress=progress)
-    attack_name = perturb.parse_spec(config.lsa_attack)[0]
-    mvl = [layer.label for layer in result.most_vulnerable_layers(config.eta, attack_name)]
-    curves = {p.name: p.means() for p in result.perturbations}
-    return curves, mvl, [layer.label for layer in result.layers]
+    out_dir: Path,
+    data_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[Key, Finished]:
+    """Run every spec of the grid that has no record under its key; ``{(row, seed): Finished}``.
+
+    Raises :class:`GridError` at the end if a run failed (the others are kept and reused next
+    time). ``log``: a line per finished run and per failure, and a progress bar.
+    """
+    mode = numerics.current()
+    specs: dict[Key, RunSpec] = {}
+    reused: set[Key] = set()
+
+    def prepare(job: Job[GridRun[Any]], needed: list[Result]) -> Reuse | Submit:
+        run = job.payload
+        records = [RunRecord.model_validate(r) for r in needed]
+        spec = run.spec(records) if callable(run.spec) else run.spec
+        specs[job.key] = spec
+        after = tuple(r.key for r in records)
+        key = run_key(spec, mode, after)
+        record = cached_record(Path(run.context.run_dir), key)
+        if record is not None:
+            reused.add(job.key)
+            return Reuse(record.model_dump(mode="json"))
+        return Submit(Submission(spec, run.context, key, mode, after))
+
+    def done(job: Job[Any], result: Result) -> None:
+        if log is not None:
+            line = specs[job.key].summary(result["result"])
+            log(f"  {job}: {line}" + (" (reused)" if job.key in reused else ""))
+
+    jobs = [Job(run.row, run.seed, run, after=run.after) for run in runs]
+    results = _Scheduler(executor, execute_run, jobs, out_dir, data_dir, log).run(prepare, done)
+    return {
+        key: Finished(RunRecord.model_validate(result), key in reused)
+        for key, result in results.items()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs: what the runner schedules
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job(Generic[P]):
+    """One (row, seed) of a grid: its payload, and the runs whose results it needs first."""
+
+    row: str
+    seed: int
+    payload: P
+    after: tuple[Key, ...] = ()  # the runs whose results this one needs, in this order
+
+    @property
+    def key(self) -> Key:
+        return (self.row, self.seed)
+
+    def __str__(self) -> str:
+        return f"{self.row} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Submit the job with this payload."""
+
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Do not submit the job: this is its result (a finished run found in the cache)."""
+
+    result: Result
+
+
+class GridError(LsakitError):
+    """A run of a grid failed; the runs that finished are kept and reused on the next try."""
+
+    def __init__(self, message: str, failed: list[tuple[Key, str]]) -> None:
+        super().__init__(message)
+        self.failed = failed  # ((row, seed), reason) of every run that failed, in grid order
+
+
+def run_jobs(
+    executor: Executor,
+    fn: JobFunction,
+    jobs: Sequence[Job[Any]],
+    *,
+    out_dir: Path,
+    data_dir: Path | None = None,
+    on_done: Callable[[Job[Any], Result], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[Key, Result]:
+    """``{(row, seed): fn(payload, *results of job.after)}`` of every job, or :class:`GridError`
+    at the end; the scheduling of :func:`run_grid` without specs and records.
+
+    ``out_dir`` (and ``data_dir``) are where the jobs read and write their files; ``on_done`` is
+    called here as each job finishes, in the order they finish. With ``log`` (its lines:
+    failures, warnings) the finished jobs are counted on a progress bar.
+    """
+
+    def prepare(job: Job[Any], needed: list[Result]) -> Submit:
+        return Submit(job.payload)
+
+    return _Scheduler(executor, fn, jobs, out_dir, data_dir, log).run(prepare, on_done)
+
+
+class _Scheduler:
+    """The books of one grid: what is ready, running, finished, failed or skipped."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        fn: JobFunction,
+        jobs: Sequence[Job[Any]],
+        out_dir: Path,
+        data_dir: Path | None,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        seen: set[Key] = set()
+        for job in jobs:
+            if job.key in seen:
+                raise ValueError(f"the grid has {job} twice")
+            missing = [k for k in job.after if k not in seen]
+            if missing:
+                raise ValueError(f"{job} needs {missing}, which do not come before it in the grid")
+            seen.add(job.key)
+        self.executor, self.fn, self.jobs = executor, fn, list(jobs)
+        self.out_dir, self.data_dir, self.log = out_dir, data_dir, log
+        self.results: dict[Key, Result] = {}
+        self.failed: dict[Key, str] = {}  # key → reason
+        self.skipped: set[Key] = set()  # needed a run that failed
+        self.first_error: BaseException | None = None
+
+    def run(
+        self,
+        prepare: Callable[[Job[Any], list[Result]], Submit | Reuse],
+        on_done: Callable[[Job[Any], Result], None] | None,
+    ) -> dict[Key, Result]:
+        say = self.log or (lambda line: None)
+        with Progress(self.log is not None) as shown:
+            bar = shown.add_task("grid", len(self.jobs), "runs")
+
+            def finish(job: Job[Any], result: Result) -> None:
+                self.results[job.key] = result
+                if on_done is not None:
+                    on_done(job, result)
+                shown.advance(bar)
+
+            with self.executor.session(
+                self.fn, size=len(self.jobs), out_dir=self.out_dir, data_dir=self.data_dir,
+                log=say,
+            ) as session:  # fmt: skip
+                self._drive(session, prepare, finish)
+        if self.failed:
+            raise GridError(self._failure_message(), [
+                (job.key, self.failed[job.key]) for job in self.jobs if job.key in self.failed
+            ]) from self.first_error  # fmt: skip
+        return self.results
+
+    def _drive(
+        self,
+        session: Session,
+        prepare: Callable[[Job[Any], list[Result]], Submit | Reuse],
+        finish: Callable[[Job[Any], Result], None],
+    ) -> None:
+        waiting = list(self.jobs)  # grid order: what a job needs comes before it
+        tickets = {job.key: i for i, job in enumerate(self.jobs)}
+        running: dict[int, Job[Any]] = {}
+        while waiting or running:
+            for job in list(waiting):
+                if session.capacity is not None and len(running) >= session.capacity:
+                    break
+                if any(k in self.failed or k in self.skipped for k in job.after):
+                    waiting.remove(job)
+                    self.skipped.add(job.key)
+                    continue
+                if not all(k in self.results for k in job.after):
+                    continue
+                waiting.remove(job)
+                needed = [self.results[k] for k in job.after]
+                try:
+                    step = prepare(job, needed)
+                    if isinstance(step, Reuse):
+                        finish(job, step.result)
+                        continue
+                    ticket = tickets[job.key]
+                    session.submit(ticket, str(job), step.payload, needed)
+                except Exception as e:
+                    self._fail(job, e)
+                    continue
+                running[ticket] = job
+            if not running:
+                break
+            for ticket, outcome in sorted(session.wait(), key=lambda done: done[0]):
+                job = running.pop(ticket)
+                if isinstance(outcome, BaseException):
+                    self._fail(job, outcome)
+                else:
+                    finish(job, outcome)
+
+    def _fail(self, job: Job[Any], error: BaseException) -> None:
+        self.failed[job.key] = reason = failure_reason(error)
+        self.first_error = self.first_error or error
+        if self.log is not None:
+            self.log(f"  {job}: failed — {reason}")
+
+    def _failure_message(self) -> str:
+        failed = [job for job in self.jobs if job.key in self.failed]
+        first = failed[0]
+        message = f"run {first} failed: {self.failed[first.key]}"
+        if len(failed) > 1:
+            others = ", ".join(str(job) for job in failed[1:4]) + (", …" if len(failed) > 4 else "")
+            message += f"; {len(failed) - 1} more failed ({others})"
+        if self.skipped:
+            message += f"; {len(self.skipped)} that need a failed run were not run"
+        kept = len(self.results)
+        return message + (
+            f". {kept} finished run{'s are' if kept != 1 else ' is'} kept in "
+            f"{self.out_dir / 'runs'}: fix the problem and run the same command again to continue"
+        )

@@ -37,6 +37,7 @@ from typing import Any
 from torch import nn
 
 from lsakit.errors import ConfigError
+from lsakit.models import ecosystems
 from lsakit.models.cnn import model_b
 from lsakit.models.ecosystems import HFClassifier
 from lsakit.models.mlp import model_a
@@ -48,10 +49,11 @@ from lsakit.models.pretrained import (
     Provenance,
     add_input_normalization,
 )
-from lsakit.models.sources import ModelSource, ModelSpec, parse_spec, plain, resolve_external
+from lsakit.models.sources import ModelSource, ModelSpec, factory_source, parse_spec, plain
 from lsakit.models.vgg import VGG, vgg19
 from lsakit.models.wrn import WideResNet, wrn
 from lsakit.nas.genotype import genotype_network, portable_genotype_kwargs
+from lsakit.registry import Registry
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -114,63 +116,57 @@ class _Entry:
 _CIFAR_SHAPE = (3, 32, 32)
 
 # Insertion order is the order of names(): the paper's models A-D first, then companions.
-_REGISTRY: dict[str, _Entry] = {
-    "model_a": _Entry(
-        model_a,
-        "MLP for two moons (paper model A): 3 × (Linear(100) → ELU) → Linear(2) "
-        "(outputs=1: the paper's Linear(1), returned as the logits [0, z])",
-        (2,),
-    ),
-    "model_b": _Entry(
-        model_b,
-        "CNN for MNIST (paper model B): 3 conv 5×5 + ReLU, 2 max-pools, Linear(100) → Linear(10)",
-        (1, 28, 28),
-    ),
-    "vgg19": _Entry(
-        vgg19,
-        "VGG-19 with BatchNorm for CIFAR-10 (paper model C), CIFAR-10 normalization inside",
-        _CIFAR_SHAPE,
-    ),
-    "wrn": _Entry(
-        wrn,
-        "WideResNet (Zagoruyko & Komodakis 2016; paper model D), WRN-28-10 by default, "
-        "CIFAR-10 normalization inside",
-        _CIFAR_SHAPE,
-    ),
-    "preact_resnet18": _Entry(
-        preact_resnet18,
-        "PreAct ResNet-18 (He et al. 2016) as in Wong et al. 2020 / Rice et al. 2020, "
-        "CIFAR-10 normalization inside",
-        _CIFAR_SHAPE,
-    ),
-    "genotype_net": _Entry(
-        genotype_network,
-        "DARTS-style network built from a cell genotype (RACL, Dong et al. 2020; default: the "
-        "published RACL cell; genotype= a name, JSON or a genotype file from `lsakit search`)",
-        (1, 28, 28),
-        portable_genotype_kwargs,
-    ),
-}
+_REGISTRY: Registry[_Entry] = Registry(
+    "model",
+    {
+        "model_a": _Entry(
+            model_a,
+            "MLP for two moons (paper model A): 3 × (Linear(100) → ELU) → Linear(2) "
+            "(outputs=1: the paper's Linear(1), returned as the logits [0, z])",
+            (2,),
+        ),
+        "model_b": _Entry(
+            model_b,
+            "CNN for MNIST (paper model B): 3 conv 5×5 + ReLU, 2 max-pools, Linear(100) → Linear(10)",
+            (1, 28, 28),
+        ),
+        "vgg19": _Entry(
+            vgg19,
+            "VGG-19 with BatchNorm for CIFAR-10 (paper model C), CIFAR-10 normalization inside",
+            _CIFAR_SHAPE,
+        ),
+        "wrn": _Entry(
+            wrn,
+            "WideResNet (Zagoruyko & Komodakis 2016; paper model D), WRN-28-10 by default, "
+            "CIFAR-10 normalization inside",
+            _CIFAR_SHAPE,
+        ),
+        "preact_resnet18": _Entry(
+            preact_resnet18,
+            "PreAct ResNet-18 (He et al. 2016) as in Wong et al. 2020 / Rice et al. 2020, "
+            "CIFAR-10 normalization inside",
+            _CIFAR_SHAPE,
+        ),
+        "genotype_net": _Entry(
+            genotype_network,
+            "DARTS-style network built from a cell genotype (RACL, Dong et al. 2020; default: the "
+            "published RACL cell; genotype= a name, JSON or a genotype file from `lsakit search`)",
+            (1, 28, 28),
+            portable_genotype_kwargs,
+        ),
+    },
+    alternatives="torchvision:NAME, timm:NAME, hf:DIR, module.path:factory, path/file.py:factory",
+    cutoff=0.5,
+)
 
 
 def names() -> list[str]:
     """Registered model names, the paper's models A-D first."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def _entry(name: object) -> _Entry:
-    if isinstance(name, str) and name in _REGISTRY:
-        return _REGISTRY[name]
-    known = ", ".join(_REGISTRY)
-    if not isinstance(name, str):
-        raise ConfigError(f"model name must be a string, got {name!r}; known models: {known}")
-    lowered = {key.lower(): key for key in _REGISTRY}
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
-    hint = f"did you mean {lowered[close[0]]!r}? " if close else ""
-    raise ConfigError(
-        f"unknown model {name!r}; {hint}known models: {known} — or torchvision:{name}, "
-        f"timm:{name}, hf:DIR, module.path:factory, path/file.py:factory"
-    )
+    return _REGISTRY.get(name)
 
 
 def _default_kwargs(builder: Callable[..., nn.Module]) -> dict[str, Any]:
@@ -237,6 +233,25 @@ def _registry_source(spec: ModelSpec) -> ModelSource:
         resolve_kwargs(spec.target, kwargs)
 
     return ModelSource(spec, plain(build_registered), portable, check)
+
+
+def resolve_external(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
+    """Resolve a non-registry spec: import its package or code, check its name or factory.
+
+    ``kwargs``, when known, are the arguments it will be built with: an ``hf:`` model given its
+    whole ``config`` (as a checkpoint stores it) does not need its config file.
+    """
+    if spec.kind == "hf":
+        return ecosystems.hf_source(spec, kwargs)
+    if spec.kind == "torchvision":
+        return ecosystems.torchvision_source(spec)
+    if spec.kind == "timm":
+        return ecosystems.timm_source(spec)
+    if spec.kind == "robustbench":
+        from lsakit.models import robustbench  # imported when a robustbench: model is named
+
+        return robustbench.robustbench_source(spec)
+    return factory_source(spec)
 
 
 def resolve(spec: str, kwargs: Mapping[str, Any] | None = None) -> ModelSource:

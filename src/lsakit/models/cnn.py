@@ -16,8 +16,8 @@ from collections import OrderedDict
 from torch import nn
 
 from lsakit.errors import ConfigError
-from lsakit.models._validation import positive_int
 from lsakit.models.normalize import MNIST_MEAN, MNIST_STD, Normalize
+from lsakit.validate import MODEL_ARGUMENT, positive_int
 
 #: Spatial size after the three valid 5×5 convolutions and two 2×2 pools on a 28×28 input:
 #: 28 → 24 → 20 → 10 → 6 → 3.
@@ -39,8 +39,8 @@ def model_b(
         pool2, flatten, fc1, relu4, fc2`` (``normalize`` first when asked); 123,222 parameters
         with the defaults.
     """
-    in_channels = positive_int(in_channels, "in_channels")
-    num_classes = positive_int(num_classes, "num_classes")
+    in_channels = positive_int(in_channels, "in_channels", prefix=MODEL_ARGUMENT)
+    num_classes = positive_int(num_classes, "num_classes", prefix=MODEL_ARGUMENT)
     if not isinstance(normalize, bool):
         raise ConfigError(f"model_b: normalize must be true or false, got {normalize!r}")
     if normalize and in_channels != 1:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from lsakit.errors import ConfigError
-from lsakit.models._validation import positive_int
+from lsakit.validate import MODEL_ARGUMENT, positive_int
 
 
 class BinaryLogits(nn.Module):
@@ -54,10 +54,12 @@ def model_a(
         each layer (paper L0..L2). With the defaults it has 20,702 parameters (20,601 with one
         output).
     """
-    in_features = positive_int(in_features, "in_features")
-    hidden = positive_int(hidden, "hidden")
-    num_classes = positive_int(num_classes, "num_classes")
-    width = num_classes if outputs is None else positive_int(outputs, "outputs")
+    in_features = positive_int(in_features, "in_features", prefix=MODEL_ARGUMENT)
+    hidden = positive_int(hidden, "hidden", prefix=MODEL_ARGUMENT)
+    num_classes = positive_int(num_classes, "num_classes", prefix=MODEL_ARGUMENT)
+    width = (
+        num_classes if outputs is None else positive_int(outputs, "outputs", prefix=MODEL_ARGUMENT)
+    )
     if width == 1 and num_classes != 2:
         raise ConfigError(f"outputs=1 (one logit) needs num_classes=2, got {num_classes}")
     if width not in (1, num_classes):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lsakit.models._validation import positive_int
 from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lsakit.validate import MODEL_ARGUMENT, positive_int
 
 
 class PreActBlock(nn.Module):
@@ -54,7 +54,7 @@ class PreActResNet(nn.Module):
 
     def __init__(self, blocks_per_stage: tuple[int, int, int, int], *, num_classes: int = 10):
         super().__init__()
-        num_classes = positive_int(num_classes, "num_classes")
+        num_classes = positive_int(num_classes, "num_classes", prefix=MODEL_ARGUMENT)
         self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD)
         self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
         widths, strides = (64, 128, 256, 512), (1, 2, 2, 2)
@@ -62,7 +62,7 @@ class PreActResNet(nn.Module):
         stages: list[nn.Sequential] = []
         for width, stride, num_blocks in zip(widths, strides, blocks_per_stage, strict=True):
             blocks = []
-            for i in range(positive_int(num_blocks, "blocks_per_stage")):
+            for i in range(positive_int(num_blocks, "blocks_per_stage", prefix=MODEL_ARGUMENT)):
                 blocks.append(PreActBlock(in_planes, width, stride if i == 0 else 1))
                 in_planes = width
             stages.append(nn.Sequential(*blocks))

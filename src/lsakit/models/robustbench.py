@@ -46,10 +46,11 @@ from typing import Any
 from torch import nn
 
 from lsakit._io import one_line
+from lsakit._optional import ECOSYSTEMS
 from lsakit.errors import ConfigError
 from lsakit.models.ecosystems import PREPROCESSING, recorded_preprocessing
 from lsakit.models.pretrained import Loaded, Preprocessing, Provenance, sha256_of
-from lsakit.models.sources import ECOSYSTEMS, ModelSource, ModelSpec, unknown_name
+from lsakit.models.sources import ModelSource, ModelSpec, unknown_name
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
 THREAT_MODELS = ("Linf", "L2", "corruptions")

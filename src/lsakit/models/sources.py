@@ -57,21 +57,12 @@ from typing import Any, Final, Literal, TypeAlias
 from torch import nn
 
 from lsakit._io import one_line
+from lsakit._optional import ECOSYSTEMS, import_optional
 from lsakit.errors import ConfigError
 from lsakit.models.pretrained import Loaded
 
 Kind: TypeAlias = Literal["registry", "torchvision", "timm", "hf", "robustbench", "module", "file"]
 
-#: Prefixes of the ecosystems, with the package each needs and how to install it.
-ECOSYSTEMS: Final[dict[str, tuple[str, str]]] = {
-    "torchvision": ("torchvision", "pip install torchvision (the build matching your torch)"),
-    "timm": ("timm", "pip install 'lsakit[timm]' (timm needs torchvision)"),
-    "hf": ("transformers", "pip install 'lsakit[hf]'"),
-    "robustbench": (
-        "robustbench",
-        "pip install 'lsakit[robustbench]' && pip install --no-deps robustbench==1.1.1",
-    ),
-}
 _SPEC_FORMS: Final = (
     "a registry name (lsakit models), torchvision:NAME, timm:NAME, hf:ORG/NAME or hf:DIR, "
     "robustbench:NAME, package.module:factory or path/to/file.py:factory"
@@ -140,27 +131,6 @@ def parse_spec(spec: object) -> ModelSpec:
 
 
 # ------------------------------------------------------------------------------ optional packages
-
-
-def import_optional(package: str, why: str, install: str) -> ModuleType:
-    """Import ``package`` or raise one ConfigError line saying what to install."""
-    try:
-        return importlib.import_module(package)
-    except ModuleNotFoundError as err:
-        if err.name is not None and err.name.split(".")[0] == package:
-            raise ConfigError(
-                f"{why} needs the {package} package, which is not installed: {install}"
-            ) from None
-        raise ConfigError(
-            f"{why} needs {package}, which is installed but cannot be imported: it needs "
-            f"{err.name or err} ({one_line(err)}); install it: "
-            f"{ECOSYSTEMS.get(err.name or '', (None, f'pip install {err.name}'))[1]}"
-        ) from None
-    except ImportError as err:
-        raise ConfigError(
-            f"{why} needs {package}, which cannot be imported ({one_line(err)}); "
-            f"reinstall it: {install}"
-        ) from None
 
 
 def ecosystem(spec: ModelSpec) -> ModuleType:
@@ -305,7 +275,8 @@ def _import_module(spec: ModelSpec) -> ModuleType:
         ) from err
 
 
-def _factory(spec: ModelSpec) -> ModelSource:
+def factory_source(spec: ModelSpec) -> ModelSource:
+    """The source of a ``package.module:factory`` or ``file.py:factory`` spec (imported here)."""
     module = _import_file(spec) if spec.kind == "file" else _import_module(spec)
     assert spec.factory is not None
     factory = getattr(module, spec.factory, None)
@@ -327,24 +298,3 @@ def _factory(spec: ModelSpec) -> ModelSource:
         check_arguments(f"factory {spec.text}", factory, kwargs)
 
     return ModelSource(spec, plain(build), _as_is, check)
-
-
-def resolve_external(spec: ModelSpec, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
-    """Resolve a non-registry spec: import its package or code, check its name or factory.
-
-    ``kwargs``, when known, are the arguments it will be built with: an ``hf:`` model given its
-    whole ``config`` (as a checkpoint stores it) does not need its config file.
-    """
-    if spec.kind in ("torchvision", "timm", "hf"):
-        from lsakit.models import ecosystems
-
-        if spec.kind == "hf":
-            return ecosystems.hf_source(spec, kwargs)
-        if spec.kind == "torchvision":
-            return ecosystems.torchvision_source(spec)
-        return ecosystems.timm_source(spec)
-    if spec.kind == "robustbench":
-        from lsakit.models import robustbench
-
-        return robustbench.robustbench_source(spec)
-    return _factory(spec)

@@ -14,8 +14,8 @@ from typing import Final, Literal
 import torch
 from torch import nn
 
-from lsakit.models._validation import positive_int
 from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lsakit.validate import MODEL_ARGUMENT, positive_int
 
 #: Output channels of each 3×3 conv block; "M" is a 2×2 max-pool. 16 conv blocks, 5 pools.
 VGG19_CONFIG: Final[tuple[int | Literal["M"], ...]] = (
@@ -52,7 +52,7 @@ class VGG(nn.Module):
 
     def __init__(self, config: tuple[int | Literal["M"], ...], *, num_classes: int = 10) -> None:
         super().__init__()
-        num_classes = positive_int(num_classes, "num_classes")
+        num_classes = positive_int(num_classes, "num_classes", prefix=MODEL_ARGUMENT)
         self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD)
         self.features = _conv_blocks(config, in_channels=3)
         self.flatten = nn.Flatten()

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from lsakit.errors import ConfigError
-from lsakit.models._validation import dropout_probability, positive_int
 from lsakit.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from lsakit.validate import MODEL_ARGUMENT, fraction, positive_int
 
 
 class BasicBlock(nn.Module):
@@ -91,7 +91,7 @@ def blocks_per_stage(depth: int) -> int:
 
     Raises ConfigError unless depth is an integer ≥ 10 with ``(depth − 4) % 6 == 0``.
     """
-    depth = positive_int(depth, "depth")
+    depth = positive_int(depth, "depth", prefix=MODEL_ARGUMENT)
     if depth < 10 or (depth - 4) % 6 != 0:
         valid = ", ".join(str(6 * n + 4) for n in range(1, 6))
         raise ConfigError(
@@ -119,9 +119,9 @@ class WideResNet(nn.Module):
     ) -> None:
         super().__init__()
         n = blocks_per_stage(depth)
-        widen_factor = positive_int(widen_factor, "widen_factor")
-        dropout = dropout_probability(dropout, "dropout")
-        num_classes = positive_int(num_classes, "num_classes")
+        widen_factor = positive_int(widen_factor, "widen_factor", prefix=MODEL_ARGUMENT)
+        dropout = fraction(dropout, "dropout", prefix=MODEL_ARGUMENT)
+        num_classes = positive_int(num_classes, "num_classes", prefix=MODEL_ARGUMENT)
         widths = (16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
 
         self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lsakit.errors import InputError
-from lsakit.nas._validation import open_unit, positive_int
+from lsakit.validate import open_unit, positive_int
 
 #: Power-iteration steps when no warm start is available. Convolution spectra are dense near the
 #: top, so the estimate creeps up slowly: on the 8-channel ops at 28×28, 50 steps leave ~0.4%,

@@ -24,7 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from lsakit.errors import ConfigError, InputError
-from lsakit.nas._validation import positive_int
 from lsakit.nas.lipschitz import DEFAULT_POWER_ITERS, power_iteration_linear
 from lsakit.nas.ops import (
     DEFAULT_POOL_BOUND,
@@ -37,6 +36,7 @@ from lsakit.nas.ops import (
     module_lipschitz,
     relu_conv_bn,
 )
+from lsakit.validate import positive_int
 
 #: DARTS's stem width factor (stem channels = 3 · C).
 DEFAULT_STEM_MULTIPLIER = 3

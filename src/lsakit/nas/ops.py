@@ -61,13 +61,13 @@ from torch import Tensor, nn
 
 from lsakit._torch import model_device
 from lsakit.errors import ConfigError
-from lsakit.nas._validation import choice, positive_int, spatial
 from lsakit.nas.lipschitz import (
     DEFAULT_POWER_ITERS,
     batchnorm_factor,
     conv_output_size,
     power_iteration_conv_vector,
 )
+from lsakit.validate import choice, positive_int, spatial
 
 PoolBound = Literal["paper", "l2"]
 POOL_BOUNDS: tuple[str, ...] = get_args(PoolBound)

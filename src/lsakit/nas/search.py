@@ -50,18 +50,18 @@ from lsakit._checks import check_inputs, check_labels
 from lsakit._progress import Progress
 from lsakit._torch import eval_mode, seed_everything
 from lsakit.errors import ConfigError, InputError
-from lsakit.nas._validation import (
+from lsakit.nas.genotype import DEFAULT_Z, RULES, Genotype, Rule, discretize
+from lsakit.nas.lipschitz import constraint
+from lsakit.nas.network import check_reductions
+from lsakit.nas.ops import DEFAULT_POOL_BOUND, POOL_BOUNDS, SMALL_SEARCH_OPS, PoolBound
+from lsakit.nas.supernet import DEFAULT_SIGMA_INIT, Supernet
+from lsakit.validate import (
     choice,
     nonnegative_int,
     number,
     open_unit,
     positive_int,
 )
-from lsakit.nas.genotype import DEFAULT_Z, RULES, Genotype, Rule, discretize
-from lsakit.nas.lipschitz import constraint
-from lsakit.nas.network import check_reductions
-from lsakit.nas.ops import DEFAULT_POOL_BOUND, POOL_BOUNDS, SMALL_SEARCH_OPS, PoolBound
-from lsakit.nas.supernet import DEFAULT_SIGMA_INIT, Supernet
 
 DualUpdate = Literal["epoch", "step"]
 #: Weight-only epochs before the first architecture step, by default (PC-DARTS: 15 of 50).

@@ -38,7 +38,6 @@ from torch import Tensor, nn
 
 from lsakit._torch import model_device
 from lsakit.errors import ConfigError
-from lsakit.nas._validation import number, positive_int
 from lsakit.nas.lipschitz import (
     DEFAULT_POWER_ITERS,
     CellDistribution,
@@ -57,6 +56,7 @@ from lsakit.nas.ops import (
     build_op,
     module_lipschitz,
 )
+from lsakit.validate import number, positive_int
 
 #: Initial σ of every confidence (not published).
 DEFAULT_SIGMA_INIT = 0.1

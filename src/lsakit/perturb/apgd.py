@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from lsakit._checks import check_positive_int, check_probability
+from lsakit._checks import check_probability
 from lsakit._outputs import OutputSelector
 from lsakit.errors import ConfigError
 from lsakit.perturb.base import (
@@ -56,6 +56,7 @@ from lsakit.perturb.base import (
     project_linf,
     require_labels,
 )
+from lsakit.validate import positive_int
 
 Loss = Literal["ce", "dlr"]
 
@@ -187,8 +188,8 @@ class APGD(Attack):
         if loss not in _LOSSES:
             raise ConfigError(f"APGD loss must be one of {list(_LOSSES)}, got {loss!r}")
         self.loss: Loss = loss
-        self.steps = check_positive_int(steps, "steps")
-        self.restarts = check_positive_int(restarts, "restarts")
+        self.steps = positive_int(steps, "steps")
+        self.restarts = positive_int(restarts, "restarts")
         self.rho = check_probability(rho, "rho")
         self._random = SeededGenerators(seed)
 

@@ -34,11 +34,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lsakit._checks import check_positive_int
 from lsakit._outputs import OutputSelector
 from lsakit.errors import ConfigError
 from lsakit.perturb.apgd import APGD, WorstCase
 from lsakit.perturb.base import LossFn, require_labels
+from lsakit.validate import positive_int
 
 #: The targeted DLR normaliser uses the 4th-largest logit.
 MIN_CLASSES = 4
@@ -102,7 +102,7 @@ class APGDT(APGD):
         super().__init__(
             model, eps=eps, steps=steps, loss="dlr", restarts=restarts, seed=seed, output=output
         )
-        self.n_target_classes = check_positive_int(n_target_classes, "n_target_classes")
+        self.n_target_classes = positive_int(n_target_classes, "n_target_classes")
 
     def _check_num_classes(self, num_classes: int) -> None:
         if num_classes < MIN_CLASSES:

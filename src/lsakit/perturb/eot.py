@@ -31,11 +31,12 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from lsakit._checks import check_inputs, check_positive_int
+from lsakit._checks import check_inputs
 from lsakit._outputs import OutputSelector
 from lsakit.perturb.apgd import APGD, Loss
 from lsakit.perturb.base import Attack, LossFn, cross_entropy_per_sample
 from lsakit.perturb.pgd import PGD, Norm
+from lsakit.validate import positive_int
 
 
 def _running_mean(mean: Tensor, value: Tensor, count: int) -> Tensor:
@@ -57,7 +58,7 @@ class EOTGradient(Attack):
     samples: int
 
     def _set_samples(self, samples: int) -> None:
-        self.samples = check_positive_int(samples, "samples")
+        self.samples = positive_int(samples, "samples")
 
     def _loss_gradient(
         self, x_adv: Tensor, y: Tensor, loss_fn: LossFn = cross_entropy_per_sample

@@ -63,12 +63,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lsakit._checks import (
-    check_inputs,
-    check_nonnegative,
-    check_positive_int,
-    check_probability,
-)
+from lsakit._checks import check_inputs, check_nonnegative, check_probability
 from lsakit._outputs import OutputSelector
 from lsakit.domain import current_domain
 from lsakit.errors import ConfigError, InputError
@@ -82,6 +77,7 @@ from lsakit.perturb.base import (
     per_sample_view,
     require_labels,
 )
+from lsakit.validate import positive_int
 
 #: Floor of the step norms in the mixing weight α (reference: ``1e-8``).
 _MIN_STEP_NORM = 1e-8
@@ -222,9 +218,9 @@ class FABT(Attack):
         output: OutputSelector = None,
     ) -> None:
         super().__init__(model, eps=eps, output=output)
-        self.steps = check_positive_int(steps, "steps")
-        self.n_target_classes = check_positive_int(n_target_classes, "n_target_classes")
-        self.restarts = check_positive_int(restarts, "restarts")
+        self.steps = positive_int(steps, "steps")
+        self.n_target_classes = positive_int(n_target_classes, "n_target_classes")
+        self.restarts = positive_int(restarts, "restarts")
         self.alpha_max = check_probability(alpha_max, "alpha_max")
         self.eta = check_nonnegative(eta, "eta")
         if self.eta < 1:

@@ -23,9 +23,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lsakit._checks import check_nonnegative, check_positive_int
+from lsakit._checks import check_nonnegative
 from lsakit._outputs import OutputSelector
-from lsakit.perturb.base import _TINY, Attack, per_sample_view, project_linf, require_labels
+from lsakit.perturb.base import _TINY, per_sample_view
+from lsakit.perturb.pgd import PGD
 
 
 def normalize_l1(g: Tensor) -> Tensor:
@@ -34,8 +35,11 @@ def normalize_l1(g: Tensor) -> Tensor:
     return g / per_sample_view(norms.clamp_min(_TINY), g)
 
 
-class MIFGSM(Attack):
+class MIFGSM(PGD):
     """Momentum iterative FGSM, L∞ (Dong et al., 2018, Algorithm 1); starts from x itself.
+
+    The loop is :class:`~lsakit.perturb.pgd.PGD`'s L∞ loop without a random start or restarts,
+    stepping along the sign of the accumulated momentum g instead of the gradient's.
 
     Args:
         model: the classifier (device and eval mode handled by the attack).
@@ -58,20 +62,24 @@ class MIFGSM(Attack):
         decay: float = 1.0,
         output: OutputSelector = None,
     ) -> None:
-        super().__init__(model, eps=eps, output=output)
-        self.steps = check_positive_int(steps, "steps")
-        self.alpha = self.eps / self.steps if alpha is None else check_nonnegative(alpha, "alpha")
+        super().__init__(
+            model, eps=eps, alpha=alpha, steps=steps, random_start=False, output=output
+        )
         self.decay = check_nonnegative(decay, "decay")
 
-    def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
-        y = require_labels(y)
-        x_adv = x.clone()
+    def _default_alpha(self) -> float:
+        """The paper's α = ε/T: T steps just reach the ball's surface."""
+        return self.eps / self.steps
+
+    def _single_run(self, x: Tensor, y: Tensor) -> Tensor:
         momentum = torch.zeros_like(x)
-        for _ in range(self.steps):
-            grad, _, _ = self._loss_gradient(x_adv, y)
+
+        def accumulate(grad: Tensor) -> Tensor:  # Eq. 6: g ← μ·g + ∇/‖∇‖₁
+            nonlocal momentum
             momentum = self.decay * momentum + normalize_l1(grad)
-            x_adv = project_linf(x_adv + self.alpha * momentum.sign(), x, self.eps)
-        return x_adv
+            return momentum
+
+        return self._ascend(x.clone(), x, y, direction=accumulate)
 
     def params(self) -> dict[str, Any]:
         return {

@@ -18,16 +18,18 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from lsakit._checks import check_nonnegative, check_positive_int
+from lsakit._checks import check_nonnegative
 from lsakit._outputs import OutputSelector
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb.base import (
     Attack,
+    LossFn,
     SeededGenerators,
     clamp_domain,
     cross_entropy_per_sample,
@@ -37,6 +39,7 @@ from lsakit.perturb.base import (
     project_linf,
     require_labels,
 )
+from lsakit.validate import positive_int
 
 Norm = Literal["linf", "l2"]
 _NORMS: tuple[Norm, ...] = ("linf", "l2")
@@ -80,16 +83,12 @@ class PGD(Attack):
         if norm not in _NORMS:
             raise ConfigError(f"PGD norm must be one of {list(_NORMS)}, got {norm!r}")
         self.norm: Norm = norm
-        self.steps = check_positive_int(steps, "steps")
-        self.alpha = (
-            MADRY_STEP_FACTOR * self.eps / self.steps
-            if alpha is None
-            else check_nonnegative(alpha, "alpha")
-        )
+        self.steps = positive_int(steps, "steps")
+        self.alpha = self._default_alpha() if alpha is None else check_nonnegative(alpha, "alpha")
         if not isinstance(random_start, bool):
             raise InputError(f"random_start must be true or false, got {random_start!r}")
         self.random_start = random_start
-        self.restarts = check_positive_int(restarts, "restarts")
+        self.restarts = positive_int(restarts, "restarts")
         self._random = SeededGenerators(seed)
 
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
@@ -108,14 +107,40 @@ class PGD(Attack):
             best_loss = torch.where(better, loss, best_loss)
         return best
 
+    def _default_alpha(self) -> float:
+        """α when none is given: Madry et al.'s 2.5·ε/steps (subclasses use their paper's rule)."""
+        return MADRY_STEP_FACTOR * self.eps / self.steps
+
     def _single_run(self, x: Tensor, y: Tensor) -> Tensor:
         x_adv = self._random_start(x) if self.random_start else x.clone()
+        return self._ascend(x_adv, x, y)
+
+    def _ascend(
+        self,
+        x_adv: Tensor,
+        x: Tensor,
+        y: Tensor,
+        *,
+        loss_fn: LossFn | None = None,
+        direction: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """The projected-gradient loop, from the start ``x_adv``, ``steps`` times
+
+            L∞:  x_adv ← Π_{B∞(x, ε) ∩ D}( x_adv + α·sign(d) )
+            L2:  x_adv ← Π_{B₂(x, ε) ∩ D}( x_adv + α·d / ‖d‖₂ )
+
+        with d = ``direction(∇ₓ Σᵢ loss_fn(f(x_adv)ᵢ, yᵢ))``, D the declared input domain. The
+        hooks default to :meth:`loss` and the gradient itself (PGD); MI-FGSM passes its momentum
+        accumulator, TRADES' attack its KL to the clean prediction.
+        """
+        loss = self.loss if loss_fn is None else loss_fn
         for _ in range(self.steps):
-            grad, _, _ = self._loss_gradient(x_adv, y, self.loss)
+            grad, _, _ = self._loss_gradient(x_adv, y, loss)
+            d = grad if direction is None else direction(grad)
             if self.norm == "linf":
-                x_adv = project_linf(x_adv + self.alpha * grad.sign(), x, self.eps)
+                x_adv = project_linf(x_adv + self.alpha * d.sign(), x, self.eps)
             else:
-                x_adv = project_l2(x_adv + self.alpha * normalize_l2(grad), x, self.eps)
+                x_adv = project_l2(x_adv + self.alpha * normalize_l2(d), x, self.eps)
         return x_adv
 
     def _random_start(self, x: Tensor) -> Tensor:

@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from lsakit.errors import ConfigError, InputError
+from lsakit.errors import ArgumentError, ConfigError, InputError
 from lsakit.perturb.apgd import APGD
 from lsakit.perturb.apgd_targeted import APGDT
 from lsakit.perturb.base import Attack, Perturbation
@@ -41,6 +40,7 @@ from lsakit.perturb.noise import (
 )
 from lsakit.perturb.pgd import PGD, PGDL2
 from lsakit.perturb.square import Square
+from lsakit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -61,40 +61,37 @@ class _Entry:
         ]
 
 
-_REGISTRY: dict[str, _Entry] = {
-    "gaussian": _Entry(GaussianNoise, "std"),
-    "salt": _Entry(SaltNoise, "amount"),
-    "pepper": _Entry(PepperNoise, "amount"),
-    "salt_pepper": _Entry(SaltPepperNoise, "amount"),
-    "speckle": _Entry(SpeckleNoise, "std"),
-    "fgsm": _Entry(FGSM, "eps"),
-    "pgd": _Entry(PGD, "eps"),
-    "pgd_l2": _Entry(PGDL2, "eps"),
-    "apgd": _Entry(APGD, "eps"),
-    "apgd_dlr": _Entry(APGD, "eps", {"loss": "dlr"}),
-    "apgd_t": _Entry(APGDT, "eps"),
-    "fab_t": _Entry(FABT, "eps"),
-    "square": _Entry(Square, "eps"),
-    "cw": _Entry(CWLinf, "eps"),
-    "mifgsm": _Entry(MIFGSM, "eps"),
-    "eot_pgd": _Entry(EOTPGD, "eps"),
-    "eot_apgd": _Entry(EOTAPGD, "eps"),
-}
+_REGISTRY: Registry[_Entry] = Registry(
+    "perturbation",
+    {
+        "gaussian": _Entry(GaussianNoise, "std"),
+        "salt": _Entry(SaltNoise, "amount"),
+        "pepper": _Entry(PepperNoise, "amount"),
+        "salt_pepper": _Entry(SaltPepperNoise, "amount"),
+        "speckle": _Entry(SpeckleNoise, "std"),
+        "fgsm": _Entry(FGSM, "eps"),
+        "pgd": _Entry(PGD, "eps"),
+        "pgd_l2": _Entry(PGDL2, "eps"),
+        "apgd": _Entry(APGD, "eps"),
+        "apgd_dlr": _Entry(APGD, "eps", {"loss": "dlr"}),
+        "apgd_t": _Entry(APGDT, "eps"),
+        "fab_t": _Entry(FABT, "eps"),
+        "square": _Entry(Square, "eps"),
+        "cw": _Entry(CWLinf, "eps"),
+        "mifgsm": _Entry(MIFGSM, "eps"),
+        "eot_pgd": _Entry(EOTPGD, "eps"),
+        "eot_apgd": _Entry(EOTAPGD, "eps"),
+    },
+)
 
 
 def names() -> list[str]:
     """Registered perturbation names: the noises first, then the attacks."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(
-            f"unknown perturbation {name!r}; {hint}known perturbations: {', '.join(_REGISTRY)}"
-        )
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def is_adversarial(name: str) -> bool:
@@ -142,6 +139,8 @@ def build(
                 raise ConfigError(f"{name} is an attack and needs a model: pass model=")
             return entry.factory(model, **kwargs)
         return entry.factory(**kwargs)
+    except ArgumentError as err:
+        raise ArgumentError(f"{name}: {err.template}") from err
     except InputError as err:
         raise ConfigError(f"{name}: {err}") from err
 

@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lsakit._checks import check_inputs, check_positive_int, check_probability
+from lsakit._checks import check_inputs, check_probability
 from lsakit._outputs import OutputSelector
 from lsakit.errors import InputError
 from lsakit.perturb.base import (
@@ -61,6 +61,7 @@ from lsakit.perturb.base import (
     project_linf,
     require_labels,
 )
+from lsakit.validate import positive_int
 
 #: The reference's p schedule: (last iteration, divisor of p_init) on a 10 000-query budget.
 _SCHEDULE_BUDGET = 10_000
@@ -75,6 +76,7 @@ _P_SCHEDULE: tuple[tuple[int, int], ...] = (
     (6000, 128),
     (8000, 256),
 )
+
 _P_FINAL_DIVISOR = 512
 
 
@@ -152,7 +154,7 @@ class Square(Attack):
         output: OutputSelector = None,
     ) -> None:
         super().__init__(model, eps=eps, output=output)
-        self.queries = check_positive_int(queries, "queries")
+        self.queries = positive_int(queries, "queries")
         self.p_init = check_probability(p_init, "p_init")
         if self.p_init == 0:
             raise InputError("p_init must lie in (0, 1], got 0; the default is 0.8")

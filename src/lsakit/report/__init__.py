@@ -9,6 +9,7 @@ from lsakit.report.figures import (
 from lsakit.report.landscape import LandscapeGrid, filter_normalized_directions, loss_landscape
 from lsakit.report.plots import plot_layer_curves
 from lsakit.report.reproduction import write_report
+from lsakit.report.study import write_study_report
 
 __all__ = [
     "LandscapeGrid",
@@ -20,4 +21,5 @@ __all__ = [
     "plot_relative_error_curves",
     "plot_rg_bars",
     "write_report",
+    "write_study_report",
 ]

@@ -32,8 +32,7 @@ from pathlib import Path
 
 from lsakit._io import atomic_write_text
 from lsakit.experiments.results import ExperimentResult
-from lsakit.report.figures import PathLike, lsa_attack_key
-from lsakit.report.reproduction import (
+from lsakit.report.blocks import (
     Block,
     Heading,
     Paragraph,
@@ -41,6 +40,7 @@ from lsakit.report.reproduction import (
     render_html,
     render_markdown,
 )
+from lsakit.report.figures import PathLike, lsa_attack_key
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,21 @@
-"""Training: objectives (standard and adversarial), the layer-wise regularizer, the trainer."""
+"""Training: objectives (standard and adversarial), the regularizers, the loop, the trainer.
 
-from lsakit.train.config import TrainConfig, dump_config, load_config, validate_config
-from lsakit.train.trainer import (
-    BEST_NAME,
-    CHECKPOINT_NAME,
+The configuration (:class:`TrainConfig`, config files) is :mod:`lsakit.config`'s, re-exported here.
+"""
+
+from lsakit.config import (
     CONFIG_NAME,
-    METRICS_NAME,
-    STATE_NAME,
-    TrainingError,
-    TrainResult,
-    accuracy,
+    TrainConfig,
+    dump_config,
+    load_config,
     load_run_config,
-    resolve_device,
-    train,
+    validate_config,
 )
+from lsakit.train.loop import Callback, Run, TrainingError
+from lsakit.train.parts import accuracy, resolve_device
+from lsakit.train.regularizers import Regularizer, RegularizerInputs
+from lsakit.train.rundir import BEST_NAME, CHECKPOINT_NAME, METRICS_NAME, STATE_NAME
+from lsakit.train.trainer import TrainResult, train
 
 __all__ = [
     "BEST_NAME",
@@ -21,6 +23,10 @@ __all__ = [
     "CONFIG_NAME",
     "METRICS_NAME",
     "STATE_NAME",
+    "Callback",
+    "Regularizer",
+    "RegularizerInputs",
+    "Run",
     "TrainConfig",
     "TrainResult",
     "TrainingError",

@@ -19,47 +19,109 @@ Choices where the paper is silent (see :data:`DEFAULT_GRAD_THROUGH` and :data:`D
   counted in :attr:`LayerwiseRegularizer.last_undefined`;
 * with ``reduction="sample"`` CM_l is the mean over the samples where it is defined, the same
   exclusion LSA's statistics use.
+
+Every penalty the trainer adds to the objective's loss — AT-LR here, LSP
+(:mod:`lsakit.train.lsp`) and the sparsity penalty (:mod:`lsakit.defenses.sparsity`) — is a
+:class:`Regularizer`: the training step (:func:`lsakit.train.step.training_step`) iterates one list
+of them, handing each the :class:`RegularizerInputs` of the step.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from lsakit import distributed, speed
 from lsakit._torch import eval_mode
-from lsakit.analysis import DEFAULT_ETA, LSAResult, PerturbationFn, analyze
+from lsakit.analysis import LSAResult, PerturbationFn, analyze
+from lsakit.config.defaults import DEFAULT_ETA, DEFAULT_GAMMA, DEFAULT_GRAD_THROUGH, GradThrough
 from lsakit.errors import ConfigError, InputError
 from lsakit.measures import measure_rows
 from lsakit.perturb import PGD
-from lsakit.probe import LayerProbe, LayerSpec, default_layers, unprinted
+from lsakit.probe import LayerProbe, LayerSpec, default_layers, resolve_layers, unprinted
+from lsakit.validate import choice, number
 
-GradThrough = Literal["both", "adversarial", "clean"]
 LRReduction = Literal["batch", "sample"]
 
-#: Where the gradient of LR flows (the paper does not say). "both" differentiates through φ_l(x)
-#: and φ_l(x̂), the literal reading of min_θ E[J + LR(θ, x, x̂)] (Eq. 14) with no stop-gradient;
-#: "adversarial" detaches φ_l(x) (the clean representation is a fixed target); "clean" detaches
-#: φ_l(x̂). Measured by ``benchmarks/exp_lr_choices.py`` (Moon, model A, AT-FGSM ε_raw 0.3 + LR on
-#: L2, 20 epochs, 6 seeds, γ = 0.1): relative error of L2 under PGD 0.52 (base) → 0.19 (both),
-#: 0.17 (clean), 0.42 (adversarial); FGSM accuracy at ε_raw 0.5: 56.0 ± 3.4 (base), 57.9 ± 4.8,
-#: 58.4 ± 6.6, 59.2 ± 4.9. "adversarial" alone cannot drive the layer's error down (it never
-#: reached the −50% target at any γ); "both" and "clean" are indistinguishable within seed noise,
-#: so the literal reading wins.
-DEFAULT_GRAD_THROUGH: GradThrough = "both"
 
-#: Default γ for every regularized layer (values are not published). Same experiment, grad_through
-#: "both", 3 seeds, γ ∈ {0.03, 0.1, 0.3, 1}: L2's relative error under PGD 0.47, 0.16, 0.07, 0.00 (base
-#: 0.48); at γ = 1 every seed collapsed to a constant classifier (50%): the relative error can be
-#: zeroed by inflating a shared offset of φ_l, which large γ rewards. γ = 0.1 is the largest tested
-#: value that cuts the error by more than half while keeping clean and large-ε FGSM accuracy near
-#: the base (it did not raise the R&G score on Moon in that setting: 457 ± 20 vs 472 ± 7).
-DEFAULT_GAMMA = 0.1
+# --------------------------------------------------------------------------------------------
+# The protocol every training penalty follows
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegularizerInputs:
+    """What a regularizer's term may read from one training step.
+
+    Attributes:
+        model: the model as trained (possibly a DDP or ``torch.compile`` wrapper); ``module`` is
+            the bare one, whose weights a weight penalty reads.
+        x: the clean batch, on the model's device.
+        x_adv: the adversarial batch (None for an objective without one).
+        names: the names of the representations the step's probe captured, in capture order.
+        clean: φ(x) for each name, with gradient (None without a probe).
+        adv: φ(x̂) for each name (None without an adversarial training forward).
+    """
+
+    model: nn.Module
+    x: Tensor
+    x_adv: Tensor | None = None
+    names: Sequence[str] = ()
+    clean: Sequence[Tensor] | None = None
+    adv: Sequence[Tensor] | None = None
+
+    @property
+    def module(self) -> nn.Module:
+        """The bare model inside a DDP / ``torch.compile`` wrapper."""
+        return distributed.unwrap(speed.uncompiled(self.model))
+
+    def select(self, reps: Sequence[Tensor] | None, layers: Sequence[str]) -> list[Tensor] | None:
+        """``reps`` (``clean`` or ``adv``) at ``layers``: by name where the capture names them
+        all, else the whole capture (a probe built on those layers alone, e.g. on labels)."""
+        if reps is None:
+            return None
+        if layers and all(name in self.names for name in layers):
+            index = {name: i for i, name in enumerate(self.names)}
+            return [reps[index[name]] for name in layers]
+        return list(reps)
+
+
+@runtime_checkable
+class Regularizer(Protocol):
+    """A penalty added to the objective's loss in every training step.
+
+    The trainer calls :meth:`prepare` once per epoch (it returns the epoch's regularizer and
+    leaves itself as it is), captures the union of the prepared regularizers' :attr:`layers` with one
+    :class:`~lsakit.probe.LayerProbe` (``detach=False``) and adds each :meth:`term` to the loss, in
+    list order; the sum of the terms is what it logs as ``train_reg``.
+    """
+
+    #: the term's short name in messages (``"lr"``, ``"lsp"``, ``"sparsity"``)
+    name: ClassVar[str]
+
+    @property
+    def layers(self) -> Sequence[str]:
+        """The representations the term reads (exact names once prepared; empty: none, a term
+        of the weights alone)."""
+        ...
+
+    def prepare(self, model: nn.Module, example: Tensor) -> Regularizer:
+        """The regularizer for ``model``, its layers resolved to exact representation names (with
+        dry forwards of ``example`` where needed; modes, parameters and buffers untouched)."""
+        ...
+
+    def term(self, inputs: RegularizerInputs) -> Tensor:
+        """The differentiable scalar it adds to the loss."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Its settings as JSON-able values."""
+        ...
+
 
 #: PGD steps of the default attack of :meth:`LayerwiseRegularizer.from_mvl` (step 2.5·ε/steps).
 MVL_PGD_STEPS = 10
@@ -70,13 +132,7 @@ _LABEL = re.compile(r"^L(\d+)$")
 
 
 def _check_gamma(value: object, where: str) -> float:
-    where = f" {where}" if where else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"gamma{where} must be a number ≥ 0, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise ConfigError(f"gamma{where} must be a finite number ≥ 0, got {value!r}")
-    return v
+    return number(value, "gamma", low=0.0, suffix=f" {where}" if where else "")
 
 
 class LayerwiseRegularizer:
@@ -112,7 +168,12 @@ class LayerwiseRegularizer:
         with LayerProbe(model, reg.layers, detach=False) as probe:
             out = objective(model, x, y, probe)     # TRADES / MART capture both
             loss = out.loss + reg(out.clean_reps, out.adv_reps)
+
+    As a :class:`Regularizer` (the trainer's list): :meth:`prepare` is :meth:`resolve`, and
+    :meth:`term` reads φ_l(x) and φ_l(x̂) of its layers from the step's capture.
     """
+
+    name: ClassVar[str] = "lr"
 
     def __init__(
         self,
@@ -124,14 +185,8 @@ class LayerwiseRegularizer:
     ) -> None:
         names = self._check_layers(layers)
         gammas = self._check_gammas(names, gamma)
-        if grad_through not in _GRAD_THROUGH:
-            raise ConfigError(
-                f"grad_through must be one of {', '.join(_GRAD_THROUGH)}, got {grad_through!r}"
-            )
-        if reduction not in _REDUCTIONS:
-            raise ConfigError(
-                f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}"
-            )
+        choice(grad_through, "grad_through", _GRAD_THROUGH)
+        choice(reduction, "reduction", _REDUCTIONS)
         pairs = list(zip(names, gammas, strict=True))
         if all(_LABEL.match(n) for n in names):
             # Labels name forward positions, and the probe returns forward order: sort to match.
@@ -240,10 +295,8 @@ class LayerwiseRegularizer:
         else:
             by_name = dict(zip(self.layers, self.gammas, strict=True))
             spec = list(self.layers)
-        with torch.no_grad(), eval_mode(model), LayerProbe(model, spec) as probe:
-            model(example)
-            probe.take()
-            captured = probe.layers
+        with eval_mode(model):
+            captured = resolve_layers(model, spec, example)
         resolved = copy.copy(self)
         resolved.layers = [layer.name for layer in captured]
         resolved.gammas = [
@@ -251,6 +304,18 @@ class LayerwiseRegularizer:
             for layer in captured
         ]
         return resolved
+
+    def prepare(self, model: nn.Module, example: Tensor) -> LayerwiseRegularizer:
+        """:meth:`resolve` (the :class:`Regularizer` protocol)."""
+        return self.resolve(model, example)
+
+    def term(self, inputs: RegularizerInputs) -> Tensor:
+        """LR on the step's captured representations of :attr:`layers`."""
+        if inputs.adv is None:
+            raise ConfigError("the layer-wise regularizer needs an adversarial objective")
+        return self(
+            inputs.select(inputs.clean, self.layers), inputs.select(inputs.adv, self.layers)
+        )
 
     # -- the term --------------------------------------------------------------------------------
     def per_layer(
@@ -382,4 +447,6 @@ __all__ = [
     "GradThrough",
     "LRReduction",
     "LayerwiseRegularizer",
+    "Regularizer",
+    "RegularizerInputs",
 ]

@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lsakit.analysis import DEFAULT_ETA
+from lsakit.config.defaults import DEFAULT_ETA
+from lsakit.config.train import TrainConfig, validate_config
 from lsakit.errors import ConfigError
-from lsakit.train.config import TrainConfig, validate_config
 
 #: The data set of ``lsakit train`` / ``analyze`` (and of a YAML config) that names none.
 DEFAULT_DATASET = "moons"
@@ -136,7 +136,7 @@ USER_TRAIN: dict[str, Any] = {"epochs": 10, "batch_size": 64, "optimizer": "adam
 def user_preset(dataset: str, **data_options: object) -> Preset:
     """The generic recipe for data of the user's (see the module docstring), scaled to the
     data set's domain (read with ``data_options``, e.g. ``domain``)."""
-    from lsakit import data
+    from lsakit import data  # reads the data: torch, imported only for data of the user's
 
     domain = data.domain(dataset, **data_options)
     eps = USER_EPS_PER_WIDTH * domain.width() if domain.bounded else USER_EPS_UNBOUNDED
@@ -158,24 +158,23 @@ def preset(dataset: str, **data_options: object) -> Preset:
     Data of the user's (``folder:PATH``, tensor files) gets :func:`user_preset`, scaled to its
     domain (``data_options`` as for :func:`lsakit.data.load`); registered data sets ignore them.
     """
-    from lsakit.data import is_user_dataset
+    if dataset in PRESETS:  # no registered name is data of the user's: no need for lsakit.data
+        return PRESETS[dataset]
+    from lsakit.data import is_user_dataset  # torch: imported only for the other names
 
     if is_user_dataset(dataset):
         recipe = user_preset(dataset, **data_options)
         return replace(recipe, train=recipe.train.with_overrides(data_options=data_options))
-    try:
-        return PRESETS[dataset]
-    except KeyError:
-        raise ConfigError(
-            f"no preset for data set {dataset!r}; presets exist for {', '.join(PRESETS)} (and "
-            f"your own data: folder:PATH or a .npz/.safetensors/.pt file)"
-        ) from None
+    raise ConfigError(
+        f"no preset for data set {dataset!r}; presets exist for {', '.join(PRESETS)} (and "
+        f"your own data: folder:PATH or a .npz/.safetensors/.pt file)"
+    )
 
 
 def train_config(values: Mapping[str, Any], *, source: str = "options") -> TrainConfig:
     """The one route to a run's config: the data set's preset, then ``values`` over it.
 
-    ``lsakit train``'s flags and YAML config files (:func:`lsakit.train.load_config`) both come
+    ``lsakit train``'s flags and YAML config files (:func:`lsakit.config.load_config`) both come
     here, so the same options give the same config: no ``dataset`` is moons, no ``model`` the
     data set's, unset options the preset's (moons: lr 0.01, batch 32, 20 epochs), and an
     adversarial ``method`` without ``eps`` trains at the preset's ε. Errors are one ConfigError
@@ -190,3 +189,16 @@ def train_config(values: Mapping[str, Any], *, source: str = "options") -> Train
     if merged.get("method", "standard") != "standard" and "eps" not in values:
         merged["eps"] = recipe.train_eps
     return validate_config(merged, source=source)
+
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "PRESETS",
+    "USER_EPS_PER_WIDTH",
+    "USER_EPS_UNBOUNDED",
+    "USER_TRAIN",
+    "Preset",
+    "preset",
+    "train_config",
+    "user_preset",
+]

@@ -3,8 +3,12 @@
 The CLI, the YAML config files, the presets and the experiment runner all build a
 :class:`TrainConfig`; nothing else holds a default. Each field's description is its help text
 (``lsakit train --help``, the README's option table: :mod:`lsakit.options`). The CLI's flags and
-YAML files (:func:`load_config`) both start from the data set's preset
-(:func:`lsakit.presets.train_config`); a run's own ``config.yaml`` is complete and read as it is.
+YAML files (:func:`lsakit.config.load_config`) both start from the data set's preset
+(:func:`lsakit.config.presets.train_config`); a run's own ``config.yaml`` is complete and read as
+it is (:func:`lsakit.config.load_run_config`).
+
+A leaf: it imports pydantic, PyYAML and :mod:`lsakit.errors`, never torch or the modules that run
+a config; the defaults it shares with them are in :mod:`lsakit.config.defaults`.
 """
 
 from __future__ import annotations
@@ -17,21 +21,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lsakit.analysis import DEFAULT_ETA
-from lsakit.errors import ConfigError
-from lsakit.speed import Amp
-from lsakit.tracking import Backend as TrackingBackend
-from lsakit.train.lsp import (
+from lsakit.config.defaults import (
     DEFAULT_BANDWIDTH,
+    DEFAULT_ETA,
+    DEFAULT_GAMMA,
+    DEFAULT_GRAD_THROUGH,
+    DEFAULT_LSP_WEIGHT,
     DEFAULT_PERPLEXITY,
+    Amp,
     Bandwidth,
+    GradThrough,
     LSPOn,
     LSPVariant,
+    TrackingBackend,
 )
-from lsakit.train.lsp import (
-    DEFAULT_WEIGHT as DEFAULT_LSP_WEIGHT,
-)
-from lsakit.train.regularizers import DEFAULT_GAMMA, DEFAULT_GRAD_THROUGH, GradThrough
+from lsakit.errors import ArgumentError, ConfigError
 
 Method = Literal["standard", "fgsm", "fast", "pgd", "trades", "mart", "apgd", "pni"]
 #: Companion regularizers added to any objective (issue: LSP and RSR's lasso penalties).
@@ -46,7 +50,7 @@ class TrainConfig(BaseModel):
     ``lsakit train --help``, the YAML loader and the README's option table show
     (:mod:`lsakit.options`). ``none_means`` (in ``json_schema_extra``) says what an unset
     (None) value does. The CLI and YAML files start from the data set's preset
-    (:func:`lsakit.presets.train_config`); the defaults here are the library's.
+    (:func:`lsakit.config.presets.train_config`); the defaults here are the library's.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -54,14 +58,32 @@ class TrainConfig(BaseModel):
     # what is trained, on what
     model: str = Field(
         description="model: a name of `lsakit models`, torchvision:NAME, timm:NAME, hf:DIR "
-        "(a local config.json), package.module:factory or file.py:factory"
+        "(a local config.json), package.module:factory or file.py:factory",
+        json_schema_extra={"flags": ["--model", "-m"]},
     )
-    dataset: str = Field(description="data set: a name of `lsakit datasets` or your own data")
+    dataset: str = Field(
+        description="data set: a name of `lsakit datasets` or your own data",
+        json_schema_extra={"flags": ["--dataset", "-d"]},
+    )
     model_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="model constructor arguments, e.g. num_classes: 2"
+        default_factory=dict,
+        description="model constructor argument KEY=VALUE (repeatable; VALUE read as YAML), e.g. "
+        "num_classes=2 for timm:/torchvision:, num_labels=2 or task=… for hf:, "
+        "genotype=runs/search/genotype.json for genotype_net; pretrained weights: "
+        "weights=DEFAULT (torchvision:), pretrained=true (timm:), revision=REV (hf:ORG/NAME), "
+        "dataset=, threat_model=, model_dir= (robustbench:)",
+        json_schema_extra={"flags": ["--model-arg"], "kind": "key_value"},
     )
     data_options: dict[str, Any] = Field(
-        default_factory=dict, description="data set options, e.g. moons noise/n_samples"
+        default_factory=dict,
+        description="data set option KEY=VALUE (repeatable; VALUE read as YAML), e.g. size=32, "
+        "mode=L for folder:PATH; test_fraction=0.2, data_seed=0 for your own data; noise=0.2 "
+        "for moons",
+        json_schema_extra={
+            "flags": ["--data-option"],
+            "kind": "key_value",
+            "show_default": "the data set's",
+        },
     )
     limit: int | None = Field(
         None,
@@ -116,7 +138,7 @@ class TrainConfig(BaseModel):
         None,
         description="with lr_layers mvl: the layers the MVL analysis measures (as analyze "
         "--layers, e.g. type:Conv2d); the MVL list is regularized by those same layers",
-        json_schema_extra={"none_means": "the activations"},
+        json_schema_extra={"none_means": "the activations", "kind": "layers"},
     )
 
     # companion regularizers (lsakit.train.lsp, lsakit.defenses.sparsity)
@@ -159,10 +181,10 @@ class TrainConfig(BaseModel):
         ge=0,
         lt=1,
         description="magnitude-prune to this sparsity, then train masked (lsakit prune)",
-        json_schema_extra={"none_means": "no pruning"},
+        json_schema_extra={"none_means": "no pruning", "flags": []},
     )
     prune_scope: Literal["global", "per_layer"] = Field(
-        "global", description="pruning threshold scope"
+        "global", description="pruning threshold scope", json_schema_extra={"flags": []}
     )
 
     # optimization
@@ -257,10 +279,11 @@ def validate_config(values: dict[str, Any], *, source: str = "options") -> Train
         return TrainConfig.model_validate(values)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
+        loc = [str(x) for x in first["loc"]]
         message = str(first["msg"]).removeprefix("Value error, ")
-        option = f"--{where.replace('_', '-')}" if where else "the configuration"
-        raise ConfigError(f"invalid {option} in {source}: {message}") from None
+        option = f"{{{loc[0]}}}" + "".join(f".{x}" for x in loc[1:]) if loc else "the configuration"
+        # ArgumentError: Python names the field (epochs), the command line its flag (--epochs)
+        raise ArgumentError(f"invalid {option} in {source}: {message}") from None
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -293,18 +316,18 @@ def merge_options(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return merged
 
 
-def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-    """Read a YAML config file (every TrainConfig field allowed) and apply the overrides.
-
-    Like ``lsakit train``'s flags, a file starts from its data set's preset
-    (:func:`lsakit.presets.train_config`): ``dataset: moons`` alone is the moons recipe (model A,
-    lr 0.01, batch 32, 20 epochs), and the same options as a file or as flags give the same config.
-    """
-    from lsakit.presets import train_config  # presets build TrainConfigs: imported when used
-
-    return train_config(merge_options(read_config_file(path), overrides), source=str(path))
-
-
 def dump_config(config: TrainConfig) -> str:
-    """The config as YAML (every field), readable back with :func:`load_config`."""
+    """The config as YAML (every field), readable back with :func:`lsakit.config.load_config`."""
     return str(yaml.safe_dump(config.model_dump(), sort_keys=False))
+
+
+__all__ = [
+    "Method",
+    "Regularizer",
+    "Schedule",
+    "TrainConfig",
+    "dump_config",
+    "merge_options",
+    "read_config_file",
+    "validate_config",
+]
