@@ -70,7 +70,13 @@ def _parameters() -> list[inspect.Parameter]:
     return [*fields[:at], domain, *fields[at:], *run]
 
 
-def train_command(
+def train_command(ctx: typer.Context, **values: Any) -> None:
+    words = {"out": "--out", "overwrite": "--overwrite", "resume": "--resume", "device": "--device"}
+    with flag_words(TrainConfig, extra=words):
+        _train(ctx, **values)
+
+
+def _train(
     ctx: typer.Context,
     *,
     domain: str | None,
@@ -85,25 +91,6 @@ def train_command(
 ) -> None:
     flags = {n: decl.flags(TrainConfig, n)[0].split("/")[0] for n in TrainConfig.model_fields
              if decl.flags(TrainConfig, n)}  # fmt: skip
-    words = {"out": "--out", "overwrite": "--overwrite", "resume": "--resume", "device": "--device"}
-    with flag_words(TrainConfig, extra=words):
-        _train(ctx, flags, domain, config_file, resume, overwrite, print_config, out_dir,
-               data_dir, device, fields)  # fmt: skip
-
-
-def _train(
-    ctx: typer.Context,
-    flags: dict[str, str],
-    domain: str | None,
-    config_file: Path | None,
-    resume: Path | None,
-    overwrite: bool,
-    print_config: bool,
-    out_dir: Path | None,
-    data_dir: Path | None,
-    device: str,
-    fields: dict[str, Any],
-) -> None:
     from lsakit.config.presets import train_config
     from lsakit.train import dump_config, load_config, load_run_config, resolve_device, train
     from lsakit.train.trainer import check_run_dir, resume_point

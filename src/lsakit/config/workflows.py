@@ -38,6 +38,19 @@ CHECKPOINT_HELP = (
 )
 
 
+#: Fields both workflows declare alike: one declaration each.
+MODEL_KWARGS_OPTION = option(
+    {}, MODEL_ARG_HELP, "--model-arg", show_default="none", kind="key_value"
+)
+DATA_OPTIONS_OPTION = option(
+    {}, DATA_OPTION_HELP, "--data-option", show_default="the data set's", kind="key_value"
+)
+DOMAIN_OPTION = option(None, DOMAIN_HELP, show_default=DOMAIN_DEFAULT)
+AMP_OPTION = option("off", AMP_HELP)
+DATA_DIR_OPTION = option(None, DATA_DIR_HELP, show_default=DATA_DIR_DEFAULT)
+DEVICE_OPTION = option("auto", DEVICE_HELP)
+
+
 def _positive(value: int | None, name: str) -> None:
     if value is not None and value < 1:
         raise ArgumentError(f"{{{name}}} must be ≥ 1, got {value}")
@@ -67,16 +80,12 @@ class AnalyzeOptions(_Common):
     model: str | None = option(
         None, field_help("model"), "--model", "-m", show_default=field_default("model")
     )
-    model_kwargs: dict[str, Any] = option(
-        {}, MODEL_ARG_HELP, "--model-arg", show_default="none", kind="key_value"
-    )
+    model_kwargs: dict[str, Any] = MODEL_KWARGS_OPTION
     checkpoint: Path | None = option(
         None, CHECKPOINT_HELP, show_default="none: train the data set's model normally first"
     )
-    data_options: dict[str, Any] = option(
-        {}, DATA_OPTION_HELP, "--data-option", show_default="the data set's", kind="key_value"
-    )
-    domain: str | None = option(None, DOMAIN_HELP, show_default=DOMAIN_DEFAULT)
+    data_options: dict[str, Any] = DATA_OPTIONS_OPTION
+    domain: str | None = DOMAIN_OPTION
     perturbations: list[str] | None = option(
         None,
         "NAME[=STRENGTH][,key=value…], repeatable, e.g. gaussian=0.1 or pgd=0.3,steps=40.",
@@ -104,10 +113,10 @@ class AnalyzeOptions(_Common):
     limit: int | None = option(None, "Analyse only the first N samples.", show_default="all")
     batch_size: int = option(256, "Batch size for the analysis.")
     seed: int | None = option(None, field_help("seed"), show_default=field_default("seed"))
-    amp: str = option("off", AMP_HELP)
+    amp: str = AMP_OPTION
     out: Path | None = option(None, "Output directory.", show_default="runs/analyze-DATASET")
-    data_dir: Path | None = option(None, DATA_DIR_HELP, show_default=DATA_DIR_DEFAULT)
-    device: str = option("auto", DEVICE_HELP)
+    data_dir: Path | None = DATA_DIR_OPTION
+    device: str = DEVICE_OPTION
 
     def check(self) -> None:
         super().check()
@@ -137,13 +146,9 @@ class EvaluateOptions(_Common):
         "-m",
         show_default="the checkpoint's",
     )
-    model_kwargs: dict[str, Any] = option(
-        {}, MODEL_ARG_HELP, "--model-arg", show_default="none", kind="key_value"
-    )
-    data_options: dict[str, Any] = option(
-        {}, DATA_OPTION_HELP, "--data-option", show_default="the data set's", kind="key_value"
-    )
-    domain: str | None = option(None, DOMAIN_HELP, show_default=DOMAIN_DEFAULT)
+    model_kwargs: dict[str, Any] = MODEL_KWARGS_OPTION
+    data_options: dict[str, Any] = DATA_OPTIONS_OPTION
+    domain: str | None = DOMAIN_OPTION
     fgsm_eps: list[float] | None = option(
         None,
         "FGSM ε sweep, comma-separated.",
@@ -187,14 +192,14 @@ class EvaluateOptions(_Common):
         True, "Run the gradient-masking checks after the suite.", "--checks/--no-checks"
     )
     seed: int = option(0, "Seed of the suite's random starts.")
-    amp: str = option("off", AMP_HELP)
+    amp: str = AMP_OPTION
     out: Path | None = option(
         None,
         "Output directory.",
         show_default="the checkpoint's folder; runs/evaluate-MODEL for a pretrained --model",
     )
-    data_dir: Path | None = option(None, DATA_DIR_HELP, show_default=DATA_DIR_DEFAULT)
-    device: str = option("auto", DEVICE_HELP)
+    data_dir: Path | None = DATA_DIR_OPTION
+    device: str = DEVICE_OPTION
 
     def check(self) -> None:
         super().check()
