@@ -64,15 +64,6 @@ def test_train_help_and_defaults_come_from_the_config_fields() -> None:
     assert code == 0 and "0.5, every preset's" in out
 
 
-def test_search_defaults_are_the_search_configs() -> None:
-    from lsakit.nas.search import SearchConfig
-
-    defaults = SearchConfig()
-    params = {p.name: p.default for p in typer.main.get_command(app).commands["search"].params}  # type: ignore[attr-defined]
-    for name in ("cells", "nodes", "channels", "epochs", "lam_bar_factor"):
-        assert params[name] == getattr(defaults, name), name
-
-
 def test_a_yaml_config_starts_from_the_data_sets_preset(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("dataset: moons\nmethod: pgd\n")

@@ -7,7 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import get_args
 
-from lsakit.config.defaults import TrackingBackend
+from lsakit.config.defaults import (
+    SEARCH_CELLS,
+    SEARCH_CHANNELS,
+    SEARCH_EPOCHS,
+    SEARCH_LAM_BAR_FACTOR,
+    SEARCH_NODES,
+    TrackingBackend,
+)
 from lsakit.config.help import DATA_DIR_DEFAULT, DATA_DIR_HELP, DEVICE_HELP, field_help
 from lsakit.config.options import Options, option
 from lsakit.errors import ArgumentError
@@ -44,22 +51,22 @@ class PruneOptions(Options):
 
 class SearchOptions(Options):
     """The options of ``lsakit search`` (RACL). The defaults of cells, nodes, channels, epochs
-    and lam_bar_factor are :class:`lsakit.nas.SearchConfig`'s (a test keeps them equal: this
-    module must not import lsakit.nas, which loads matplotlib)."""
+    and lam_bar_factor are :class:`lsakit.nas.SearchConfig`'s, declared once in
+    :mod:`lsakit.config.defaults`."""
 
     dataset: str = option("mnist", "Image data set.", "--dataset", "-d")
-    cells: int = option(2, "Cells of the supernet.")
-    nodes: int = option(3, "Intermediate nodes per cell.")
-    channels: int = option(8, "Channels of the first cell.")
+    cells: int = option(SEARCH_CELLS, "Cells of the supernet.")
+    nodes: int = option(SEARCH_NODES, "Intermediate nodes per cell.")
+    channels: int = option(SEARCH_CHANNELS, "Channels of the first cell.")
     reductions: list[int] | None = option(
         None, "Indices of reduction cells, comma-separated (e.g. 1,2).", show_default="none"
     )
-    epochs: int = option(5, "Search epochs.")
+    epochs: int = option(SEARCH_EPOCHS, "Search epochs.")
     limit: int | None = option(
         None, "Training images used (half weights, half architecture).", show_default="all"
     )
     lipschitz: bool = option(True, "The Lipschitz constraint.")
-    lam_bar_factor: float = option(1.0, "λ̄_F = exp(initial μ_F) × this factor.")
+    lam_bar_factor: float = option(SEARCH_LAM_BAR_FACTOR, "λ̄_F = exp(initial μ_F) × this factor.")
     seed: int = option(0, "Search seed.")
     out: Path | None = option(
         None, "Output directory.", show_default="runs/search-DATASET-racl|plain"

@@ -79,3 +79,14 @@ __all__ = [
     "LSPVariant",
     "TrackingBackend",
 ]
+
+# ------------------------------------------------------------------ RACL search (lsakit.nas)
+
+#: The defaults of a RACL search that ``lsakit search`` also shows: the one declaration
+#: :class:`lsakit.nas.SearchConfig` and :class:`lsakit.config.commands.SearchOptions` both read
+#: (the command must not import lsakit.nas, which loads torch and matplotlib).
+SEARCH_CELLS = 2
+SEARCH_NODES = 3
+SEARCH_CHANNELS = 8
+SEARCH_EPOCHS = 5
+SEARCH_LAM_BAR_FACTOR = 1.0

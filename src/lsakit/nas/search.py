@@ -49,6 +49,13 @@ from torch import Tensor
 from lsakit._checks import check_inputs, check_labels
 from lsakit._progress import Progress
 from lsakit._torch import eval_mode, seed_everything
+from lsakit.config.defaults import (
+    SEARCH_CELLS,
+    SEARCH_CHANNELS,
+    SEARCH_EPOCHS,
+    SEARCH_LAM_BAR_FACTOR,
+    SEARCH_NODES,
+)
 from lsakit.errors import ConfigError, InputError
 from lsakit.nas.genotype import DEFAULT_Z, RULES, Genotype, Rule, discretize
 from lsakit.nas.lipschitz import constraint
@@ -87,16 +94,16 @@ class SearchConfig:
     Discretization: ``discretize_rule``, ``discretize_z``.
     """
 
-    cells: int = 2
-    nodes: int = 3
-    channels: int = 8
+    cells: int = SEARCH_CELLS
+    nodes: int = SEARCH_NODES
+    channels: int = SEARCH_CHANNELS
     ops: tuple[str, ...] = SMALL_SEARCH_OPS
     reductions: tuple[int, ...] = ()
     stem_multiplier: int = 3
     num_classes: int = 10
     sigma_init: float = DEFAULT_SIGMA_INIT
 
-    epochs: int = 5
+    epochs: int = SEARCH_EPOCHS
     batch_size: int = 64
     seed: int = 0
     max_steps: int | None = None
@@ -114,7 +121,7 @@ class SearchConfig:
     lipschitz: bool = True
     eta: float = 0.9
     penalty: float = 1.0
-    lam_bar_factor: float = 1.0
+    lam_bar_factor: float = SEARCH_LAM_BAR_FACTOR
     lam_bar: float | None = None
     dual_update: DualUpdate = "epoch"
     power_iters: int = 3
