@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from lsakit.config.options import Options
 from lsakit.errors import ArgumentError, CheckpointError
+
+_O = TypeVar("_O", bound=Options)
 
 Log = Callable[[str], None]
 
@@ -141,6 +144,23 @@ def build_perturbations(model: nn.Module, parsed: Sequence[tuple[str, Any, Any]]
         name: perturb.build(name, model=model, strength=strength, **params)
         for name, strength, params in parsed
     }
+
+
+def split_model(
+    model: nn.Module | str | None, cls: type[_O], options: dict[str, Any]
+) -> tuple[nn.Module | None, _O]:
+    """A workflow's first argument and its options: a model spec joins the options as ``model``;
+    an ``nn.Module`` stays apart (used as it is); anything else is refused."""
+    if isinstance(model, str):
+        if "model" in options:
+            raise ArgumentError("the model is given twice; pass {model} once")
+        options = {**options, "model": model}
+        model = None
+    elif model is not None and not isinstance(model, nn.Module):
+        raise ArgumentError(
+            f"{{model}} must be an nn.Module, a model spec or None, got {type(model).__name__}"
+        )
+    return model, cls.build(options)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from lsakit.workflows._common import (
     quiet,
     recorded_data_options,
     slug,
+    split_model,
     transform,
     weights_meta,
 )
@@ -80,16 +81,7 @@ def analyze(
     """
     from lsakit._torch import kept_random_state
 
-    if isinstance(model, str):
-        if "model" in options:
-            raise ArgumentError("the model is given twice; pass {model} once")
-        options["model"] = model
-        model = None
-    elif model is not None and not isinstance(model, nn.Module):
-        raise ArgumentError(
-            f"{{model}} must be an nn.Module, a model spec or None, got {type(model).__name__}"
-        )
-    opts = AnalyzeOptions.build(options)
+    model, opts = split_model(model, AnalyzeOptions, options)
     if model is not None and (opts.model is not None or opts.checkpoint is not None):
         raise ArgumentError(
             "an nn.Module is analysed as it is; drop {checkpoint} and the {model} spec"

@@ -26,6 +26,7 @@ from lsakit.workflows._common import (
     quiet,
     recorded_data_options,
     slug,
+    split_model,
     transform,
     weights_meta,
 )
@@ -85,16 +86,7 @@ def evaluate(
     """
     from lsakit._torch import kept_random_state
 
-    if isinstance(model, str):
-        if "model" in options:
-            raise ArgumentError("the model is given twice; pass {model} once")
-        options["model"] = model
-        model = None
-    elif model is not None and not isinstance(model, nn.Module):
-        raise ArgumentError(
-            f"{{model}} must be an nn.Module, a model spec or None, got {type(model).__name__}"
-        )
-    opts = EvaluateOptions.build(options)
+    model, opts = split_model(model, EvaluateOptions, options)
     with kept_random_state():
         return _evaluate(opts, model, progress=progress, log=log or quiet)
 
