@@ -200,8 +200,8 @@ def test_mnist_end_to_end_on_real_data(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--limit", "0"], "--limit must be ≥ 1"),
-        (["--batch-size", "0"], "--batch-size must be ≥ 1"),
+        (["--limit", "0"], "--limit must be an integer ≥ 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be an integer ≥ 1, got 0"),
         (["--split", "valid"], "--split must be train or test"),
     ],
 )

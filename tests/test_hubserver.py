@@ -346,7 +346,7 @@ def test_huggingface_hub_offline_uses_the_cache(hub: HubServer, tmp_path: Path) 
     assert again["snapshot"] == online["snapshot"] and again["snapshot_commit"] == sha
 
 
-def test_huggingface_hub_offline_with_an_empty_cache_fails_fast(
+def test_huggingface_hub_offline_with_an_empty_cache_fails_without_a_request(
     hub: HubServer, tmp_path: Path
 ) -> None:
     pytest.importorskip("huggingface_hub")

@@ -88,7 +88,7 @@ def test_analyze_of_a_module_equals_the_core_analysis_under_the_same_seed(tmp_pa
 
 
 def test_errors_from_python_name_the_arguments_not_the_flags(tmp_path: Path) -> None:
-    with pytest.raises(ArgumentError, match=r"^batch_size must be ≥ 1, got 0$"):
+    with pytest.raises(ArgumentError, match=r"^batch_size must be an integer ≥ 1, got 0$"):
         workflows.analyze(dataset="moons", batch_size=0, out=tmp_path / "a")
     with pytest.raises(ArgumentError, match="unknown option 'batch'; did you mean batch_size"):
         workflows.analyze(dataset="moons", batch=10)

@@ -34,11 +34,11 @@ def say(text: str) -> None:
 
 
 def main_rank(device: Any) -> bool:
-    """Under torchrun: join the process group; only rank 0 prints. True on rank 0."""
-    from lsakit import distributed
+    """Under torchrun: join the process group (:func:`lsakit.workflows._common.main_rank`);
+    only rank 0 prints. True on rank 0."""
+    from lsakit.workflows._common import main_rank as joined
 
-    distributed.init(device)
-    main = distributed.is_main_process()
+    main = joined(device)
     out.quiet = not main
     return main
 

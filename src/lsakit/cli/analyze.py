@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lsakit.cli._app import app, main_rank, out, say
 from lsakit.cli._derive import options_command
 from lsakit.config.workflows import AnalyzeOptions
@@ -15,7 +13,7 @@ def run(options: AnalyzeOptions) -> None:
     from lsakit.workflows.analyze import FIGURE_FILE, RESULT_FILE, analyze, run_dir
 
     main_rank(resolve_device(options.device))
-    result = analyze(log=say, **_given(options))
+    result = analyze(log=say, **options.given())
     chosen = result.meta["mvl"]
     mvl = [layer for layer in result.layers if layer.label in set(chosen["layers"])]
     print_lsa(result, mvl)
@@ -25,10 +23,6 @@ def run(options: AnalyzeOptions) -> None:
     )
     folder = run_dir(options)
     out.print(f"wrote {folder / RESULT_FILE} and {folder / FIGURE_FILE}")
-
-
-def _given(options: AnalyzeOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in options.model_fields_set}
 
 
 options_command(

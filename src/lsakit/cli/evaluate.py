@@ -19,7 +19,7 @@ def run(options: EvaluateOptions) -> None:
     from lsakit.workflows.evaluate import RESULT_FILE, evaluate, output_dir, suite_tag
 
     main_rank(resolve_device(options.device))
-    given = {name: getattr(options, name) for name in options.model_fields_set}
+    given = options.given()
     result = evaluate(log=say, **given)
     model, dataset = result.meta["model"], result.meta["dataset"]
     folder = output_dir(options)

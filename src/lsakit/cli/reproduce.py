@@ -31,7 +31,7 @@ def run(options: ReproduceOptions) -> None:
         print_claims(name, results)
         out.print(f"wrote {report[0]} and {report[1]}")
 
-    given = {name: getattr(options, name) for name in options.model_fields_set}
+    given = options.given()
     reproduce(log=out.print, on_result=show, on_sensitivity=claims, **given)
 
 

@@ -15,7 +15,7 @@ def run(options: StudyOptions) -> None:
     from lsakit.experiments.studies import load_study
     from lsakit.workflows.grid import study, study_dir
 
-    given = {name: getattr(options, name) for name in options.model_fields_set}
+    given = options.given()
     study(log=out.print, **given)
     root = study_dir(options, load_study(options.name).study)
     out.print(f"wrote {root / 'results.json'}, {root / 'report.md'}, {root / 'accuracy.png'}")

@@ -18,6 +18,7 @@ from lsakit.config.defaults import (
 from lsakit.config.help import DATA_DIR_DEFAULT, DATA_DIR_HELP, DEVICE_HELP, field_help
 from lsakit.config.options import Options, option
 from lsakit.errors import ArgumentError
+from lsakit.validate import positive_int
 
 
 class PruneOptions(Options):
@@ -110,8 +111,7 @@ class GridOptions(Options):
                     f"unknown tracking backend {backend!r} in {{log_to}}; use "
                     f"{' or '.join(get_args(TrackingBackend))}"
                 )
-        if self.jobs < 1:
-            raise ArgumentError(f"{{jobs}} must be ≥ 1, got {self.jobs}")
+        positive_int(self.jobs, "jobs")
         ray = ("address", "cpus_per_run", "gpus_per_run", "max_retries")
         if self.executor == "local":
             given = [f"{{{name}}}" for name in ray if getattr(self, name) is not None]

@@ -174,6 +174,11 @@ class Options(BaseModel):
     def check(self) -> None:
         """Checks across fields and of values (ArgumentError); run by :meth:`build`."""
 
+    def given(self) -> dict[str, Any]:
+        """The options set explicitly (by a flag, a YAML file or a keyword), by name: what a
+        workflow is called with, so that the rest take its defaults."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
         """The options of a YAML file (fields by name), with ``overrides`` on top."""

@@ -24,6 +24,7 @@ from lsakit.config.help import (
 from lsakit.config.options import Options, option
 from lsakit.config.presets import DEFAULT_DATASET
 from lsakit.errors import ArgumentError
+from lsakit.validate import positive_int
 
 DEFAULT_ETA_TEXT = preset_text(lambda p: p.eta, DEFAULT_ETA)
 
@@ -49,11 +50,6 @@ DOMAIN_OPTION = option(None, DOMAIN_HELP, show_default=DOMAIN_DEFAULT)
 AMP_OPTION = option("off", AMP_HELP)
 DATA_DIR_OPTION = option(None, DATA_DIR_HELP, show_default=DATA_DIR_DEFAULT)
 DEVICE_OPTION = option("auto", DEVICE_HELP)
-
-
-def _positive(value: int | None, name: str) -> None:
-    if value is not None and value < 1:
-        raise ArgumentError(f"{{{name}}} must be ≥ 1, got {value}")
 
 
 class _Common(Options):
@@ -120,8 +116,9 @@ class AnalyzeOptions(_Common):
 
     def check(self) -> None:
         super().check()
-        _positive(self.limit, "limit")
-        _positive(self.batch_size, "batch_size")
+        if self.limit is not None:
+            positive_int(self.limit, "limit")
+        positive_int(self.batch_size, "batch_size")
         if self.split not in ("train", "test"):
             raise ArgumentError(f"{{split}} must be train or test, got {self.split!r}")
 
@@ -203,8 +200,9 @@ class EvaluateOptions(_Common):
 
     def check(self) -> None:
         super().check()
-        _positive(self.limit, "limit")
-        _positive(self.batch_size, "batch_size")
+        if self.limit is not None:
+            positive_int(self.limit, "limit")
+        positive_int(self.batch_size, "batch_size")
         if self.suite is not None:
             if self.amp != "off":
                 # The suite's state file does not record the precision: a resumed run could mix
