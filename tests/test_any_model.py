@@ -5,7 +5,8 @@ torchvision need a torch build that torchvision imports beside (the Makefile's v
 where they cannot be imported, their cases skip with the reason.
 
 For each architecture: the default selection captures exactly the activation calls an independent
-count of module calls sees, with the same tensors; hooks are gone after the block, error or not;
+count sees (the test's own module hooks and its own TorchFunctionMode, with its own lists of
+activation classes and functions), in order, with the same tensors; hooks are gone after the block, error or not;
 relative errors equal an independent float64 computation; analyze restores modes and leaves the
 state_dict (BN statistics included) unchanged; one AT-LR step sends gradient to the parameters
 before the regularized layer. BERT runs in embedding space (lsakit.text), in the unbounded domain.
@@ -13,6 +14,7 @@ before the regularized layer. BERT runs in embedding space (lsakit.text), in the
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
 
 from lsakit import LayerProbe, analyze, input_domain, relative_errors
 from lsakit.activations import InvisibleActivationWarning, register_activation
@@ -34,6 +37,16 @@ INDEPENDENT_ACTIVATIONS = {
     "ReLU", "ReLU6", "GELU", "SiLU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh", "Mish",
     "GELUActivation", "NewGELUActivation", "QuickGELU", "GELUTanh", "Swish", "HardSwish",
     "HardSigmoid",
+}  # fmt: skip
+
+
+#: Activation functions, written down independently of lsakit's FUNCTIONAL_ACTIVATIONS: a call of
+#: one outside an activation module is an activation call.
+INDEPENDENT_FUNCTIONS = {
+    F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu6,
+    F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.mish, F.elu, F.leaky_relu, F.softplus,
+    torch.tanh, torch.Tensor.tanh, F.tanh, torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid,
+    torch.Tensor.sigmoid_, torch.sigmoid_,
 }  # fmt: skip
 
 
@@ -118,6 +131,37 @@ def tv_mobilenet_v3() -> nn.Module:
     return _tv().mobilenet_v3_small(num_classes=3)  # type: ignore[no-any-return]
 
 
+def tv_googlenet() -> nn.Module:  # no activation module: 57 functional ReLUs at full size
+    return _tv().GoogLeNet(num_classes=3, aux_logits=False, init_weights=True)  # type: ignore[no-any-return]
+
+
+def tv_inception_v3() -> nn.Module:  # functional ReLUs in BasicConv2d; 75×75 inputs at least
+    return _tv().Inception3(num_classes=3, aux_logits=False, init_weights=True)  # type: ignore[no-any-return]
+
+
+def tv_efficientnet_b0() -> nn.Module:
+    return _tv().efficientnet_b0(num_classes=3)  # type: ignore[no-any-return]
+
+
+def tv_regnet() -> nn.Module:
+    return _tv().regnet_x_400mf(num_classes=3)  # type: ignore[no-any-return]
+
+
+def timm_mobilevit() -> nn.Module:  # ReLUs called as functions in its linear attention
+    return _timm().create_model("mobilevitv2_050", num_classes=3)  # type: ignore[no-any-return]
+
+
+def hf_roberta() -> nn.Module:  # its classification head calls torch.tanh
+    t = _hf()
+    from lsakit.text import EmbeddingClassifier
+
+    config = t.RobertaConfig(
+        vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=24, num_labels=3,
+    )  # fmt: skip
+    return EmbeddingClassifier(t.RobertaForSequenceClassification(config))
+
+
 def tv_densenet() -> nn.Module:  # dense connections; a functional F.relu in forward
     tvm = _tv()
     return tvm.DenseNet(  # type: ignore[no-any-return]
@@ -164,9 +208,17 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "tv-densenet": tv_densenet,
     "tv-swin": tv_swin,
     "hf-bert": hf_bert,
+    "hf-roberta": hf_roberta,
+    "tv-googlenet": tv_googlenet,
+    "tv-inception-v3": tv_inception_v3,
+    "tv-efficientnet-b0": tv_efficientnet_b0,
+    "tv-regnet": tv_regnet,
+    "timm-mobilevit": timm_mobilevit,
 }
 #: Inputs outside [0, 1]: embeddings (unbounded).
-UNBOUNDED_INPUTS = {"hf-bert"}
+UNBOUNDED_INPUTS = {"hf-bert", "hf-roberta"}
+#: Image sides other than 32.
+SIDES = {"tv-inception-v3": 75, "timm-mobilevit": 64}
 
 
 def _build(name: str) -> nn.Module:
@@ -174,16 +226,16 @@ def _build(name: str) -> nn.Module:
     return ARCHITECTURES[name]()
 
 
-def _batch(n: int = 2) -> tuple[Tensor, Tensor]:
+def _batch(n: int = 2, side: int = 32) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(0)
-    return torch.rand(n, 3, 32, 32, generator=g), torch.tensor([0, 2][:n])
+    return torch.rand(n, 3, side, side, generator=g), torch.tensor([0, 2][:n])
 
 
 def _inputs(name: str) -> tuple[Tensor, Tensor]:
     if name in UNBOUNDED_INPUTS:  # word embeddings of 8 tokens
         g = torch.Generator().manual_seed(0)
         return torch.randn(2, 8, 16, generator=g), torch.tensor([0, 2])
-    return _batch()
+    return _batch(side=SIDES.get(name, 32))
 
 
 def _domain(name: str) -> Any:
@@ -200,8 +252,24 @@ def _logits(out: Any) -> Tensor:
     return out if isinstance(out, Tensor) else out["logits"]
 
 
+class _Calls(TorchFunctionMode):
+    """The test's own function mode: outputs of activation functions called while no
+    activation module runs."""
+
+    def __init__(self, outputs: list[Tensor], active: list[int]) -> None:
+        super().__init__()
+        self.outputs, self.active = outputs, active
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func in INDEPENDENT_FUNCTIONS and self.active[0] == 0:
+            self.outputs.append(out.detach().clone())
+        return out
+
+
 def _independent_capture(model: nn.Module, x: Tensor) -> list[Tensor]:
-    """Outputs of every call of an activation module (outermost), by our own hooks."""
+    """Outputs of every activation call, in order: each call of an activation module (outermost),
+    by our own hooks, and each activation function called outside one, by our own mode."""
     outputs: list[Tensor] = []
     handles = []
     active = [0]
@@ -218,7 +286,7 @@ def _independent_capture(model: nn.Module, x: Tensor) -> list[Tensor]:
         if type(module).__name__ in INDEPENDENT_ACTIVATIONS:
             handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _Calls(outputs, active):
             model(x)
     finally:
         for h in handles:
@@ -241,17 +309,27 @@ def test_default_selection_captures_every_activation_call(name: str) -> None:
         expected = _independent_capture(model, x)
         hooks = _hook_count(model)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", InvisibleActivationWarning)
+            warnings.simplefilter("error", InvisibleActivationWarning)  # none of these hides one
             with torch.no_grad(), LayerProbe(model) as probe:
                 model(x)
                 got = probe.take()
-        assert _hook_count(model) == hooks
+        assert _hook_count(model) == hooks and not _get_current_function_mode_stack()
         assert len(got) == len(expected) > 0
         for a, b in zip(got, expected, strict=True):
             assert torch.equal(a, b)
         with pytest.raises(RuntimeError, match="boom"), LayerProbe(model):  # error inside the block
             raise RuntimeError("boom")
         assert _hook_count(model) == hooks
+        last = list(model.modules())[-1]  # an error in the middle of a probed forward
+        handle = last.register_forward_pre_hook(_boom)
+        with pytest.raises(RuntimeError, match="boom"), torch.no_grad(), LayerProbe(model):
+            model(x)
+        handle.remove()
+        assert _hook_count(model) == hooks and not _get_current_function_mode_stack()
+
+
+def _boom(module: nn.Module, args: Any) -> None:
+    raise RuntimeError("boom")
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
@@ -415,31 +493,77 @@ class Functional(nn.Module):
         return self.fc2(F.relu(self.act(self.fc1(x))))  # type: ignore[no-any-return]
 
 
-def test_unknown_activation_classes_are_named_and_can_be_registered() -> None:
-    from lsakit.activations import _registered
+class Square(nn.Module):  # an activation no list knows, calling no activation function
+    def forward(self, x: Tensor) -> Tensor:
+        return x * x
+
+
+def test_unknown_activation_classes_are_seen_through_and_can_be_registered() -> None:
+    from lsakit import register_functional_activation
+    from lsakit.activations import FUNCTIONAL_ACTIVATIONS, _registered
     from lsakit.errors import ConfigError
 
-    model = Functional()
-    with pytest.raises(ConfigError, match=r"test_any_model\.Wiggle — register them"):
-        LayerProbe(model)
+    model, x = Functional(), torch.rand(5, 4)
+    with torch.no_grad(), LayerProbe(model) as probe:  # the sigmoid inside Wiggle is seen
+        model(x)
+        inner, relu = probe.take()
+    assert [la.name for la in probe.layers] == ["act:sigmoid#0", ":relu#0"]
+    assert probe.invisible_activation_calls == 0
+    torch.testing.assert_close(inner, torch.sigmoid(2 * model.fc1(x)))
     register_activation(Wiggle)
     try:
-        x = torch.rand(5, 4)
-        with (
-            pytest.warns(
-                InvisibleActivationWarning,
-                match=r"1 activation call ran as a function .* 1× relu in Functional\.forward",
-            ),
-            torch.no_grad(),
-            LayerProbe(model) as probe,
-        ):
+        with torch.no_grad(), LayerProbe(model) as probe:
             model(x)
-            (rep,) = probe.take()
-        assert probe.invisible_activation_calls == 1
-        torch.testing.assert_close(rep, model.act(model.fc1(x)))
-        # sigmoid inside the registered activation module is visible: not counted.
+            (wiggle, relu_again) = probe.take()
+        assert [la.name for la in probe.layers] == ["act", ":relu#0"]  # its sigmoid is its own
+        torch.testing.assert_close(wiggle, model.act(model.fc1(x)))
+        assert torch.equal(relu, relu_again)
     finally:
         _registered.remove(Wiggle)
+    square = nn.Sequential(nn.Linear(4, 4), Square(), nn.Linear(4, 2))
+    with (
+        LayerProbe(square) as probe,
+        pytest.raises(ConfigError, match=r"test_any_model\.Square — register them"),
+    ):
+        square(x)
+        probe.take()
+    register_functional_activation(torch.erf, "erf")  # a function no list knows, registered
+    try:
+        erf = nn.Sequential(nn.Linear(4, 4), nn.Identity())
+        erf.forward = lambda t: torch.erf(erf[0](t))  # type: ignore[method-assign]
+        with torch.no_grad(), LayerProbe(erf, [":erf#0"]) as probe:
+            erf(x)
+            (rep,) = probe.take()
+        torch.testing.assert_close(rep, torch.erf(erf[0](x)))
+    finally:
+        del FUNCTIONAL_ACTIVATIONS[torch.erf]
+
+
+def test_scripted_modules_are_warned_about_once_and_fast_paths_step_aside() -> None:
+    inner = torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), inner)
+    with (
+        pytest.warns(InvisibleActivationWarning, match=r"compiled modules of Sequential \('2'\)"),
+        torch.no_grad(),
+        LayerProbe(model) as probe,
+    ):
+        model(torch.rand(3, 4))
+        probe.take()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per probe
+        with torch.no_grad():
+            model(torch.rand(3, 4))
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True).eval()
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.rand(2, 5, 8)
+    with torch.no_grad(), LayerProbe(encoder) as probe:  # the fused C++ fast path steps aside
+        out = encoder(x)
+        reps = probe.take()
+    assert [la.name for la in probe.layers] == ["layers.0:relu#0", "layers.1:relu#0"]
+    with torch.no_grad():
+        fast = encoder(x)  # the fast path, without a probe
+    torch.testing.assert_close(out, fast)
+    assert len(reps) == 2 and probe.invisible_activation_calls == 0
 
 
 def test_zero_gradients_are_warned_about_and_counted() -> None:
@@ -462,3 +586,37 @@ def test_torchvisions_vit_starts_with_a_zero_gradient_which_analyze_counts() -> 
     assert result.perturbation("fgsm").zero_gradient_samples == 2
     mu = result.perturbation("fgsm").mu
     assert mu is not None and mu < 1e-5  # nothing moved (float noise only): the warning says why
+
+
+def test_a_functional_capture_round_trips_and_an_at_lr_step_on_it_moves_the_parameters() -> None:
+    from lsakit.train.objectives import build_objective
+    from lsakit.train.trainer import training_step
+
+    torch.manual_seed(0)
+    model = tv_googlenet().eval()  # every activation is an F.relu in BasicConv2d.forward
+    x, y = _batch()
+    with torch.no_grad(), LayerProbe(model) as probe:
+        model(x)
+        every = probe.take()
+    names = [layer.name for layer in probe.layers]
+    assert len(names) == 57 and all(":relu#" in n for n in names)
+    assert names[:3] == ["conv1:relu#0", "conv2:relu#0", "conv3:relu#0"]
+    k = len(names) // 2
+    for spec in ([names[k]], [str(probe.layers[k])], [f"L{k}"]):  # name, as printed, label
+        with torch.no_grad(), LayerProbe(model, spec) as again:
+            model(x)
+            (rep,) = again.take()
+        assert [la.name for la in again.layers] == [names[k]] and torch.equal(rep, every[k])
+    reg = LayerwiseRegularizer([names[k]], gamma=1.0).resolve(model, x)
+    assert reg.layers == [names[k]]
+    plain = copy.deepcopy(model)
+    for net, regularizer in ((model, reg), (plain, None)):  # one FGSM step with LR, one without
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        with LayerProbe(net, reg.layers, detach=False) as train_probe:
+            _, reg_value, _ = training_step(
+                net, build_objective("fgsm", eps=0.1), regularizer, train_probe, optimizer, x, y
+            )
+        assert (reg_value > 0) == (regularizer is not None)
+    # LR moved the first convolution (before the layer), not the classifier (after it).
+    assert not torch.equal(model.conv1.conv.weight, plain.conv1.conv.weight)
+    assert torch.equal(model.fc.weight, plain.fc.weight)

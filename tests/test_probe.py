@@ -77,8 +77,17 @@ def test_unknown_layers_give_clear_errors() -> None:
         LayerProbe(model, layers="features.*")
     with pytest.raises(ConfigError, match="no module of type"):
         LayerProbe(model, layers=nn.GRU)
-    with pytest.raises(ConfigError, match="no activation modules"):
-        LayerProbe(nn.Sequential(nn.Linear(2, 2)))
+    linear = nn.Sequential(nn.Linear(2, 2))
+    with (
+        LayerProbe(linear) as probe,  # it might call activation functions: the forward says
+        pytest.raises(ConfigError, match="ran no activation module or activation function"),
+    ):
+        linear(torch.rand(1, 2))
+        probe.take()
+    with pytest.raises(ConfigError, match=r"'gelux' is no activation function.*did you mean gelu"):
+        LayerProbe(model, layers=[":gelux#0"])
+    with pytest.raises(ConfigError, match=r"no module 'featurez'"):
+        LayerProbe(model, layers=["featurez:relu#0"])
     with LayerProbe(model, layers=["L7"]) as probe, pytest.raises(ConfigError, match=r"L0\.\.L2"):
         model(torch.rand(1, 1, 8, 8))
         probe.take()

@@ -20,7 +20,7 @@ try:
 except ConfigError as error:
     numerics.refuse(error)
 
-from lsakit.activations import register_activation
+from lsakit.activations import register_activation, register_functional_activation
 from lsakit.analysis import (
     LayerInfo,
     LayerStats,
@@ -55,6 +55,7 @@ __all__ = [
     "mse",
     "numerics",
     "register_activation",
+    "register_functional_activation",
     "relative_error",
     "relative_errors",
 ]

@@ -5,7 +5,8 @@
   (:data:`THIRD_PARTY_ACTIVATION_MODULES`);
 - classes registered with :func:`register_activation`;
 - :data:`FUNCTIONAL_ACTIVATIONS`: activation functions (``F.relu``, ``torch.tanh``,
-  ``Tensor.relu``, …), whose calls outside modules the probe counts.
+  ``Tensor.relu``, …), whose calls outside activation modules the probe captures, and functions
+  registered with :func:`register_functional_activation`.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def activation_types() -> tuple[type[nn.Module], ...]:
     return (*ACTIVATION_TYPES, *_third_party_activations(), *_registered)
 
 
-#: Activation functions whose calls outside modules the first forward counts.
+#: Activation functions whose calls outside activation modules the default selection captures,
+#: function → the name in the representation's name (``module:relu#0``). In-place variants and
+#: the Tensor methods share their function's name.
 FUNCTIONAL_ACTIVATIONS: dict[Any, str] = {
     fn: name
     for name, fns in {
@@ -127,10 +130,36 @@ FUNCTIONAL_ACTIVATIONS: dict[Any, str] = {
     for fn in fns
 }
 
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def register_functional_activation(fn: Any, name: str) -> Any:
+    """Make the default selection capture calls of the function ``fn`` (a torch function, e.g.
+    ``torch.erf``, or a ``Tensor`` method) outside activation modules, named ``module:NAME#k``.
+
+    Only functions that reach ``__torch_function__`` can be seen: torch's own functions and
+    methods, and Python functions decorated with :func:`torch.overrides.handle_torch_function`.
+    """
+    if not callable(fn):
+        raise ConfigError(f"register_functional_activation takes a function, got {fn!r}")
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        raise ConfigError(
+            f"register_functional_activation needs a name of letters, digits and _, got {name!r}"
+        )
+    FUNCTIONAL_ACTIVATIONS[fn] = name
+    return fn
+
+
+def functional_names() -> frozenset[str]:
+    """The names of the activation functions captured now (``relu``, ``gelu``, …)."""
+    return frozenset(FUNCTIONAL_ACTIVATIONS.values())
+
+
 ACTIVATION_LIKE = re.compile(
     r"relu|gelu|silu|swish|mish|tanh|sigmoid|elu|softplus|activation|act$", re.I
 )
 
 
 class InvisibleActivationWarning(UserWarning):
-    """Activation functions ran outside modules, where forward hooks cannot see them."""
+    """Activations may run where the probe cannot see them: inside scripted or compiled
+    modules."""

@@ -115,8 +115,9 @@ class LSAResult(JsonResult):
     #: the layer selection measured (probe.describe_selection: None = the default activations);
     #: pass it back as ``layers=`` to select the same representations
     selection: list[str] | None = None
-    #: how many activation calls ran as functions outside modules, invisible to the analysis
-    #: (counted in the first forward of the default selection; None when not counted)
+    #: 0 when the selection captured activation functions (the default does: every call a
+    #: function mode sees is a representation); None for selections of modules only. Older
+    #: results counted the function calls they could not measure here.
     invisible_activation_calls: int | None = None
     #: the declared input domain the analysis ran in (InputDomain.to_json; [0, 1] by default)
     input_domain: dict[str, Any] = Field(default_factory=lambda: UNIT.to_json())

@@ -6,12 +6,18 @@ forward *execution* order and removes every hook when the ``with`` block exits, 
 
 Layer selection (``layers=``):
 
-* ``None`` (default): every activation module, outermost only — the ``torch.nn`` activations
-  (:data:`ACTIVATION_TYPES`), timm's and Hugging Face transformers' activation classes (found when
-  those packages are loaded), and any class registered with :func:`register_activation`; as the
-  paper's reference code does. Functional activations (``F.relu`` in a ``forward``) are invisible
-  to hooks: during the first forward the probe counts them (a ``TorchFunctionMode``) and warns
-  once, with how many and where (:class:`InvisibleActivationWarning`).
+* ``None`` (default): every activation, in forward order — each call of an activation module
+  (outermost only: the ``torch.nn`` activations (:data:`ACTIVATION_TYPES`), timm's and Hugging Face
+  transformers' activation classes, found when those packages are loaded, and any class registered
+  with :func:`register_activation`), as the paper's reference code hooks them, *and* each call of
+  an activation function (:data:`~lsakit.activations.FUNCTIONAL_ACTIVATIONS`: ``F.relu``,
+  ``torch.tanh``, ``Tensor.relu``, …, extended with :func:`register_functional_activation`) made
+  outside an activation module. Function calls are captured by a ``TorchFunctionMode`` pushed for
+  the probed forwards only (with global module hooks that say which module is running) and popped
+  when the forward ends, error or not. While the mode is active, torch's fused inference fast
+  paths (``nn.TransformerEncoderLayer``'s, whose activation runs inside C++) step aside for the
+  Python path, so their activations are captured too. Calls inside scripted or compiled modules
+  cannot be seen: the probe warns once (:class:`InvisibleActivationWarning`) and names them.
 * a module type or a tuple of types, e.g. ``nn.Conv2d``;
 * a string: a glob over module names from ``named_modules()``, e.g. ``"features.*"``;
 * a sequence of strings, each an exact module name (every call of it), ``name#k`` (only the k-th
@@ -22,7 +28,9 @@ Layer selection (``layers=``):
 
 Every call of a selected module in one forward pass is one representation. A module called once is
 named by its module name; a module called k > 1 times yields k representations named
-``name#0 … name#{k-1}``. Representations are labelled ``L0, L1, …`` in the order the probe captured
+``name#0 … name#{k-1}``. An activation function's call is named by the module whose ``forward``
+made it (the root model is ``""``), the function, and its call number among that module's calls of
+that function in the forward: ``features.denseblock1.denselayer1:relu#0``, ``:relu#0``. Representations are labelled ``L0, L1, …`` in the order the probe captured
 them. Every name a probe reports (:attr:`Layer.name`) selects exactly that representation again,
 so an analysis's layer list can be handed to the regularizer or another probe unchanged.
 """
@@ -49,6 +57,7 @@ from lsakit.activations import (
     FUNCTIONAL_ACTIVATIONS,
     InvisibleActivationWarning,
     activation_types,
+    functional_names,
 )
 from lsakit.config.options import split_layers
 from lsakit.errors import ConfigError, InputError
@@ -58,13 +67,16 @@ LayerSpec: TypeAlias = type[nn.Module] | tuple[type[nn.Module], ...] | str | Seq
 _LABEL = re.compile(r"^L(\d+)$")
 _PRINTED = re.compile(r"^L\d+ \((.+)\)$")
 _CALL = re.compile(r"^(.*)#(\d+)$")
+#: An activation function's call: ``module:function#k`` (the root module is ``""``).
+_FUNCTIONAL = re.compile(r"^([^:]*):([A-Za-z_][A-Za-z0-9_]*)#(\d+)$")
 
 
 @dataclass(frozen=True)
 class Layer:
     """One captured representation: its position, module name and call number in a forward.
 
-    ``calls`` is how many times the module ran in the forward (1 for most modules).
+    ``calls`` is how many times the module ran in the forward (1 for most modules). For an
+    activation function's call, ``module_name`` is the whole name ``module:fn#k``.
     """
 
     index: int
@@ -89,16 +101,22 @@ class Layer:
 
 @dataclass(frozen=True)
 class _Selection:
-    """Modules to hook, which of their calls to keep, and which default-order activation calls
-    to keep (for ``L<k>`` names)."""
+    """Modules to hook, which of their calls to keep, the activation-function calls to keep, and
+    which default-order activation calls to keep (for ``L<k>`` names)."""
 
     always: frozenset[str]  # module names captured on every call
     calls: dict[str, frozenset[int]]  # module name → the calls ``name#k`` asks for
     activation_labels: frozenset[int]  # indices k of ``L<k>`` in the default order
-    default: bool = False  # the default activation selection (functional calls are counted)
+    default: bool = False  # the default selection: every activation, modules and functions
+    functional: frozenset[str] = frozenset()  # names ``module:fn#k`` of function calls to keep
 
     def hooked(self) -> frozenset[str]:
         return self.always | frozenset(self.calls)
+
+    @property
+    def captures_functional(self) -> bool:
+        """Whether probed forwards run the function mode (default, labels or function names)."""
+        return self.default or bool(self.functional) or bool(self.activation_labels)
 
 
 def unprinted(spec: str) -> str:
@@ -136,6 +154,7 @@ def _activation_like(module: nn.Module) -> bool:
 
 
 def _no_activation_error(model: nn.Module) -> ConfigError:
+    """The default selection found nothing in a forward: name what may be activations."""
     seen = sorted(
         {
             f"{type(m).__module__}.{type(m).__qualname__}"
@@ -147,23 +166,20 @@ def _no_activation_error(model: nn.Module) -> ConfigError:
         f"activation-like classes in it: {', '.join(seen)} — register them with "
         f"lsakit.register_activation(cls), or pass layers="
         if seen
-        else "its activations may be functions such as F.relu, which hooks cannot see; use "
-        "activation modules or pass layers="
+        else "register its activation class with lsakit.register_activation(cls) or its "
+        "function with lsakit.register_functional_activation(fn, name), or pass layers="
     )
     return ConfigError(
-        f"{type(model).__name__} has no activation modules lsakit knows; {found} (a module type "
-        f"such as nn.Linear, module names or globs)"
+        f"{type(model).__name__} ran no activation module or activation function lsakit knows "
+        f"in its forward; {found} (a module type such as nn.Linear, module names or globs)"
     )
 
 
 def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
     named = dict(model.named_modules())
     del named[""]  # the root is never a layer
-    if layers is None:
-        chosen = frozenset(_activation_modules(model))
-        if not chosen:
-            raise _no_activation_error(model)
-        return _Selection(chosen, {}, frozenset(), default=True)
+    if layers is None:  # a model with no activation module may call functions: see take()
+        return _Selection(frozenset(_activation_modules(model)), {}, frozenset(), default=True)
     if isinstance(layers, type) or (
         isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers)
     ):
@@ -184,14 +200,18 @@ def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
     always: set[str] = set()
     calls: dict[str, set[int]] = {}
     labels: set[int] = set()
+    functional: set[str] = set()
     for spec in specs:
         if not isinstance(spec, str):
             raise ConfigError(f"layers= entries must be module names, globs or L<k>, got {spec!r}")
         spec = unprinted(spec.strip())
         label = _LABEL.match(spec)
         call = _CALL.match(spec)
+        function = _FUNCTIONAL.match(spec)
         if label is not None and spec not in named:
             labels.add(int(label.group(1)))
+        elif function is not None and spec not in named:
+            functional.add(_check_functional(spec, function, named))
         elif spec.startswith("type:"):
             wanted = spec[len("type:") :].strip()
             matches = [
@@ -224,7 +244,29 @@ def _resolve(model: nn.Module, layers: LayerSpec) -> _Selection:
         frozenset(always),
         {name: frozenset(ks) for name, ks in calls.items() if name not in always},
         frozenset(labels),
+        functional=frozenset(functional),
     )
+
+
+def _check_functional(spec: str, match: re.Match[str], named: dict[str, nn.Module]) -> str:
+    """A function call's name ``module:fn#k``, checked against the modules and the known
+    activation functions; its call number is checked by the forward (:meth:`LayerProbe.take`)."""
+    module, function = match.group(1), match.group(2)
+    if module and module not in named:
+        close = difflib.get_close_matches(module, list(named), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see model.named_modules()"
+        raise ConfigError(f"unknown layer {spec!r}: no module {module!r}; {hint}")
+    known = functional_names()
+    if function not in known:
+        close = difflib.get_close_matches(function, sorted(known), n=3)
+        hint = (
+            f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
+        )
+        raise ConfigError(
+            f"unknown layer {spec!r}: {function!r} is no activation function lsakit captures; "
+            f"{hint} (register others with lsakit.register_functional_activation)"
+        )
+    return spec
 
 
 def describe_selection(layers: LayerSpec) -> list[str] | None:
@@ -246,40 +288,52 @@ def parse_layers(text: str | None) -> list[str] | None:
     return split_layers(text)
 
 
-class _FunctionalCounter(TorchFunctionMode):
-    """Counts activation functions called while no captured activation module is running,
-    attributed to the innermost module running (global module hooks, first forward only)."""
+class _FunctionalCapture(TorchFunctionMode):
+    """Activation-function calls made outside activation modules during one probed forward,
+    each handed to the probe with its name ``module:fn#k``.
 
-    def __init__(self, model: nn.Module, activations: frozenset[str]) -> None:
+    Global module pre/post hooks keep the stack of running modules (so a call is named by the
+    module whose ``forward`` made it) and count the activation modules running (inside one, a
+    call is that module's own work, captured by its hook). Installed by :meth:`start` when the
+    root forward starts, removed by :meth:`stop` when it ends, error or not.
+    """
+
+    def __init__(self, probe: LayerProbe) -> None:
         super().__init__()
-        self.names = {id(m): n for n, m in model.named_modules()}
-        self.activations = {id(m) for n, m in model.named_modules() if n in activations}
-        self.stack: list[nn.Module] = []
+        self.probe = probe
+        self.names = probe._names
+        self.activations = probe._activation_ids
+        self.stack: list[str] = []
         self.inside = 0
-        self.counts: Counter[tuple[str, str, str]] = Counter()
+        self.counts: Counter[tuple[str, str]] = Counter()
         self._handles: list[RemovableHandle] = []
 
     def __torch_function__(
         self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None
     ) -> Any:
+        out = func(*args, **(kwargs or {}))
         name = FUNCTIONAL_ACTIVATIONS.get(func)
         if name is not None and self.inside == 0:
-            where = self.stack[-1] if self.stack else None
-            module_name = "" if where is None else self.names.get(id(where), "?")
-            cls = "" if where is None else type(where).__name__
-            self.counts[(name, module_name, cls)] += 1
-        return func(*args, **(kwargs or {}))
+            module = self.stack[-1] if self.stack else ""
+            k = self.counts[(module, name)]
+            self.counts[(module, name)] = k + 1
+            self.probe._functional_call(f"{module}:{name}#{k}", out)
+        return out
 
     def _pre(self, module: nn.Module, args: Any) -> None:
-        self.stack.append(module)
-        if id(module) in self.activations:
-            self.inside += 1
+        name = self.names.get(id(module))
+        if name is not None:
+            self.stack.append(name)
+            if id(module) in self.activations:
+                self.inside += 1
 
     def _post(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self.stack and self.stack[-1] is module:
-            self.stack.pop()
-        if id(module) in self.activations:
-            self.inside -= 1
+        name = self.names.get(id(module))
+        if name is not None:
+            if self.stack and self.stack[-1] == name:
+                self.stack.pop()
+            if id(module) in self.activations:
+                self.inside -= 1
 
     def start(self) -> None:
         from torch.nn.modules.module import (
@@ -291,34 +345,51 @@ class _FunctionalCounter(TorchFunctionMode):
             register_module_forward_pre_hook(self._pre),
             register_module_forward_hook(self._post, always_call=True),
         ]
-        self.__enter__()  # type: ignore[no-untyped-call]
+        try:
+            self.__enter__()  # type: ignore[no-untyped-call]
+        except BaseException:
+            self._unhook()
+            raise
 
     def stop(self) -> None:
-        self.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+        try:
+            self.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+        finally:
+            self._unhook()
+
+    def _unhook(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
 
-    def message(self, root: nn.Module) -> str | None:
-        total = sum(self.counts.values())
-        if total == 0:
-            return None
-        parts = []
-        for (fn, module_name, cls), n in self.counts.most_common(6):
-            where = (
-                f"{type(root).__name__}.forward"
-                if module_name == ""
-                else f"'{module_name}' ({cls})"
-            )
-            parts.append(f"{n}× {fn} in {where}")
-        more = "" if len(self.counts) <= 6 else f" and {len(self.counts) - 6} more places"
-        return (
-            f"{total} activation call{'s' if total != 1 else ''} ran as "
-            f"{'functions' if total != 1 else 'a function'} outside activation modules and "
-            f"{'are' if total != 1 else 'is'} invisible to LSA: {', '.join(parts)}{more}; only module "
-            f"activations are measured (use activation modules, or pass layers= to monitor other "
-            f"modules)"
-        )
+
+def _unseen_modules(model: nn.Module) -> list[str]:
+    """Submodules whose forward runs where no Python function call is seen: scripted or compiled
+    (``torch.jit.script``, ``torch.compile``), outermost only."""
+    import sys
+
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # nothing is compiled before it loads
+    compiled = getattr(dynamo, "OptimizedModule", torch.jit.ScriptModule)
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.jit.ScriptModule, compiled)) and not any(
+            name.startswith(f"{parent}.") for parent in found
+        ):
+            found.append(name)
+    return found
+
+
+def _unseen_message(model: nn.Module) -> str | None:
+    """Where activations may run unseen: scripted or compiled submodules."""
+    unseen = _unseen_modules(model)
+    if not unseen:
+        return None
+    names = ", ".join(f"'{n}'" if n else type(model).__name__ for n in unseen[:6])
+    return (
+        f"activations inside the scripted or compiled modules of {type(model).__name__} "
+        f"({names}{' …' if len(unseen) > 6 else ''}) run code no hook or function mode sees and "
+        f"are not captured; select those modules' outputs by name, or analyse the eager model"
+    )
 
 
 class LayerProbe:
@@ -350,6 +421,7 @@ class LayerProbe:
         self.model = model
         self.detach = detach
         self._selection = _resolve(model, layers)
+        self._modules = dict(model.named_modules())
         self._handles: list[RemovableHandle] = []
         self._record: list[tuple[str, int, torch.Tensor]] = []
         self._calls: dict[str, int] = {}
@@ -357,9 +429,14 @@ class LayerProbe:
         self._layers: list[Layer] | None = None
         self._paused = False
         self._activations = frozenset(_activation_modules(model))
-        self._counter: _FunctionalCounter | None = None
-        self._counted = not self._selection.default  # count functional calls once, if default
-        #: after the first forward: how many activation calls ran as functions outside modules
+        self._names = {id(m): n for n, m in self._modules.items()}
+        self._activation_ids = frozenset(id(self._modules[n]) for n in self._activations)
+        self._capture: _FunctionalCapture | None = None
+        self._functions_seen: frozenset[str] = frozenset()  # ``module:fn#k`` of the last forward
+        self._warned = False
+        self._probed = False  # a probed forward ran since the last take()
+        #: 0 after a probed forward that captured activation functions (every call a Python
+        #: function mode sees is captured); None before, or for selections of modules only
         self.invisible_activation_calls: int | None = None
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -392,33 +469,49 @@ class LayerProbe:
         self._remove()
 
     def _remove(self) -> None:
-        if self._counter is not None:
-            self._counter.stop()
-            self._counter = None
+        if self._capture is not None:
+            capture, self._capture = self._capture, None
+            capture.stop()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
 
     def _start_forward(self, module: nn.Module, args: Any) -> None:
-        if not self._paused:
-            self._record = []
-            self._calls = {}
-            self._activation_count = 0
-            if not self._counted and self._counter is None:
-                self._counter = _FunctionalCounter(self.model, self._activations)
-                self._counter.start()
+        if self._paused or self._capture is not None:  # an attack's forward, or a nested one
+            return
+        self._record = []
+        self._calls = {}
+        self._activation_count = 0
+        self._probed = True
+        if self._selection.captures_functional:
+            capture = _FunctionalCapture(self)
+            capture.start()
+            self._capture = capture
 
     def _end_forward(self, module: nn.Module, args: Any, output: Any) -> None:
-        counter = self._counter
-        if counter is None:
+        capture = self._capture
+        if capture is None:
             return
-        counter.stop()
-        self._counter = None
-        self._counted = True
-        self.invisible_activation_calls = sum(counter.counts.values())
-        message = counter.message(self.model)
-        if message is not None:
-            warnings.warn(InvisibleActivationWarning(message), stacklevel=2)
+        self._capture = None
+        capture.stop()
+        self._functions_seen = frozenset(
+            f"{where}:{fn}#{k}" for (where, fn), n in capture.counts.items() for k in range(n)
+        )
+        self.invisible_activation_calls = 0
+        if not self._warned:
+            self._warned = True
+            message = _unseen_message(self.model)
+            if message is not None:
+                warnings.warn(InvisibleActivationWarning(message), stacklevel=2)
+
+    def _functional_call(self, name: str, output: Any) -> None:
+        """One activation-function call outside activation modules (from the function mode)."""
+        keep = self._selection.default or name in self._selection.functional
+        keep = keep or self._activation_count in self._selection.activation_labels
+        self._activation_count += 1
+        if keep and isinstance(output, torch.Tensor):
+            self._calls[name] = 1
+            self._record.append((name, 0, output.detach().clone() if self.detach else output))
 
     def _hook(self, name: str, activation: bool) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -467,7 +560,17 @@ class LayerProbe:
                 f"layer L{max(wanted)} does not exist: this model has {n} default layers "
                 f"(L0..L{n - 1}); pick one of those"
             )
+        missing = sorted(self._selection.functional - self._functions_seen)
+        if missing and self.invisible_activation_calls is not None:
+            seen = ", ".join(sorted(self._functions_seen)[:8]) or "none"
+            raise ConfigError(
+                f"layer {missing[0]} was not called in the forward; the activation-function "
+                f"calls it made: {seen}"
+            )
+        probed, self._probed = self._probed, False
         if not self._record:
+            if self._selection.default and probed:
+                raise _no_activation_error(self.model)
             raise RuntimeError(
                 "nothing captured since the last take(): run the model inside the probe first "
                 "(and check the selected layers are used in its forward)"

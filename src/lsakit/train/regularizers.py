@@ -280,24 +280,22 @@ class LayerwiseRegularizer:
         spec captures, in forward order, so ``LayerProbe(model, reg.layers)`` and the term agree.
         The model's modes are restored; parameters and buffers are untouched (no_grad, eval).
         """
-        by_name: dict[str, float] = {}
-        if _LABEL.match(self.layers[0]):
-            defaults = default_layers(model, example)
-            for label, gamma in zip(self.layers, self.gammas, strict=True):
+        resolved = copy.copy(self)
+        if _LABEL.match(self.layers[0]):  # the default layers' names are exact: one forward
+            with eval_mode(model):
+                defaults = default_layers(model, example)
+            for label in self.layers:
                 k = int(label[1:])
                 if k >= len(defaults):
                     raise ConfigError(
                         f"layer {label} does not exist: this model has {len(defaults)} default "
                         f"layers (L0..L{len(defaults) - 1}); pick one of those"
                     )
-                by_name[defaults[k].name] = gamma
-            spec: list[str] = list(by_name)
-        else:
-            by_name = dict(zip(self.layers, self.gammas, strict=True))
-            spec = list(self.layers)
+            resolved.layers = [defaults[int(label[1:])].name for label in self.layers]
+            return resolved
+        by_name = dict(zip(self.layers, self.gammas, strict=True))
         with eval_mode(model):
-            captured = resolve_layers(model, spec, example)
-        resolved = copy.copy(self)
+            captured = resolve_layers(model, list(self.layers), example)
         resolved.layers = [layer.name for layer in captured]
         resolved.gammas = [
             by_name[layer.name] if layer.name in by_name else by_name[layer.module_name]
