@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 from collections.abc import Iterator
 
@@ -55,3 +56,22 @@ def kept_random_state() -> Iterator[None]:
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of the tensors' values, dtypes and shapes."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Fingerprint of the model's parameters and buffers (names included)."""
+    state = model.state_dict()
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(fingerprint(state[name]).encode())
+    return digest.hexdigest()[:16]

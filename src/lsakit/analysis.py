@@ -22,6 +22,7 @@ Algorithm 1 (MVL): layer l is listed iff (CM_l − μ) > η·σ, CM_l the layer'
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
@@ -30,7 +31,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from lsakit import __version__, distributed
+from lsakit import __version__, analysis_state, distributed
 from lsakit._checks import check_inputs, check_labels
 from lsakit._frozen import FrozenModel
 from lsakit._outputs import OutputSelector, select_logits
@@ -229,6 +230,12 @@ class RunningStats:
         """(count, mean, M2, undefined) per layer as plain floats, e.g. to send to other ranks."""
         return [t.tolist() for t in (self.count, self.mean, self.m2, self.undefined)]
 
+    def restore(self, state: list[list[float]]) -> None:
+        """Set the totals to a :meth:`state` exactly (a resumed analysis)."""
+        self.count, self.mean, self.m2, self.undefined = (
+            torch.tensor(v, dtype=torch.float64, device=self.device) for v in state
+        )
+
     def combine(self, state: list[list[float]]) -> None:
         """Merge another :class:`RunningStats`' :meth:`state` (e.g. another rank's), exactly as
         batches are merged: merging shards gives the statistics of their union."""
@@ -267,6 +274,54 @@ class RunningStats:
 # --------------------------------------------------------------------------------------------
 # Analysis
 # --------------------------------------------------------------------------------------------
+class _Run:
+    """The running totals of one analysis (this rank's): what its state file holds."""
+
+    def __init__(self, names: list[str], device: torch.device) -> None:
+        self.names, self.device = names, device
+        self.stats: dict[str, RunningStats] = {}
+        self.correct = dict.fromkeys(["", *names], 0)
+        self.zero_gradient = dict.fromkeys(names, 0)
+        self.n_samples = 0
+        self.done = 0  # this rank's completed batches
+        self.layer_infos: list[LayerInfo] = []
+        self.invisible: int | None = None
+
+    def start(self, layers: list[Any], n_layers: int, path: Any) -> None:
+        """After a batch's clean forward: the layers of the first batch, or a check that the
+        layers are those of the run this one resumes."""
+        infos = [LayerInfo(label=la.label, module_name=la.name) for la in layers]
+        if not self.stats:
+            self.layer_infos = infos
+            self.stats = {n: RunningStats(n_layers, self.device) for n in self.names}
+        elif infos != self.layer_infos:
+            raise ConfigError(
+                f"the model captures other layers than the analysis in {path} measured "
+                f"({len(infos)} vs {len(self.layer_infos)}); delete the state to start afresh"
+            )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "n_samples": self.n_samples,
+            "correct": self.correct,
+            "zero_gradient": self.zero_gradient,
+            "invisible": self.invisible,
+            "layers": [info.model_dump() for info in self.layer_infos],
+            "stats": {name: s.state() for name, s in self.stats.items()},
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.done, self.n_samples = int(saved["done"]), int(saved["n_samples"])
+        self.correct = {k: int(v) for k, v in saved["correct"].items()}
+        self.zero_gradient = {k: int(v) for k, v in saved["zero_gradient"].items()}
+        self.invisible = saved["invisible"]
+        self.layer_infos = [LayerInfo(**info) for info in saved["layers"]]
+        for name, state in saved["stats"].items():
+            self.stats[name] = RunningStats(len(self.layer_infos), self.device)
+            self.stats[name].restore(state)
+
+
 def _perturbation_info(name: str, fn: PerturbationFn) -> tuple[bool, dict[str, Any]]:
     adversarial = bool(getattr(fn, "is_adversarial", False))
     params_fn = getattr(fn, "params", None)
@@ -287,6 +342,7 @@ def analyze(
     max_batches: int | None = None,
     progress: bool = False,
     meta: Mapping[str, Any] | None = None,
+    state_path: str | os.PathLike[str] | None = None,
 ) -> LSAResult:
     """Run LSA over ``data`` for every perturbation and return the streaming statistics.
 
@@ -304,6 +360,15 @@ def analyze(
         max_batches: stop after this many batches.
         progress: show a progress bar.
         meta: extra JSON-able information stored in the result (model name, data set, …).
+        state_path: a file that makes the analysis resumable: rewritten atomically after every
+            batch with the statistics and the random state, and, when it exists at the start,
+            continued from its last completed batch, giving exactly the result of an
+            uninterrupted run (:mod:`lsakit.analysis_state`; under torchrun each rank keeps
+            ``NAME.rank<k>``). ``data`` must yield the same batches again. Delete the file to
+            start afresh.
+
+    Returns:
+        The :class:`LSAResult`: per perturbation, the per-layer statistics, μ, σ and accuracy.
     """
     check_measure(measure)
     if check_reduction(reduction) == "none":
@@ -318,33 +383,45 @@ def analyze(
     distributed.diverge_global_seed()
     ranks = distributed.world_size()
     names = list(perturbations)
-    stats: dict[str, RunningStats] = {}
-    correct = dict.fromkeys(["", *names], 0)
-    zero_gradient = dict.fromkeys(names, 0)
-    n_samples = 0
-    layer_infos: list[LayerInfo] = []
+    run = _Run(names, device)
+    path = None if state_path is None else analysis_state.rank_path(state_path)
+    if path is not None:
+        settings = analysis_state.settings(
+            model,
+            {n: _perturbation_info(n, perturbations[n]) for n in names},
+            measure=measure,
+            reduction=reduction,
+            selection=describe_selection(layers),
+            max_batches=max_batches,
+        )
+        saved = analysis_state.load(path, settings) if path.exists() else None
+        if saved is not None:
+            run.restore(saved)
+    batches = distributed.shard_batches(data, max_batches, skip=run.done)
+    if path is not None and saved is not None:  # after the loader drew its seed, as before
+        analysis_state.restore_random_state(saved["random"], dict(perturbations))
     with (
         progress_bar(data, max_batches, progress and distributed.is_main_process(), "LSA") as step,
         eval_mode(model),
         LayerProbe(model, layers) as probe,
     ):
-        for x_batch, y_batch in distributed.shard_batches(data, max_batches):
+        for _ in range(run.done * ranks):
+            step()
+        for x_batch, y_batch in batches:
             x = check_inputs(x_batch).to(device)
             with torch.no_grad():
                 logits = select_logits(model(x), output)
             clean = probe.take()
             y = check_labels(y_batch, x.shape[0], num_classes=logits.shape[1]).to(device)
-            if not stats:
-                layer_infos = [
-                    LayerInfo(label=la.label, module_name=la.name) for la in probe.layers
-                ]
-                stats = {n: RunningStats(len(clean), device) for n in names}
-            correct[""] += int((logits.argmax(dim=1) == y).sum())
+            run.start(probe.layers, len(clean), path)
+            run.correct[""] += int((logits.argmax(dim=1) == y).sum())
             for name in names:
                 with probe.paused():
                     x_pert = perturbations[name](x, y)
                 _check_perturbed(name, x, x_pert)
-                zero_gradient[name] += int(getattr(perturbations[name], "last_zero_gradient", 0))
+                run.zero_gradient[name] += int(
+                    getattr(perturbations[name], "last_zero_gradient", 0)
+                )
                 with torch.no_grad():
                     logits_pert = select_logits(model(x_pert), output)
                 perturbed = probe.take()
@@ -352,16 +429,31 @@ def analyze(
                     measure_rows(measure, c, p, reduction)
                     for c, p in zip(clean, perturbed, strict=True)
                 ]
-                stats[name].merge(
+                run.stats[name].merge(
                     torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
                 )
-                correct[name] += int((logits_pert.argmax(dim=1) == y).sum())
-            n_samples += x.shape[0]
+                run.correct[name] += int((logits_pert.argmax(dim=1) == y).sum())
+            run.n_samples += x.shape[0]
+            run.done += 1
+            if probe.invisible_activation_calls is not None:
+                run.invisible = probe.invisible_activation_calls
+            if path is not None:
+                analysis_state.save(
+                    path,
+                    {
+                        "settings": settings,
+                        **run.state(),
+                        "random": analysis_state.random_state(dict(perturbations)),
+                    },
+                )
             for _ in range(ranks):  # the other ranks' batches advance at about the same pace
                 step()
-        invisible = probe.invisible_activation_calls
+    layer_infos, stats, correct = run.layer_infos, run.stats, run.correct
+    zero_gradient, n_samples, invisible = run.zero_gradient, run.n_samples, run.invisible
     if distributed.is_distributed():
-        layer_infos, stats, n_samples = _merge_ranks(layer_infos, stats, correct, n_samples, device)
+        layer_infos, stats, n_samples = _merge_ranks(
+            layer_infos, stats, correct, n_samples, device, names
+        )
     if n_samples == 0:
         raise InputError("the data yielded no batch; check the data set, split and limit")
 
@@ -407,6 +499,7 @@ def _merge_ranks(
     correct: dict[str, int],
     n_samples: int,
     device: torch.device,
+    names: list[str],
 ) -> tuple[list[LayerInfo], dict[str, RunningStats], int]:
     """Every rank's statistics merged in rank order (Chan's update; counts summed).
 
@@ -430,6 +523,8 @@ def _merge_ranks(
         for name, count in counts.items():
             correct[name] += count
         total += n
+    for name in names:  # no rank got a batch: the caller reports the empty data
+        merged.setdefault(name, RunningStats(len(infos), device))
     return [LayerInfo(**info) for info in infos], merged, total
 
 

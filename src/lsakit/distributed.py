@@ -240,50 +240,61 @@ def diverge_global_seed() -> None:
 # Data
 # --------------------------------------------------------------------------------------------
 class _EveryNth(Sampler[list[int]]):
-    """The batches ``rank``, ``rank + world``, … of a batch sampler (the first ``limit`` only)."""
+    """The batches ``rank``, ``rank + world``, … of a batch sampler (the first ``limit`` only),
+    after the first ``skip`` of those."""
 
-    def __init__(self, batches: Iterable[list[int]], rank: int, world: int, limit: int | None):
+    def __init__(
+        self,
+        batches: Iterable[list[int]],
+        rank: int,
+        world: int,
+        limit: int | None,
+        skip: int = 0,
+    ) -> None:
         self.batches, self.rank, self.world, self.limit = batches, rank, world, limit
+        self.skip = skip
 
     def __iter__(self) -> Iterator[list[int]]:
-        return islice(islice(iter(self.batches), self.limit), self.rank, None, self.world)
+        first = self.rank + self.skip * self.world
+        return islice(islice(iter(self.batches), self.limit), first, None, self.world)
 
     def __len__(self) -> int:
         total = len(self.batches)  # type: ignore[arg-type]
         total = total if self.limit is None else min(total, self.limit)
-        return max(0, math.ceil((total - self.rank) / self.world))
+        return max(0, math.ceil((total - self.rank) / self.world) - self.skip)
 
 
-def shard_batches(data: Iterable[T], limit: int | None = None) -> Iterator[T]:
+def shard_batches(data: Iterable[T], limit: int | None = None, skip: int = 0) -> Iterator[T]:
     """The batches of ``data`` this rank handles: global batches ``rank``, ``rank + world``, ….
 
     Whole batches are dealt out, so each is exactly the batch a single process would see (the
     per-batch statistics of ``reduction="batch"`` LSA included). ``limit`` keeps the first
-    ``limit`` global batches. For a map-style :class:`DataLoader` only this rank's batches are
-    loaded; any other iterable is read through and the other ranks' batches skipped. A single
-    process gets every batch.
+    ``limit`` global batches; ``skip`` leaves out the first ``skip`` batches of this rank (those a
+    resumed run has done). For a map-style :class:`DataLoader` only the batches returned are
+    loaded; any other iterable is read through. A single process gets every batch.
+
+    The iterator is created here, before the first batch is asked for: a DataLoader draws its
+    base seed from torch's global generator now, so a caller may set the generator's state for
+    the batches afterwards.
     """
-    if not is_distributed():
-        yield from islice(data, limit)
-        return
     me, world = rank(), world_size()
     if (
-        isinstance(data, DataLoader)
+        (world > 1 or skip)
+        and isinstance(data, DataLoader)
         and data.batch_sampler is not None
         and not isinstance(data.dataset, IterableDataset)
     ):
         loader: DataLoader[Any] = DataLoader(
             data.dataset,
-            batch_sampler=_EveryNth(data.batch_sampler, me, world, limit),
+            batch_sampler=_EveryNth(data.batch_sampler, me, world, limit, skip),
             num_workers=data.num_workers,
             collate_fn=data.collate_fn,
             pin_memory=data.pin_memory,
             worker_init_fn=data.worker_init_fn,
             generator=data.generator,
         )
-        yield from loader
-        return
-    yield from islice(data, me, limit, world)
+        return iter(loader)
+    return islice(data, me + skip * world, limit, world)
 
 
 def per_rank_batch_size(batch_size: int, world: int) -> int:

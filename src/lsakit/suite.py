@@ -49,7 +49,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,7 +65,7 @@ from lsakit._frozen import FrozenModel
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
-from lsakit._torch import eval_mode, model_device
+from lsakit._torch import eval_mode, fingerprint, model_device, model_fingerprint
 from lsakit.domain import current_domain
 from lsakit.errors import ConfigError, InputError, LsakitError
 from lsakit.perturb.apgd import APGD
@@ -233,25 +232,6 @@ class SuiteState(JsonResult):
     #: samples of that attack's targets already attacked
     done: int = Field(ge=0)
     seconds: list[float]
-
-
-def fingerprint(*tensors: Tensor) -> str:
-    """SHA-256 (first 16 hex digits) of the tensors' values, dtypes and shapes."""
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """Fingerprint of the model's parameters and buffers (names included)."""
-    state = model.state_dict()
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(fingerprint(state[name]).encode())
-    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def run(options: AnalyzeOptions) -> None:
         f"MVL ({chosen['perturbation']}, η = {chosen['eta']:g}): "
         + (", ".join(str(layer) for layer in mvl) if mvl else "none above the cut-off")
     )
-    folder = run_dir(options)
+    folder = options.resume or run_dir(options)
     out.print(f"wrote {folder / RESULT_FILE} and {folder / FIGURE_FILE}")
 
 

@@ -101,8 +101,9 @@ class AnalyzeOptions(_Common):
     layers: str | list[str] | None = option(
         None,
         "Layers to measure, comma-separated: module names, name#k (k-th call of a reused "
-        "module), globs, L<k> labels or type:ClassName (e.g. type:Conv2d).",
-        show_default="every activation module",
+        "module), module:fn#k (an activation function's call), globs, L<k> labels or "
+        "type:ClassName (e.g. type:Conv2d).",
+        show_default="every activation: module or function call",
         kind="layers",
     )
     split: str = option("test", "Data split to analyse: train or test.")
@@ -111,6 +112,12 @@ class AnalyzeOptions(_Common):
     seed: int | None = option(None, field_help("seed"), show_default=field_default("seed"))
     amp: str = AMP_OPTION
     out: Path | None = option(None, "Output directory.", show_default="runs/analyze-DATASET")
+    resume: Path | None = option(
+        None,
+        "Continue the interrupted analysis in this output directory from its last completed "
+        "batch, with the options it recorded; the result equals an uninterrupted run's.",
+        show_default="none",
+    )
     data_dir: Path | None = DATA_DIR_OPTION
     device: str = DEVICE_OPTION
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lsakit._io import atomic_write_text
 from lsakit.config.workflows import AnalyzeOptions
 from lsakit.errors import ArgumentError
 from lsakit.workflows._common import (
@@ -33,6 +34,10 @@ from lsakit.workflows._common import (
 
 #: The files an analysis writes into its output directory.
 RESULT_FILE, FIGURE_FILE = "lsa.json", "lsa.png"
+#: While it runs: the options it runs with and the state it resumes from (``resume``).
+OPTIONS_FILE, STATE_FILE = "analyze.yaml", "lsa.state.json"
+#: The options a resumed analysis may set anew (where it runs, not what it computes).
+RESUME_MAY_SET = frozenset({"resume", "device", "data_dir"})
 
 
 def run_dir(options: AnalyzeOptions) -> Path:
@@ -73,6 +78,9 @@ def analyze(
         **options: the options of :class:`~lsakit.config.workflows.AnalyzeOptions` (the flags of
             ``lsakit analyze``, with the same defaults): ``dataset``, ``checkpoint``,
             ``perturbations``, ``layers``, ``eta``, ``mvl_from``, ``limit``, ``out``, …
+            ``resume=DIR`` continues the interrupted analysis in ``DIR`` from its last completed
+            batch with the options it recorded (pass the same ``nn.Module`` again if it analysed
+            one); the result equals an uninterrupted run's.
 
     Returns:
         The :class:`~lsakit.analysis.LSAResult`; its ``meta["mvl"]`` holds the perturbation that
@@ -82,12 +90,43 @@ def analyze(
     from lsakit._torch import kept_random_state
 
     model, opts = split_model(model, AnalyzeOptions, options)
+    if opts.resume is not None:
+        opts = resumed_options(opts, model)
     if model is not None and (opts.model is not None or opts.checkpoint is not None):
         raise ArgumentError(
             "an nn.Module is analysed as it is; drop {checkpoint} and the {model} spec"
         )
     with kept_random_state():
         return _analyze(opts, model, progress=progress, log=log or quiet)
+
+
+def resumed_options(opts: AnalyzeOptions, module: nn.Module | None) -> AnalyzeOptions:
+    """The options an interrupted analysis in ``opts.resume`` recorded (``device`` and
+    ``data_dir`` may be given anew); refused when there is nothing to resume."""
+    folder = opts.resume
+    assert folder is not None
+    extra = sorted(set(opts.given()) - RESUME_MAY_SET)
+    if extra:
+        raise ArgumentError(
+            f"{{resume}} continues an analysis with the options it recorded in "
+            f"{folder / OPTIONS_FILE}; drop {{{extra[0]}}}"
+        )
+    if not (folder / STATE_FILE).exists() or not (folder / OPTIONS_FILE).exists():
+        done = (folder / RESULT_FILE).exists()
+        raise ArgumentError(
+            f"{folder} holds a finished analysis ({RESULT_FILE}); nothing to resume"
+            if done
+            else f"{folder} holds no interrupted analysis ({STATE_FILE} is missing); run it "
+            f"without {{resume}}"
+        )
+    anew = {name: getattr(opts, name) for name in opts.given()}  # resume, device, data_dir
+    recorded = AnalyzeOptions.from_yaml(folder / OPTIONS_FILE, **anew)
+    if module is None and recorded.model is None and recorded.checkpoint is None:
+        raise ArgumentError(
+            f"the analysis in {folder} measured an nn.Module; pass the same module again with "
+            f"{{resume}}"
+        )
+    return recorded
 
 
 def _analyze(opts: AnalyzeOptions, module: nn.Module | None, *, progress: bool, log: Log) -> Any:
@@ -148,6 +187,15 @@ def _analyze(opts: AnalyzeOptions, module: nn.Module | None, *, progress: bool, 
         subject.model = trained.model
 
     net = subject.model
+    state = target / STATE_FILE
+    if opts.resume is None:  # a new analysis starts afresh
+        _remove_states(state)
+        if writes:
+            made = {"checkpoint": target / CHECKPOINT_NAME} if config is not None else {}
+            recorded = opts.model_copy(update={"out": target, "resume": None, **made})
+            atomic_write_text(target / OPTIONS_FILE, recorded.to_yaml())
+    else:
+        say(f"resuming the analysis in {target} from {state}")
     seed_everything(recipe.train.seed if opts.seed is None else opts.seed)
     perturbations = build_perturbations(net, parsed)
     loader: Any = data.load(
@@ -164,6 +212,7 @@ def _analyze(opts: AnalyzeOptions, module: nn.Module | None, *, progress: bool, 
             measure=opts.measure,
             reduction=opts.reduction,
             progress=progress,
+            state_path=state,
             meta={
                 "model": subject.name,
                 "model_kwargs": subject.kwargs,
@@ -201,7 +250,16 @@ def _analyze(opts: AnalyzeOptions, module: nn.Module | None, *, progress: bool, 
             title=f"LSA of {subject.name} on {opts.dataset} ({opts.split}, "
             f"{result.n_samples} samples)",
         )
+        (target / OPTIONS_FILE).unlink(missing_ok=True)
+    _remove_states(state)  # the result is written: nothing is left to resume
     return result
+
+
+def _remove_states(state: Path) -> None:
+    """This rank's state file (:func:`lsakit.analysis_state.rank_path`), if any."""
+    from lsakit.analysis_state import rank_path
+
+    rank_path(state).unlink(missing_ok=True)
 
 
 def _device(device: str, module: nn.Module | None) -> torch.device:
