@@ -3,6 +3,10 @@
 Rows:
 
 * analysis overhead — ``analyze`` / the bare clean + perturbed forwards it needs (bench_analysis);
+* ``analyze`` on torchvision's and timm's ResNet-18 / the same forwards and attacks by hand, every
+  activation call captured (bench_any_model);
+* peak memory of ``analyze`` on ResNet-50 and ViT-B/16 at 224×224 / the forwards by hand, and on
+  4× the data (bench_memory; not with --quick or --no-memory);
 * AT-LR overhead — AT-LR PGD-10 step / AT-PGD-10 step, and lsakit AT-PGD vs a hand-written loop
   (bench_train);
 * ART / lsakit for FGSM, PGD-10, APGD-100, and lsakit PGD-10 / a hand-written loop (bench_attacks);
@@ -34,7 +38,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_analysis
+import bench_any_model
 import bench_attacks
+import bench_memory
 import bench_numerics
 import bench_train
 from lsakit import analyze
@@ -164,6 +170,31 @@ def main() -> None:
         m = bench_analysis.measure_memory_growth()
         rows.append(("peak RSS of analyze, 10k vs 1k samples", f"{1 + m['growth']:.3f}",
                      f"{m['peak_10k_mib']:.0f} vs {m['peak_1k_mib']:.0f} MiB; target ≤ 1.10"))  # fmt: skip
+
+    log("bench_any_model: analyze on torchvision's and timm's ResNet-18 vs by hand")
+    for source in ("torchvision", "timm"):
+        r = bench_any_model.measure(source, 4 if args.quick else 8, 64, repeats + 2)
+        rows.append((f"analyze / by hand, {source} resnet18 (noise + FGSM)", f"{r['ratio']:.3f}",
+                     f"median of rounds {r['ratio_median']:.3f}; {r['analyze']:.2f} s vs "
+                     f"{r['hand']:.2f} s; target ≤ 1.05"))  # fmt: skip
+    if not (args.quick or args.no_memory):
+        log("bench_memory: ResNet-50 and ViT-B/16 at 224×224, peak RSS")
+        os.environ["BENCH_THREADS"] = str(args.threads)
+        for name in ("resnet50", "vit_b_16"):
+            r = bench_memory.compare(name, 8, 2, 8)
+            peak = {k: v["peak_mib"] for k, v in r["runs"].items()}
+            rows.append((f"peak RSS of analyze / forwards kept by hand, {name} 224², batch 8",
+                         f"{r['vs_kept']:.3f}",
+                         f"{peak['analyze']:.0f} vs {peak['kept']:.0f} MiB; target ≤ 1.5"))  # fmt: skip
+            rows.append((f"peak RSS of analyze / bare forwards, {name} 224², batch 8",
+                         f"{r['vs_bare']:.3f}",
+                         f"{peak['analyze']:.0f} vs {peak['bare']:.0f} MiB; above the loaded "
+                         f"model {r['above_base_vs_bare']:.2f} (the batch's clean "
+                         "representations are held)"))  # fmt: skip
+            rows.append((f"peak RSS of analyze, 8 vs 2 batches, {name}",
+                         f"{r['large_vs_small']:.3f}",
+                         f"{peak['analyze_large']:.0f} vs {peak['analyze']:.0f} MiB; target ≤ "
+                         "1.05"))  # fmt: skip
 
     log("bench_train: AT-PGD, AT-LR, hand-written loop")
     t = bench_train.measure("model_b", 4 if args.quick else 8, 128, repeats + 2)

@@ -414,6 +414,16 @@ def analyze(
             clean = probe.take()
             y = check_labels(y_batch, x.shape[0], num_classes=logits.shape[1]).to(device)
             run.start(probe.layers, len(clean), path)
+
+            def compare_with_clean(k: int, rep: torch.Tensor, clean: list[Any] = clean) -> Any:
+                """Layer k of a perturbed forward, compared the moment it runs (not kept)."""
+                if k >= len(clean):
+                    raise InputError(
+                        f"a perturbed forward captured more layers than the clean one ({len(clean)})"
+                    )
+                values, defined = measure_rows(measure, clean[k], rep, reduction)
+                return torch.stack((values.to(torch.float64), defined.to(torch.float64)))
+
             run.correct[""] += int((logits.argmax(dim=1) == y).sum())
             for name in names:
                 with probe.paused():
@@ -422,17 +432,20 @@ def analyze(
                 run.zero_gradient[name] += int(
                     getattr(perturbations[name], "last_zero_gradient", 0)
                 )
-                with torch.no_grad():
+                with torch.no_grad(), probe.reducing(compare_with_clean):
                     logits_pert = select_logits(model(x_pert), output)
-                perturbed = probe.take()
-                rows = [
-                    measure_rows(measure, c, p, reduction)
-                    for c, p in zip(clean, perturbed, strict=True)
-                ]
+                rows = probe.take()  # per layer: (values, defined) as two float64 rows
+                if len(rows) != len(clean):
+                    raise InputError(
+                        f"perturbation {name!r}: the perturbed forward captured {len(rows)} "
+                        f"layers, the clean one {len(clean)}"
+                    )
                 run.stats[name].merge(
-                    torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+                    torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]).bool()
                 )
                 run.correct[name] += int((logits_pert.argmax(dim=1) == y).sum())
+            clean.clear()  # freed before the next batch's clean forward, not after it
+            del x_pert, logits_pert, logits
             run.n_samples += x.shape[0]
             run.done += 1
             if probe.invisible_activation_calls is not None:

@@ -13,8 +13,8 @@ Layer selection (``layers=``):
   an activation function (:data:`~lsakit.activations.FUNCTIONAL_ACTIVATIONS`: ``F.relu``,
   ``torch.tanh``, ``Tensor.relu``, …, extended with :func:`register_functional_activation`) made
   outside an activation module. Function calls are captured by a ``TorchFunctionMode`` pushed for
-  the probed forwards only (with global module hooks that say which module is running) and popped
-  when the forward ends, error or not. While the mode is active, torch's fused inference fast
+  the probed forwards only (the Python stack says which module made a call) and popped when the
+  forward ends, error or not. While the mode is active, torch's fused inference fast
   paths (``nn.TransformerEncoderLayer``'s, whose activation runs inside C++) step aside for the
   Python path, so their activations are captured too. Calls inside scripted or compiled modules
   cannot be seen: the probe warns once (:class:`InvisibleActivationWarning`) and names them.
@@ -37,12 +37,14 @@ so an analysis's layer list can be handed to the regularizer or another probe un
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import re
+import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -292,10 +294,12 @@ class _FunctionalCapture(TorchFunctionMode):
     """Activation-function calls made outside activation modules during one probed forward,
     each handed to the probe with its name ``module:fn#k``.
 
-    Global module pre/post hooks keep the stack of running modules (so a call is named by the
-    module whose ``forward`` made it) and count the activation modules running (inside one, a
-    call is that module's own work, captured by its hook). Installed by :meth:`start` when the
-    root forward starts, removed by :meth:`stop` when it ends, error or not.
+    Which module made a call is read from the Python stack when (and only when) an activation
+    function runs: the innermost frame of a method of one of the model's modules names it (the
+    root model is ``""``), and a call made inside an activation module's method is that module's
+    own work, captured by its hook. No module hook is installed, so module calls cost nothing
+    extra (global module hooks would put every module call of the forward on torch's slow path).
+    Entered by :meth:`start` when the root forward starts, left by :meth:`stop` when it ends.
     """
 
     def __init__(self, probe: LayerProbe) -> None:
@@ -303,70 +307,49 @@ class _FunctionalCapture(TorchFunctionMode):
         self.probe = probe
         self.names = probe._names
         self.activations = probe._activation_ids
-        self.stack: list[str] = []
-        self.inside = 0
+        self.root = id(probe.model)
         self.counts: Counter[tuple[str, str]] = Counter()
-        self._handles: list[RemovableHandle] = []
 
     def __torch_function__(
         self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None
     ) -> Any:
         out = func(*args, **(kwargs or {}))
         name = FUNCTIONAL_ACTIVATIONS.get(func)
-        if name is not None and self.inside == 0:
-            module = self.stack[-1] if self.stack else ""
-            k = self.counts[(module, name)]
-            self.counts[(module, name)] = k + 1
-            self.probe._functional_call(f"{module}:{name}#{k}", out)
+        if name is not None:
+            module = self._caller(sys._getframe(1))
+            if module is not None:
+                k = self.counts[(module, name)]
+                self.counts[(module, name)] = k + 1
+                self.probe._functional_call(f"{module}:{name}#{k}", out)
         return out
 
-    def _pre(self, module: nn.Module, args: Any) -> None:
-        name = self.names.get(id(module))
-        if name is not None:
-            self.stack.append(name)
-            if id(module) in self.activations:
-                self.inside += 1
-
-    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
-        name = self.names.get(id(module))
-        if name is not None:
-            if self.stack and self.stack[-1] == name:
-                self.stack.pop()
-            if id(module) in self.activations:
-                self.inside -= 1
+    def _caller(self, frame: Any) -> str | None:
+        """The name of the innermost module whose method is on the stack (``""`` the root),
+        None inside an activation module."""
+        caller: str | None = None
+        while frame is not None:
+            code = frame.f_code
+            if code.co_argcount and code.co_varnames[0] == "self":
+                key = id(frame.f_locals.get("self"))
+                if key in self.activations:
+                    return None
+                if caller is None:
+                    caller = self.names.get(key)
+                if key == self.root:
+                    break
+            frame = frame.f_back
+        return "" if caller is None else caller
 
     def start(self) -> None:
-        from torch.nn.modules.module import (
-            register_module_forward_hook,
-            register_module_forward_pre_hook,
-        )
-
-        self._handles = [
-            register_module_forward_pre_hook(self._pre),
-            register_module_forward_hook(self._post, always_call=True),
-        ]
-        try:
-            self.__enter__()  # type: ignore[no-untyped-call]
-        except BaseException:
-            self._unhook()
-            raise
+        self.__enter__()  # type: ignore[no-untyped-call]
 
     def stop(self) -> None:
-        try:
-            self.__exit__(None, None, None)  # type: ignore[no-untyped-call]
-        finally:
-            self._unhook()
-
-    def _unhook(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self.__exit__(None, None, None)  # type: ignore[no-untyped-call]
 
 
 def _unseen_modules(model: nn.Module) -> list[str]:
     """Submodules whose forward runs where no Python function call is seen: scripted or compiled
     (``torch.jit.script``, ``torch.compile``), outermost only."""
-    import sys
 
     dynamo = sys.modules.get("torch._dynamo.eval_frame")  # nothing is compiled before it loads
     compiled = getattr(dynamo, "OptimizedModule", torch.jit.ScriptModule)
@@ -435,6 +418,7 @@ class LayerProbe:
         self._functions_seen: frozenset[str] = frozenset()  # ``module:fn#k`` of the last forward
         self._warned = False
         self._probed = False  # a probed forward ran since the last take()
+        self._reducer: Callable[[int, torch.Tensor], torch.Tensor] | None = None
         #: 0 after a probed forward that captured activation functions (every call a Python
         #: function mode sees is captured); None before, or for selections of modules only
         self.invisible_activation_calls: int | None = None
@@ -511,7 +495,7 @@ class LayerProbe:
         self._activation_count += 1
         if keep and isinstance(output, torch.Tensor):
             self._calls[name] = 1
-            self._record.append((name, 0, output.detach().clone() if self.detach else output))
+            self._record.append((name, 0, self._kept(output)))
 
     def _hook(self, name: str, activation: bool) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -530,9 +514,7 @@ class LayerProbe:
             out = output[0] if isinstance(output, (tuple, list)) else output
             if not isinstance(out, torch.Tensor):
                 raise InputError(f"layer {name!r} returned {type(out).__name__}, not a tensor")
-            # A detached view shares storage with the live activation; clone it so a later in-place
-            # op in the model (e.g. ``out += residual``) cannot change what was captured.
-            self._record.append((name, call, out.detach().clone() if self.detach else out))
+            self._record.append((name, call, self._kept(out)))
 
         return hook
 
@@ -589,6 +571,27 @@ class LayerProbe:
         tensors = [t for _, _, t in self._record]
         self._record = []
         return tensors
+
+    def _kept(self, out: torch.Tensor) -> torch.Tensor:
+        """What the record keeps of a captured output: the reducer's result, a detached copy, or
+        the output itself (``detach=False``)."""
+        if self._reducer is not None:  # used at once, before any later in-place op can run
+            return self._reducer(len(self._record), out.detach() if self.detach else out)
+        # A detached view shares storage with the live activation; clone it so a later in-place
+        # op in the model (e.g. ``out += residual``) cannot change what was captured.
+        return out.detach().clone() if self.detach else out
+
+    @contextlib.contextmanager
+    def reducing(self, reduce: Callable[[int, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """A context in which each captured representation is handed to ``reduce(k, rep)`` the
+        moment its layer runs (k its position in the forward order) and :meth:`take` returns
+        what ``reduce`` returned instead: a forward then holds no representation beyond the one
+        being reduced (LSA compares each layer with its clean representation this way)."""
+        previous, self._reducer = self._reducer, reduce
+        try:
+            yield
+        finally:
+            self._reducer = previous
 
     def paused(self) -> _Paused:
         """A context in which forward passes are not captured (e.g. while an attack runs)."""
