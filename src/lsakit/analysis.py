@@ -5,9 +5,11 @@ layers sustainability analysis framework", arXiv:2202.02626, §3.
 
 For each batch the clean representations φ_l(x) are captured once and shared by every
 perturbation; each perturbation is generated with the probe paused (an attack's own forward passes
-are not captured), then its representations φ_l(x̂) are compared with the clean ones. Statistics
-are merged batch by batch (Chan et al.'s parallel mean/variance update, in float64 on the model's
-device), so memory does not grow with the data set.
+are not captured), then each of its representations φ_l(x̂) is compared with the clean one the
+moment layer l runs (:meth:`LayerProbe.reducing`), and not kept. Statistics are merged batch by
+batch (Chan et al.'s parallel mean/variance update, in float64 on the model's device), so memory
+does not grow with the data set. With ``state_path`` the analysis is resumable
+(:mod:`lsakit.analysis_state`).
 
 Statistics (Eq. 12). With CM_{m,l} the measure of sample m at layer l (or of batch m when
 ``reduction="batch"``: then the unit of the statistics is a batch, as in the reference code):

@@ -419,6 +419,7 @@ class LayerProbe:
         self._warned = False
         self._probed = False  # a probed forward ran since the last take()
         self._reducer: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+        self._stop_at: int | None = None  # truncated(): stop the forward at this many captures
         #: 0 after a probed forward that captured activation functions (every call a Python
         #: function mode sees is captured); None before, or for selections of modules only
         self.invisible_activation_calls: int | None = None
@@ -496,6 +497,7 @@ class LayerProbe:
         if keep and isinstance(output, torch.Tensor):
             self._calls[name] = 1
             self._record.append((name, 0, self._kept(output)))
+            self._stop_if_complete()
 
     def _hook(self, name: str, activation: bool) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -515,6 +517,7 @@ class LayerProbe:
             if not isinstance(out, torch.Tensor):
                 raise InputError(f"layer {name!r} returned {type(out).__name__}, not a tensor")
             self._record.append((name, call, self._kept(out)))
+            self._stop_if_complete()
 
         return hook
 
@@ -581,6 +584,25 @@ class LayerProbe:
         # op in the model (e.g. ``out += residual``) cannot change what was captured.
         return out.detach().clone() if self.detach else out
 
+    def _stop_if_complete(self) -> None:
+        if self._stop_at is not None and len(self._record) == self._stop_at:
+            raise _Complete
+
+    @contextlib.contextmanager
+    def truncated(self) -> Iterator[None]:
+        """A context in which a forward stops as soon as its last selected representation is
+        captured (once a first forward has fixed the layers): what runs after that layer is
+        skipped — its compute, and its side effects such as BatchNorm statistics and dropout's
+        random draws. The representations are those of a whole forward; the model's output is
+        not computed. The trainer's extra clean forward for AT-LR runs this way."""
+        self._stop_at = None if self._layers is None else len(self._layers)
+        try:
+            yield
+        except _Complete:
+            pass
+        finally:
+            self._stop_at = None
+
     @contextlib.contextmanager
     def reducing(self, reduce: Callable[[int, torch.Tensor], torch.Tensor]) -> Iterator[None]:
         """A context in which each captured representation is handed to ``reduce(k, rep)`` the
@@ -596,6 +618,10 @@ class LayerProbe:
     def paused(self) -> _Paused:
         """A context in which forward passes are not captured (e.g. while an attack runs)."""
         return _Paused(self)
+
+
+class _Complete(Exception):
+    """Raised from a hook to end a truncated forward (:meth:`LayerProbe.truncated`)."""
 
 
 class _Paused:

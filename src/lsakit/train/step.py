@@ -4,7 +4,9 @@ The regularizers (:class:`~lsakit.train.regularizers.Regularizer`: AT-LR, LSP, t
 penalty) are one list. Those that read layer representations share one
 :class:`~lsakit.probe.LayerProbe` (gradients kept) around the forward passes the objective already
 runs; only an objective without a clean forward (FGSM, fast, PGD, APGD) needs one extra clean
-forward, and no extra adversarial forward is ever run.
+forward, which stops after the last regularized layer (:meth:`LayerProbe.truncated`: the layers
+after it are not computed, so their BatchNorm statistics see only the objective's batches, as in
+the base method), and no extra adversarial forward is ever run.
 """
 
 from __future__ import annotations
@@ -113,8 +115,9 @@ def _losses(
                 "LayerProbe(model, layers, detach=False) on the layers of prepare_regularizers"
             )
         clean_reps = output.clean_reps
-        if clean_reps is None:
-            model(x)
+        if clean_reps is None:  # stopped after the last regularized layer, on the module itself
+            with probe.truncated():
+                probe.model(x)
             clean_reps = probe.take()
         inputs = RegularizerInputs(
             model=model, x=x, x_adv=output.x_adv, names=[layer.name for layer in probe.layers],
