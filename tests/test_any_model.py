@@ -152,14 +152,7 @@ def timm_mobilevit() -> nn.Module:  # ReLUs called as functions in its linear at
 
 
 def hf_roberta() -> nn.Module:  # its classification head calls torch.tanh
-    t = _hf()
-    from lsakit.text import EmbeddingClassifier
-
-    config = t.RobertaConfig(
-        vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=24, num_labels=3,
-    )  # fmt: skip
-    return EmbeddingClassifier(t.RobertaForSequenceClassification(config))
+    return _hf_text("Roberta", max_position_embeddings=24)  # RoBERTa's positions start at 2
 
 
 def tv_densenet() -> nn.Module:  # dense connections; a functional F.relu in forward
@@ -185,14 +178,19 @@ def tv_vit() -> nn.Module:  # starts with a zero head: its input gradient is exa
 
 
 def hf_bert() -> nn.Module:  # a text model, in embedding space (lsakit.text)
+    return _hf_text("Bert", max_position_embeddings=16)
+
+
+def _hf_text(family: str, **config: int) -> nn.Module:
+    """A small transformers sequence classifier of ``family``, in embedding space."""
     t = _hf()
     from lsakit.text import EmbeddingClassifier
 
-    config = t.BertConfig(
+    settings = getattr(t, f"{family}Config")(
         vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=16, num_labels=3,
+        intermediate_size=32, num_labels=3, **config,
     )  # fmt: skip
-    return EmbeddingClassifier(t.BertForSequenceClassification(config))
+    return EmbeddingClassifier(getattr(t, f"{family}ForSequenceClassification")(settings))
 
 
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
