@@ -289,13 +289,13 @@ class _Run:
         self.layer_infos: list[LayerInfo] = []
         self.invisible: int | None = None
 
-    def start(self, layers: list[Any], n_layers: int, path: Any) -> None:
+    def start(self, layers: list[Any], path: Any) -> None:
         """After a batch's clean forward: the layers of the first batch, or a check that the
         layers are those of the run this one resumes."""
         infos = [LayerInfo(label=la.label, module_name=la.name) for la in layers]
         if not self.stats:
             self.layer_infos = infos
-            self.stats = {n: RunningStats(n_layers, self.device) for n in self.names}
+            self.stats = {n: RunningStats(len(infos), self.device) for n in self.names}
         elif infos != self.layer_infos:
             raise ConfigError(
                 f"the model captures other layers than the analysis in {path} measured "
@@ -415,7 +415,7 @@ def analyze(
                 logits = select_logits(model(x), output)
             clean = probe.take()
             y = check_labels(y_batch, x.shape[0], num_classes=logits.shape[1]).to(device)
-            run.start(probe.layers, len(clean), path)
+            run.start(probe.layers, path)
 
             def compare_with_clean(k: int, rep: torch.Tensor, clean: list[Any] = clean) -> Any:
                 """Layer k of a perturbed forward, compared the moment it runs (not kept)."""
@@ -436,12 +436,7 @@ def analyze(
                 )
                 with torch.no_grad(), probe.reducing(compare_with_clean):
                     logits_pert = select_logits(model(x_pert), output)
-                rows = probe.take()  # per layer: (values, defined) as two float64 rows
-                if len(rows) != len(clean):
-                    raise InputError(
-                        f"perturbation {name!r}: the perturbed forward captured {len(rows)} "
-                        f"layers, the clean one {len(clean)}"
-                    )
+                rows = probe.take()  # per layer (the clean forward's): two float64 rows
                 run.stats[name].merge(
                     torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]).bool()
                 )

@@ -164,8 +164,6 @@ def random_state(perturbations: dict[str, Any]) -> dict[str, Any]:
 
 def restore_random_state(state: dict[str, Any], perturbations: dict[str, Any]) -> None:
     """Set every random state to ``state`` (from :func:`random_state`)."""
-    from lsakit.perturb.base import SeededGenerators
-
     torch.set_rng_state(_tensor(state["torch"]))
     if state["cuda"]:
         torch.cuda.set_rng_state_all([_tensor(s) for s in state["cuda"]])
@@ -176,15 +174,19 @@ def restore_random_state(state: dict[str, Any], perturbations: dict[str, Any]) -
     for name, saved in state["perturbations"].items():
         fn = perturbations[name]
         for key, text in saved.items():
-            _generator_for(fn, key, SeededGenerators).set_state(_tensor(text))
+            _generator_for(fn, key).set_state(_tensor(text))
 
 
-def _generator_for(fn: object, key: str, seeded: type) -> torch.Generator:
+def _generator_for(fn: object, key: str) -> torch.Generator:
     """The generator ``key`` names on ``fn``, created as the run that saved it had it."""
+    from lsakit.perturb.base import SeededGenerators
+
     path, _, device = key.partition("@")
     obj: Any = fn
     for attr in path.split("."):
         obj = getattr(obj, attr)
-    if isinstance(obj, seeded):
-        return obj.on(torch.device(device))  # type: ignore[no-any-return,attr-defined]
+    if isinstance(obj, SeededGenerators):
+        generator = obj.on(torch.device(device))
+        assert generator is not None  # saved from a seeded one
+        return generator
     return obj  # type: ignore[no-any-return]

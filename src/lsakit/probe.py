@@ -479,9 +479,10 @@ class LayerProbe:
             return
         self._capture = None
         capture.stop()
-        self._functions_seen = frozenset(
-            f"{where}:{fn}#{k}" for (where, fn), n in capture.counts.items() for k in range(n)
-        )
+        if self._selection.functional:  # only a selection naming calls checks them
+            self._functions_seen = frozenset(
+                f"{where}:{fn}#{k}" for (where, fn), n in capture.counts.items() for k in range(n)
+            )
         self.invisible_activation_calls = 0
         if not self._warned:
             self._warned = True

@@ -59,6 +59,10 @@ class _Common(Options):
         domain = getattr(self, "domain", None)
         if domain is not None and "domain" in getattr(self, "data_options", {}):
             raise ArgumentError("the domain is given twice; use {domain} or {data_options} domain=")
+        limit = getattr(self, "limit", None)
+        if limit is not None:
+            positive_int(limit, "limit")
+        positive_int(getattr(self, "batch_size", 1), "batch_size")
 
     def all_data_options(self) -> dict[str, Any]:
         """The data set options with the domain among them."""
@@ -123,9 +127,6 @@ class AnalyzeOptions(_Common):
 
     def check(self) -> None:
         super().check()
-        if self.limit is not None:
-            positive_int(self.limit, "limit")
-        positive_int(self.batch_size, "batch_size")
         if self.split not in ("train", "test"):
             raise ArgumentError(f"{{split}} must be train or test, got {self.split!r}")
 
@@ -207,9 +208,6 @@ class EvaluateOptions(_Common):
 
     def check(self) -> None:
         super().check()
-        if self.limit is not None:
-            positive_int(self.limit, "limit")
-        positive_int(self.batch_size, "batch_size")
         if self.suite is not None:
             if self.amp != "off":
                 # The suite's state file does not record the precision: a resumed run could mix
