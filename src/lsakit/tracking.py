@@ -7,25 +7,41 @@ end the run's files as MLflow artifacts. Both are local by default:
 
 * TensorBoard: event files in ``RUN_DIR/tb`` (``tensorboard --logdir`` on a parent folder shows
   every run below it);
-* MLflow: the file store ``RUN_DIR/../mlruns``, experiment ``lsakit`` (reproductions and studies:
-  ``OUT/mlruns``, experiment named after the reproduction or study); ``MLFLOW_TRACKING_URI`` and
-  ``MLFLOW_EXPERIMENT_NAME`` point elsewhere.
+* MLflow: the SQLite database ``RUN_DIR/../mlflow.db`` (the backend MLflow 3 recommends; MLflow's
+  client and ``mlflow ui --backend-store-uri sqlite:///…/mlflow.db`` open it as it is), the runs'
+  artifacts in ``mlartifacts`` beside it, experiment ``lsakit`` (reproductions and studies:
+  ``OUT/mlflow.db`` and ``OUT/mlartifacts``, experiment named after the reproduction or study);
+  ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_NAME`` point elsewhere. An experiment that lsakit
+  creates in any SQLite store keeps its artifacts in ``mlartifacts`` beside the database (MLflow's
+  own default, ``./mlruns`` of whichever folder the process runs in, is not a place anyone would
+  look). The first opening of a SQLite database creates MLflow's tables (a few seconds); lsakit
+  opens one under an exclusive lock on its folder, as parallel runs creating them at once fail.
 
-A resumed run continues the same tracked run: the MLflow run id is kept in
+MLflow's file store (``MLFLOW_TRACKING_URI=file:…`` or a plain path, lsakit's default before) is in
+maintenance mode since MLflow 3, whose client and UI refuse it unless ``MLFLOW_ALLOW_FILE_STORE``
+is true. lsakit never turns that on by itself: a file store is used exactly when MLflow allows it
+(MLflow 2, or the user set ``MLFLOW_ALLOW_FILE_STORE=true``, as their own client and UI also need);
+otherwise a :class:`TrackingError` says so before training, with the fix. That holds too for
+resuming a run that an earlier lsakit tracked in ``mlruns``.
+
+A resumed run continues the same tracked run: the MLflow tracking URI and run id are kept in
 ``RUN_DIR/mlflow-run.json``; TensorBoard appends to ``RUN_DIR/tb`` with ``purge_step`` just after
 the last completed epoch, so the steps continue and events of an epoch that did not complete are
 dropped. Only the main process (rank 0 under torchrun) tracks. The packages are optional
-(``pip install 'lsakit[tracking]'``); asking for a missing one is a :class:`TrackingError`.
+(``pip install 'lsakit[tracking]'``: tensorboard; mlflow-skinny with sqlalchemy and alembic for
+the SQLite store); asking for a missing one is a :class:`TrackingError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +56,9 @@ Status = Literal["FINISHED", "FAILED", "KILLED"]
 
 TENSORBOARD_DIR = "tb"
 MLFLOW_RUN_FILE = "mlflow-run.json"
+#: the default MLflow store: this SQLite database in the store folder, artifacts beside it
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
 DEFAULT_EXPERIMENT = "lsakit"
 #: The per-epoch metrics shown against the hparams in TensorBoard's HPARAMS tab.
 HPARAM_METRICS = ("train_loss", "train_accuracy", "val_clean", "val_robust", "test_accuracy")
@@ -49,8 +68,12 @@ _MAX_PARAM = 6000
 _PACKAGES: dict[str, tuple[str, str]] = {
     # backend: (module that must import, what to install)
     "tensorboard": ("tensorboard", "pip install 'lsakit[tensorboard]' (or tensorboard)"),
-    "mlflow": ("mlflow", "pip install 'lsakit[mlflow]' (or mlflow-skinny, or mlflow)"),
+    "mlflow": ("mlflow", "pip install 'lsakit[mlflow]' (or mlflow)"),
 }
+#: what MLflow's SQLite store needs beyond mlflow-skinny (the full mlflow package has them)
+_SQL_PACKAGES = ("sqlalchemy", "alembic")
+#: tracking URIs that name a store by a word, not a scheme
+_NAMED_STORES = frozenset({"databricks", "databricks-uc", "uc"})
 
 
 class TrackingError(LsakitError):
@@ -61,9 +84,10 @@ class TrackingError(LsakitError):
 class TrackingSetup:
     """Where and under which names a run is tracked (the directory-independent part).
 
-    ``store`` is the MLflow file store used when ``MLFLOW_TRACKING_URI`` is not set (default:
-    the run directory's parent ``/mlruns``); ``experiment`` the MLflow experiment when
-    ``MLFLOW_EXPERIMENT_NAME`` is not set; ``run_name`` defaults to the run directory's name.
+    ``store`` is the folder of the MLflow store used when ``MLFLOW_TRACKING_URI`` is not set: the
+    SQLite database ``store/mlflow.db``, artifacts in ``store/mlartifacts`` (default: the run
+    directory's parent); ``experiment`` the MLflow experiment when ``MLFLOW_EXPERIMENT_NAME`` is
+    not set; ``run_name`` defaults to the run directory's name.
     """
 
     experiment: str = DEFAULT_EXPERIMENT
@@ -93,20 +117,33 @@ class Tracker(Protocol):
 
 
 def require(backends: Iterable[str]) -> None:
-    """Raise a one-line :class:`TrackingError` naming what to install for a missing backend."""
+    """Raise a one-line :class:`TrackingError` naming what to install for a missing backend, or
+    what to change for an MLflow store that this process cannot use (``MLFLOW_TRACKING_URI``, else
+    the default SQLite one; see :func:`_check_store`)."""
     for backend in backends:
         if backend not in _PACKAGES:
             raise TrackingError(
                 f"unknown tracking backend {backend!r}; use {' or '.join(BACKENDS)}"
             )
         module, install = _PACKAGES[backend]
-        try:
-            __import__(module)
-        except ImportError:
+        if _missing([module]):
             raise TrackingError(
                 f"{{log_to}} {backend} needs the {module} package, which is not installed: "
                 f"{install}"
-            ) from None
+            )
+        if backend == "mlflow":
+            _check_store(os.environ.get("MLFLOW_TRACKING_URI") or None)
+
+
+def _missing(modules: Iterable[str]) -> list[str]:
+    """The ``modules`` that do not import."""
+    missing = []
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return missing
 
 
 def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -289,19 +326,99 @@ class TensorBoardTracker:
 # MLflow
 # --------------------------------------------------------------------------------------------
 def mlflow_tracking_uri(run_dir: Path, setup: TrackingSetup) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the file store ``setup.store`` (default:
-    ``run_dir/../mlruns``) as a ``file:`` URI."""
+    """``MLFLOW_TRACKING_URI`` if set, else the SQLite database ``mlflow.db`` in ``setup.store``
+    (default: the run directory's parent) as a ``sqlite:///`` URI."""
     configured = os.environ.get("MLFLOW_TRACKING_URI")
     if configured:
         return configured
-    store = setup.store if setup.store is not None else run_dir.parent / "mlruns"
-    return store.resolve().as_uri()
+    folder = setup.store if setup.store is not None else run_dir.parent
+    return sqlite_uri(folder / MLFLOW_DB)
 
 
-def _allow_file_store(uri: str) -> None:
-    # MLflow ≥ 3.x refuses the file store unless asked for; it is the local default here.
-    if uri.startswith("file:") or "://" not in uri:
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+def sqlite_uri(database: Path) -> str:
+    """The MLflow tracking URI of the SQLite database file ``database`` (absolute)."""
+    from sqlalchemy.engine import URL
+
+    # SQLAlchemy's URL escapes what its own parser would read otherwise (2.1 URL-decodes paths).
+    return URL.create("sqlite", database=database.resolve().as_posix()).render_as_string()
+
+
+def _scheme(uri: str) -> str:
+    """The scheme of a tracking URI without a driver (``sqlite+pysqlite`` → ``sqlite``)."""
+    return urllib.parse.urlparse(uri).scheme.lower().split("+")[0]
+
+
+def _sqlite_database(uri: str) -> Path | None:
+    """The database file of a SQLite tracking URI (None for other stores and in-memory ones)."""
+    if _scheme(uri) != "sqlite":
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database).resolve() if database and database != ":memory:" else None
+
+
+def _check_store(uri: str | None, run_file: Path | None = None) -> None:
+    """Raise a one-line :class:`TrackingError` when this process cannot use the MLflow store
+    ``uri`` (None: the default SQLite database; ``run_file``: the ``mlflow-run.json`` it comes
+    from, on a resume): a SQLite store without sqlalchemy and alembic, or a file store that MLflow
+    refuses (MLflow ≥ 3 unless ``MLFLOW_ALLOW_FILE_STORE`` is true; lsakit never sets it)."""
+    if uri is None or _scheme(uri) == "sqlite":
+        missing = _missing(_SQL_PACKAGES)
+        if missing:
+            names = " and ".join(missing)
+            raise TrackingError(
+                f"{{log_to}} mlflow: MLflow's SQLite store ({uri or 'the default'}) needs {names},"
+                f" which {'is' if len(missing) == 1 else 'are'} not installed: pip install "
+                f"'lsakit[mlflow]' (or {' '.join(missing)})"
+                + ("" if uri else ", or set MLFLOW_TRACKING_URI to an MLflow server")
+            )
+        return
+    scheme = urllib.parse.urlparse(uri).scheme
+    file_store = scheme == "file" or (scheme == "" and uri not in _NAMED_STORES)
+    if not file_store or not _file_store_refused():
+        return
+    if run_file is not None:
+        raise TrackingError(
+            f"{run_file} continues an MLflow run in the file store {uri}, which MLflow 3 refuses "
+            f"unless MLFLOW_ALLOW_FILE_STORE=true: set it to continue that run there, or delete "
+            f"{run_file} to track the rest as a new run"
+        )
+    raise TrackingError(
+        f"MLFLOW_TRACKING_URI={uri} is MLflow's file store, which MLflow 3 (its client and UI "
+        f"too) refuses unless MLFLOW_ALLOW_FILE_STORE=true: set that as well, or point "
+        f"MLFLOW_TRACKING_URI at a database (sqlite:///PATH/mlflow.db) or a server, or unset it "
+        f"for lsakit's default (RUN_DIR/../mlflow.db)"
+    )
+
+
+def _file_store_refused() -> bool:
+    """Whether the installed MLflow refuses its file store (only versions with the
+    ``MLFLOW_ALLOW_FILE_STORE`` switch do, while it is off)."""
+    from mlflow import environment_variables
+
+    allow = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)
+    return allow is not None and not allow.get()
+
+
+@contextlib.contextmanager
+def _opening(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on the folder of a SQLite store's database while MLflow opens it:
+    the first opening creates MLflow's tables, and two processes doing that at once (parallel
+    runs) fail. No lock for other stores, nor on Windows (no ``flock``)."""
+    database = _sqlite_database(uri)
+    if database is None or os.name == "nt":
+        yield
+        return
+    import fcntl
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(database.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
 
 
 class MlflowTracker:
@@ -314,10 +431,15 @@ class MlflowTracker:
 
         self.run_file = run_dir / MLFLOW_RUN_FILE
         saved = _read_run_file(self.run_file) if resume else None
-        uri = saved["tracking_uri"] if saved else mlflow_tracking_uri(run_dir, setup)
-        _allow_file_store(uri)
+        if saved:
+            uri = saved["tracking_uri"]
+            _check_store(uri, self.run_file)
+        else:
+            _check_store(os.environ.get("MLFLOW_TRACKING_URI") or None)
+            uri = mlflow_tracking_uri(run_dir, setup)
         try:
-            self.client = MlflowClient(tracking_uri=uri)
+            with _opening(uri):
+                self.client = MlflowClient(tracking_uri=uri)
             run_id = saved["run_id"] if saved else None
             if run_id is not None and _run_exists(self.client, run_id):
                 self.client.update_run(run_id, status="RUNNING")
@@ -325,7 +447,7 @@ class MlflowTracker:
             else:
                 experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or setup.experiment
                 run = self.client.create_run(
-                    _experiment_id(self.client, experiment),
+                    _experiment_id(self.client, experiment, _artifact_location(uri)),
                     run_name=setup.run_name or run_dir.name,
                     tags={"lsakit.run_dir": str(run_dir.resolve()), **setup.tags},
                 )
@@ -401,14 +523,23 @@ def _run_exists(client: Any, run_id: str) -> bool:
     return bool(run.info.lifecycle_stage == "active")
 
 
-def _experiment_id(client: Any, name: str) -> str:
-    """The id of experiment ``name``, created (or restored from deletion) when needed."""
+def _artifact_location(uri: str) -> str | None:
+    """Where a new experiment in the store ``uri`` keeps its runs' artifacts: ``mlartifacts``
+    beside a SQLite database (MLflow's default there is ``./mlruns`` of the current folder); None
+    (the store's default) for other stores."""
+    database = _sqlite_database(uri)
+    return (database.parent / MLFLOW_ARTIFACTS).as_uri() if database is not None else None
+
+
+def _experiment_id(client: Any, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created (with ``artifact_location``, None: the store's
+    default) or restored from deletion when needed."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return str(client.create_experiment(name))
+            return str(client.create_experiment(name, artifact_location=artifact_location))
         except MlflowException:  # another process created it just now
             experiment = client.get_experiment_by_name(name)
             if experiment is None:

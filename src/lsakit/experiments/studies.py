@@ -235,7 +235,7 @@ def run_study(
     with one torch thread each); a pruned row waits for its source row of the same seed only.
 
     ``log_to`` tracks each (row, seed) run trained here in TensorBoard / MLflow (MLflow experiment
-    ``study-NAME`` in ``out_dir/mlruns`` unless the MLFLOW_* variables say otherwise, run
+    ``study-NAME`` in ``out_dir/mlflow.db`` unless the MLFLOW_* variables say otherwise, run
     ``ROW/seed-S``): training metrics, the row's evaluation, checkpoint and run.json.
     """
     from lsakit.report.study import write_study_report
@@ -323,7 +323,7 @@ def _grid_run(
         run_dir=str(run_dir), data_dir=None if data_dir is None else str(data_dir), device=device,
         log_to=tuple(log_to or tracked),
         tracking=TrackingSetup(experiment=f"study-{config.study}",
-                               run_name=f"{row.name}/seed-{seed}", store=out / "mlruns", tags=tags),
+                               run_name=f"{row.name}/seed-{seed}", store=out, tags=tags),
     )  # fmt: skip
     after = ((row.prune.source, seed),) if row.prune is not None else ()
     return GridRun(row.name, seed, spec, context, after=after)
