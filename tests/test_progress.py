@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lsakit._progress import Progress, clock_text, line_interval, progress_bar
+from lsakit._progress import (
+    Progress,
+    _Task,
+    clock_text,
+    line_interval,
+    notebook_output,
+    progress_bar,
+)
 from lsakit.errors import ConfigError
 from lsakit.experiments.executors import LocalExecutor
 from lsakit.experiments.runner import Job, run_jobs
@@ -96,6 +103,28 @@ def test_a_terminal_gets_a_bar_not_lines() -> None:
     text = buffer.getvalue()
     assert "━" in text and "2/2" in text  # the rich bar and its count
     assert "batches" not in text and "elapsed" not in text  # no plain line
+
+
+def test_the_notebook_output_has_a_line_per_task_with_a_bar_while_it_runs() -> None:
+    running = _Task("LSA", 40, "batches", started=100.0, done=12)
+    unknown = _Task("grid", None, "runs", started=100.0, done=2, note="<last: a & b>")
+    finished = _Task("epoch 1/2", 4, "steps", started=90.0, done=4, note="loss 0.41")
+    finished.end(94.0)
+    stopped = _Task("epoch 2/2", 4, "steps", started=94.0, done=1)
+    stopped.end(95.0)
+    shown = notebook_output([finished, stopped, running, unknown], now=130.0)
+    assert shown["text/plain"].splitlines() == [
+        "epoch 1/2: 4/4 steps (100%), elapsed 0:04, loss 0.41, done",
+        "epoch 2/2: 1/4 steps (25%), elapsed 0:01, stopped",  # short of its total: no ETA
+        "LSA: 12/40 batches (30%), elapsed 0:30, ETA 1:10",
+        "grid: 2 runs, elapsed 0:30, <last: a & b>",
+    ]
+    page = shown["text/html"]
+    assert page.count("<progress") == 2  # the running tasks only
+    assert '<progress value="12" max="40" ' in page
+    assert "<progress style=" in page  # unknown total: an indeterminate bar
+    assert "&lt;last: a &amp; b&gt;" in page and "<last" not in page
+    assert "\x1b" not in page + shown["text/plain"]
 
 
 def test_the_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

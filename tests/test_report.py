@@ -6,29 +6,35 @@ import base64
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 from torch import nn
 
 from helpers import tiny_cnn, tiny_mlp
 from lsakit import models
+from lsakit.analysis import LayerInfo, LSAResult
 from lsakit.checkpoint import save_checkpoint
 from lsakit.errors import CheckpointError, ConfigError, InputError, ResultsError
 from lsakit.experiments.results import ExperimentResult, PublishedRow, RowResult, RunResult
 from lsakit.report import (
     filter_normalized_directions,
     loss_landscape,
+    plot_decision_boundaries,
     plot_landscapes,
+    plot_layer_curves,
     plot_relative_error_curves,
     plot_rg_bars,
+    save_figure,
     write_report,
 )
-from lsakit.report.figures import decision_boundaries_figure, lsa_attack_key, resolve_checkpoint
+from lsakit.report.figures import lsa_attack_key, resolve_checkpoint
 from lsakit.report.landscape import grid_coordinates
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -484,17 +490,64 @@ def test_lsa_attack_key_follows_the_settings(experiment: tuple[ExperimentResult,
     assert lsa_attack_key(only) == "fgsm"
 
 
-def test_figure_functions_write_pngs(
+def test_figure_functions_return_figures_that_save_figure_writes_as_pngs(
     experiment: tuple[ExperimentResult, Path], tmp_path: Path
 ) -> None:
     result, _ = experiment
-    curves = plot_relative_error_curves(result, tmp_path / "re.png", group="AT-FGSM")
-    bars = plot_rg_bars(result, tmp_path / "sub" / "rg.png")
-    assert curves.read_bytes().startswith(PNG_MAGIC) and bars.read_bytes().startswith(PNG_MAGIC)
+    curves = plot_relative_error_curves(result, group="AT-FGSM")
+    bars = plot_rg_bars(result)
+    assert isinstance(curves, Figure) and isinstance(bars, Figure)
+    assert curves.axes[0].get_title().startswith("AT-FGSM: per-layer relative error")
+    assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == [r.name for r in result.rows]
+    written = save_figure(bars, tmp_path / "sub" / "rg.png")  # parents made, written atomically
+    assert written == tmp_path / "sub" / "rg.png"
+    assert written.read_bytes().startswith(PNG_MAGIC)
+    assert [p.name for p in written.parent.iterdir()] == ["rg.png"]  # no temporary left
     with pytest.raises(ConfigError, match="base groups are: AT-FGSM, AT-PGD"):
-        plot_relative_error_curves(result, tmp_path / "x.png", group="AT-TRADE")
+        plot_relative_error_curves(result, group="AT-TRADE")
     with pytest.raises(InputError, match="at least one"):
-        plot_landscapes({}, tmp_path / "l.png")
+        plot_landscapes({})
+
+
+def test_the_landscapes_are_one_figure_with_a_panel_per_variant() -> None:
+    x, y = _images()
+    grids = {name: loss_landscape(tiny_cnn(seed), x, y, steps=3) for seed, name in enumerate("ab")}
+    fig = plot_landscapes(grids, title="two models")
+    panels = [ax for ax in fig.axes if ax.get_title()]  # the colour bar has no title
+    assert [ax.get_title().split("\n")[0] for ax in panels] == ["a", "b"]
+    assert fig.get_suptitle() == "two models"
+
+
+def test_the_layer_curves_draw_a_line_per_perturbation_and_shade_the_mvl() -> None:
+    layers = [LayerInfo(label=f"L{k}", module_name=f"net.{k}") for k in range(3)]
+
+    def perturbation(name: str, means: list[float | None], adversarial: bool) -> dict[str, Any]:
+        stats = [
+            {"label": la.label, "module_name": la.module_name, "mean": m, "std": 0.1,
+             "count": 4, "undefined": 0}
+            for la, m in zip(layers, means, strict=True)
+        ]  # fmt: skip
+        return {"name": name, "adversarial": adversarial, "params": {}, "accuracy": 0.5,
+                "mu": 0.3, "sigma": 0.1, "layers": stats}  # fmt: skip
+
+    result = LSAResult.model_validate(
+        {"measure": "relative_error", "reduction": "sample", "n_samples": 4,
+         "clean_accuracy": 1.0, "layers": [la.model_dump() for la in layers],
+         "perturbations": [perturbation("noise", [0.1, 0.2, None], False),
+                           perturbation("fgsm", [0.3, 0.6, 0.4], True)]}
+    )  # fmt: skip
+    fig = plot_layer_curves(result, mvl=layers[1:2], title="tiny")
+    (ax,) = fig.axes
+    noise, fgsm = ax.get_lines()
+    assert (noise.get_label(), noise.get_linestyle(), list(noise.get_ydata())) == (
+        "noise", "--", [0.1, 0.2]  # the undefined layer left out
+    )  # fmt: skip
+    assert (fgsm.get_label(), fgsm.get_linestyle(), list(fgsm.get_ydata())) == (
+        "fgsm", "-", [0.3, 0.6, 0.4]
+    )  # fmt: skip
+    (shade,) = ax.patches  # the MVL layer L1, ±0.4 around its position
+    assert shade.get_x() == pytest.approx(0.6) and shade.get_width() == pytest.approx(0.8)
+    assert ax.get_title() == "tiny" and ax.get_xlabel().endswith("shaded: MVL")
 
 
 def _boxes_overlap(a: Bbox, b: Bbox) -> bool:
@@ -506,7 +559,7 @@ def test_decision_regions_have_axes_in_the_data_coordinates_and_a_class_legend(
 ) -> None:
     result, _ = experiment
     x, y = torch.rand(40, 2), torch.arange(40) % 2
-    fig = decision_boundaries_figure(result, data_x=x, data_y=y)
+    fig = plot_decision_boundaries(result, data_x=x, data_y=y)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()
@@ -530,16 +583,16 @@ def test_decision_regions_have_axes_in_the_data_coordinates_and_a_class_legend(
     standardized = result.model_copy(
         update={"settings": {**result.settings, "data_options": {"coordinates": "standardized"}}}
     )
-    fig = decision_boundaries_figure(standardized, data_x=3 * x - 1.5, data_y=y)
+    fig = plot_decision_boundaries(standardized, data_x=3 * x - 1.5, data_y=y)
     assert fig.axes[0].get_xlabel() == "x₁ (standardized coordinates)"
     assert fig.axes[0].get_xlim()[0] < -1.5 < 1.5 < fig.axes[0].get_xlim()[1]
 
 
-def test_normal_lsa_figure_overlays_the_papers_curve() -> None:
+def test_the_normal_lsa_figure_overlays_the_papers_curve() -> None:
     """The normal model's LSA figure draws one line per perturbation and, where the paper states
     a curve, that curve's values as the last line."""
     from lsakit.experiments.results import PublishedClaims, PublishedCurve
-    from lsakit.report.figures import normal_lsa_figure
+    from lsakit.report.figures import plot_normal_lsa
 
     result = ExperimentResult.model_validate(
         {
@@ -552,7 +605,7 @@ def test_normal_lsa_figure_overlays_the_papers_curve() -> None:
             ).model_dump(),
         }
     )  # fmt: skip
-    lines = normal_lsa_figure(result).axes[0].get_lines()
+    lines = plot_normal_lsa(result).axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["fgsm", "gaussian", "paper: pgd"]
     assert list(lines[1].get_ydata()) == [0.3, 0.2]  # the undefined layer left out
     assert list(lines[2].get_ydata()) == [0.94, 0.92, 0.81]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsakit.errors import ConfigError
+from lsakit.errors import ConfigError, LsakitWarning
 
 #: Module types captured by default: the non-linear activation modules of ``torch.nn``.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -62,7 +62,14 @@ _discovered: dict[str, tuple[type[nn.Module], ...]] = {}
 
 
 def register_activation(cls: type[nn.Module]) -> type[nn.Module]:
-    """Make the default selection capture modules of class ``cls`` (usable as a decorator)."""
+    """Make the default selection capture modules of class ``cls`` (usable as a decorator).
+
+    Args:
+        cls: an ``nn.Module`` subclass; registering it twice changes nothing.
+
+    Returns:
+        ``cls`` itself, so the function works as a class decorator.
+    """
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise ConfigError(f"register_activation takes an nn.Module subclass, got {cls!r}")
     if cls not in _registered:
@@ -139,6 +146,13 @@ def register_functional_activation(fn: Any, name: str) -> Any:
 
     Only functions that reach ``__torch_function__`` can be seen: torch's own functions and
     methods, and Python functions decorated with :func:`torch.overrides.handle_torch_function`.
+
+    Args:
+        fn: the function or ``Tensor`` method to capture; registering it again replaces its name.
+        name: the name in the representation's name, letters, digits and ``_`` (e.g. ``"erf"``).
+
+    Returns:
+        ``fn`` itself.
     """
     if not callable(fn):
         raise ConfigError(f"register_functional_activation takes a function, got {fn!r}")
@@ -160,6 +174,6 @@ ACTIVATION_LIKE = re.compile(
 )
 
 
-class InvisibleActivationWarning(UserWarning):
+class InvisibleActivationWarning(LsakitWarning):
     """Activations may run where the probe cannot see them: inside scripted or compiled
     modules."""

@@ -36,6 +36,7 @@ from torch import nn
 from lsakit import __version__, analysis_state, distributed
 from lsakit._checks import check_inputs, check_labels
 from lsakit._frozen import FrozenModel
+from lsakit._html import mean_std, number, plural, table
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
@@ -96,7 +97,12 @@ class PerturbationResult(FrozenModel):
     layers: list[LayerStats]
 
     def means(self) -> list[float | None]:
-        """Per-layer mean measure, in forward order."""
+        """Per-layer mean measure, in forward order.
+
+        Returns:
+            One mean per monitored layer, in forward order; None for a layer whose measure was
+            undefined for every unit.
+        """
         return [layer.mean for layer in self.layers]
 
 
@@ -128,11 +134,23 @@ class LSAResult(JsonResult):
 
     # -- lookup ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Names of the perturbations, in analysis order."""
+        """Names of the perturbations, in analysis order.
+
+        Returns:
+            The perturbations' names, in the order they were analysed.
+        """
         return [p.name for p in self.perturbations]
 
     def perturbation(self, name: str | None = None) -> PerturbationResult:
-        """The result of perturbation ``name``; may be omitted when there is only one."""
+        """The result of perturbation ``name``; may be omitted when there is only one.
+
+        Args:
+            name: the perturbation's name (see :meth:`names`); None when the result holds
+                exactly one perturbation (a :class:`~lsakit.errors.ConfigError` otherwise).
+
+        Returns:
+            That perturbation's :class:`PerturbationResult`.
+        """
         if name is None:
             if len(self.perturbations) == 1:
                 return self.perturbations[0]
@@ -154,6 +172,14 @@ class LSAResult(JsonResult):
         """Algorithm 1: layers l with (CM_l − μ) > η·σ, sorted by layer index.
 
         Layers whose measure was undefined everywhere are never listed.
+
+        Args:
+            eta: η, the threshold in units of σ (finite; may be negative or zero).
+            perturbation: the perturbation whose statistics are used; may be omitted when the
+                result holds only one (see :meth:`perturbation`).
+
+        Returns:
+            The Most Vulnerable Layers, sorted by layer index; empty when μ or σ is undefined.
         """
         eta = _check_eta(eta)
         p = self.perturbation(perturbation)
@@ -167,7 +193,17 @@ class LSAResult(JsonResult):
         ]
 
     def top_k_layers(self, k: int, perturbation: str | None = None) -> list[LayerInfo]:
-        """The k layers with the largest mean measure, returned sorted by layer index."""
+        """The k layers with the largest mean measure, returned sorted by layer index.
+
+        Args:
+            k: how many layers (≥ 1); fewer are returned when fewer layers have a defined mean.
+            perturbation: the perturbation whose statistics are used; may be omitted when the
+                result holds only one (see :meth:`perturbation`).
+
+        Returns:
+            Up to ``k`` layers with the largest means (ties to the lower index), sorted by layer
+            index; layers whose measure was undefined everywhere are never returned.
+        """
         positive_int(k, "k")
         p = self.perturbation(perturbation)
         ranked = sorted(
@@ -175,6 +211,31 @@ class LSAResult(JsonResult):
             key=lambda i: -(p.layers[i].mean or 0.0),
         )
         return [self.layers[i] for i in sorted(ranked[:k])]
+
+    # -- display --------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """Returns one line: the measure, layers, perturbations, samples and clean accuracy."""
+        acc = "" if self.clean_accuracy is None else f", clean accuracy {self.clean_accuracy:.3f}"
+        return (f"LSAResult(measure={self.measure!r}, {plural(len(self.layers), 'layer')}, "
+                f"{plural(len(self.perturbations), 'perturbation')}: {', '.join(self.names())}; "
+                f"{plural(self.n_samples, 'sample')}{acc})")  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        """Returns Jupyter's display, ``lsakit analyze``'s table: each layer's mean±std per
+        perturbation, then μ, σ and accuracy; the layers of ``meta["mvl"]`` marked ``*``."""
+        mvl = self.meta.get("mvl") or {}
+        marked = [i for i, la in enumerate(self.layers) if la.label in mvl.get("layers", ())]
+        ps = self.perturbations
+        cells = [[mean_std(s.mean, s.std, "all-zero clean") for s in p.layers] for p in ps]
+        rows = [[la.label + "*" * (i in marked), la.module_name, *(c[i] for c in cells)]
+                for i, la in enumerate(self.layers)]  # fmt: skip
+        foot = [["μ", "", *(number(p.mu) for p in ps)], ["σ", "", *(number(p.sigma) for p in ps)],
+                ["acc", f"clean {number(self.clean_accuracy)}", *(number(p.accuracy) for p in ps)]]  # fmt: skip
+        note = f"; * MVL (η = {mvl.get('eta')}, from {mvl.get('perturbation')})" if marked else ""
+        unit = "batches" if self.reduction == "batch" else "samples"
+        caption = f"{self.measure} per layer (mean ± std over {unit}){note}"
+        return table(["layer", "module", *self.names()], rows, caption=caption, foot=foot,
+                     marked=marked, text_columns=2)  # fmt: skip
 
 
 def _check_eta(eta: float) -> float:
@@ -561,6 +622,18 @@ def relative_errors(
     With ``reduction="batch"`` this is exactly ‖φ_l(x) − φ_l(x̂)‖_F / ‖φ_l(x)‖_F with one Frobenius
     norm over the whole batch tensor, as in the paper. The model runs in eval mode (restored after).
     Raises UndefinedMeasureError for a layer whose clean representation is all zero.
+
+    Args:
+        model: the network; it runs on its own device, in eval mode.
+        x_clean: the clean batch, ``(N, …)`` in the input domain.
+        x_perturbed: the same batch perturbed, shaped like ``x_clean``.
+        reduction: ``"batch"`` (default: one value over the whole batch tensor, as in the paper)
+            or ``"sample"`` (the measure of each sample, averaged over the batch).
+        layers: which layers to monitor (see :class:`~lsakit.probe.LayerProbe`).
+        measure: ``relative_error`` (default, the paper's), ``mse``, ``cosine_distance``, ``linf``.
+
+    Returns:
+        One value of the measure per monitored layer, in forward order.
     """
     check_inputs(x_clean, "x_clean")
     check_inputs(x_perturbed, "x_perturbed")

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from lsakit import __version__, distributed
 from lsakit._checks import check_inputs, check_labels, check_nonnegative
 from lsakit._frozen import FrozenModel
+from lsakit._html import plural, table
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
@@ -40,6 +41,19 @@ from lsakit.domain import UNIT, current_domain, follows_data_domain
 from lsakit.errors import ConfigError, InputError
 from lsakit.perturb.fgsm import FGSM
 from lsakit.validate import positive_int
+
+__all__ = [
+    "DEFAULT_FGSM_EPS",
+    "PAPER_EPS",
+    "AttackResult",
+    "EvaluationResult",
+    "SweepPoint",
+    "evaluate",
+    "fgsm_sweep",
+    "paper_eps",
+    "rg_score",
+    "robust_accuracy",
+]
 
 #: An attack (or any perturbation): ``(x, y) -> x̂`` of x's shape, e.g. ``lsakit.perturb.PGD``.
 AttackFn: TypeAlias = Callable[[Tensor, Tensor], Tensor]
@@ -81,6 +95,17 @@ def paper_eps(
     - ``standardized`` (the ``paper`` protocol: the convention that fits the published Normal row,
       ``benchmarks/exp_moon_protocol.py``) and ``raw``: the published ε are used directly, in
       z-score units or raw coordinates respectively.
+
+    Args:
+        dataset: ``moons``, ``mnist``, ``fashion-mnist`` or ``cifar10`` (case, ``_`` for ``-``
+            and the aliases ``moon``, ``fmnist``, ``cifar-10`` accepted).
+        moons_scale: Moon with ``unit`` coordinates only: the raw length of one unit coordinate
+            (> 0), by which each ε is divided; None → the scale of the default moons data set.
+        coordinates: Moon only: ``unit`` (default), ``standardized`` or ``raw``, as above; other
+            data sets accept only ``unit``.
+
+    Returns:
+        The ε grid in order, ε = 0 first, in the units of lsakit's inputs.
     """
     if not isinstance(dataset, str):
         raise ConfigError(f"dataset must be a string, got {dataset!r}")
@@ -122,6 +147,12 @@ def rg_score(accuracies: Mapping[float, float]) -> float:
 
     ``accuracies`` maps ε to an accuracy fraction in [0, 1] (as :func:`fgsm_sweep` returns), so
     a sweep of six perfect accuracies scores 600. Summed with :func:`math.fsum` (exact rounding).
+
+    Args:
+        accuracies: ε → FGSM accuracy, a fraction in [0, 1] (not a percentage), at least one.
+
+    Returns:
+        The R&G score in percent: 100 × the sum of the accuracies.
     """
     if not accuracies:
         raise InputError("rg_score needs at least one accuracy (the FGSM sweep was empty)")
@@ -192,7 +223,11 @@ class EvaluationResult(JsonResult):
         return self
 
     def fgsm_accuracies(self) -> dict[float, float]:
-        """The sweep as ``{ε: accuracy}``, in sweep order."""
+        """The sweep as ``{ε: accuracy}``, in sweep order.
+
+        Returns:
+            ε → FGSM accuracy (a fraction in [0, 1]), in sweep order.
+        """
         return {p.eps: p.accuracy for p in self.fgsm}
 
     def table_rows(self) -> list[tuple[str, str, str]]:
@@ -201,6 +236,9 @@ class EvaluationResult(JsonResult):
         Clean first (unless the sweep has ε = 0, which is the same number), then the FGSM sweep,
         the R&G score, and each attack with its settings. Percentages with two decimals, as in the
         paper's tables.
+
+        Returns:
+            The rows as string triples, one per line of the table.
         """
         rows: list[tuple[str, str, str]] = []
         if 0.0 not in self.fgsm_accuracies():
@@ -213,6 +251,20 @@ class EvaluationResult(JsonResult):
                 setting = f"{setting}, all samples attacked" if setting else "all samples attacked"
             rows.append((name, setting, f"{100 * result.accuracy:.2f}"))
         return rows
+
+    def __repr__(self) -> str:
+        """Returns one line: the samples, clean accuracy, the FGSM sweep's R&G and each attack."""
+        attacks = ", ".join(f"{name} {a.accuracy:.3f}" for name, a in self.attacks.items())
+        return (
+            f"EvaluationResult({plural(self.n_samples, 'sample')}, clean accuracy "
+            f"{self.clean_accuracy:.3f}; FGSM at {len(self.fgsm)} ε, "
+            f"R&G {self.rg_score:.2f}" + (f"; attacks: {attacks})" if attacks else ")")
+        )
+
+    def _repr_html_(self) -> str:
+        """Returns Jupyter's display: the table of :meth:`table_rows` (accuracies in %)."""
+        caption = f"evaluation on {plural(self.n_samples, 'sample')}"
+        return table(TABLE_HEADER, self.table_rows(), caption=caption, text_columns=2)
 
 
 def _short(value: object) -> str:
@@ -367,6 +419,9 @@ def fgsm_sweep(
         output: where the logits are in the model's output (tuple/dict outputs).
         progress: show a progress bar over batches.
         max_batches: stop after this many batches.
+
+    Returns:
+        ε → accuracy (a fraction in [0, 1]) over every sample seen, in the order of ``eps``.
     """
     grid = _check_eps_grid(eps)
     device = model_device(model)
@@ -405,6 +460,20 @@ def robust_accuracy(
     correct both clean and attacked. ``only_correct=False`` attacks every sample and returns the
     plain accuracy on the attacked inputs (the convention of the FGSM sweep); for an attack that
     never turns an error into a correct answer the two agree, which makes it a check.
+
+    Args:
+        model: the classifier; runs in eval mode, modes restored afterwards.
+        data: an iterable of ``(x, y)`` batches, x in [0, 1] (e.g. a DataLoader).
+        attack: the attack, a callable ``(x, y) -> x̂`` returning a tensor of x's shape
+            (``lsakit.perturb`` objects or your own).
+        only_correct: attack only the samples classified correctly when clean (default), or
+            every sample (False).
+        output: where the logits are in the model's output (tuple/dict outputs).
+        progress: show a progress bar over batches.
+        max_batches: stop after this many batches.
+
+    Returns:
+        The robust accuracy, a fraction in [0, 1] of every sample seen.
     """
     if not isinstance(only_correct, bool):
         raise InputError(f"only_correct must be True or False, got {only_correct!r}")
@@ -458,6 +527,10 @@ def evaluate(
         progress: show a progress bar over batches.
         max_batches: stop after this many batches.
         meta: extra JSON-able information stored in the result (model, data set, checkpoint, …).
+
+    Returns:
+        The :class:`EvaluationResult`: clean accuracy, the FGSM sweep, its R&G score and each
+        attack's accuracy, over every sample seen.
     """
     grid = _check_eps_grid(DEFAULT_FGSM_EPS if fgsm_eps is None else fgsm_eps)
     attacks = dict(attacks or {})

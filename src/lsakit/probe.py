@@ -42,7 +42,6 @@ import difflib
 import fnmatch
 import re
 import sys
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ from lsakit.activations import (
     functional_names,
 )
 from lsakit.config.options import split_layers
-from lsakit.errors import ConfigError, InputError
+from lsakit.errors import ConfigError, InputError, warn
 
 LayerSpec: TypeAlias = type[nn.Module] | tuple[type[nn.Module], ...] | str | Sequence[str] | None
 
@@ -488,7 +487,7 @@ class LayerProbe:
             self._warned = True
             message = _unseen_message(self.model)
             if message is not None:
-                warnings.warn(InvisibleActivationWarning(message), stacklevel=2)
+                warn(InvisibleActivationWarning(message), stacklevel=2)
 
     def _functional_call(self, name: str, output: Any) -> None:
         """One activation-function call outside activation modules (from the function mode)."""
@@ -538,7 +537,13 @@ class LayerProbe:
         return list(self._layers)
 
     def take(self) -> list[torch.Tensor]:
-        """Return the representations of the latest forward pass (forward order) and clear them."""
+        """Return the representations of the latest forward pass (forward order) and clear them.
+
+        Returns:
+            One tensor per captured layer, in forward order (:attr:`layers`): detached copies
+            by default, the live outputs with ``detach=False``, or what ``reduce`` returned
+            inside :meth:`reducing`.
+        """
         wanted = self._selection.activation_labels
         if wanted and max(wanted) >= self._activation_count:
             n = self._activation_count
@@ -595,7 +600,11 @@ class LayerProbe:
         captured (once a first forward has fixed the layers): what runs after that layer is
         skipped — its compute, and its side effects such as BatchNorm statistics and dropout's
         random draws. The representations are those of a whole forward; the model's output is
-        not computed. The trainer's extra clean forward for AT-LR runs this way."""
+        not computed. The trainer's extra clean forward for AT-LR runs this way.
+
+        Yields:
+            Nothing (None); run the model inside the block and call :meth:`take` as usual.
+        """
         self._stop_at = None if self._layers is None else len(self._layers)
         try:
             yield
@@ -609,7 +618,15 @@ class LayerProbe:
         """A context in which each captured representation is handed to ``reduce(k, rep)`` the
         moment its layer runs (k its position in the forward order) and :meth:`take` returns
         what ``reduce`` returned instead: a forward then holds no representation beyond the one
-        being reduced (LSA compares each layer with its clean representation this way)."""
+        being reduced (LSA compares each layer with its clean representation this way).
+
+        Args:
+            reduce: called as ``reduce(k, rep)`` with ``rep`` the captured output (detached when
+                the probe detaches); what it returns is kept in ``rep``'s place.
+
+        Yields:
+            Nothing (None); the previous reducer, if any, is restored on exit.
+        """
         previous, self._reducer = self._reducer, reduce
         try:
             yield
@@ -617,7 +634,12 @@ class LayerProbe:
             self._reducer = previous
 
     def paused(self) -> _Paused:
-        """A context in which forward passes are not captured (e.g. while an attack runs)."""
+        """A context in which forward passes are not captured (e.g. while an attack runs).
+
+        Returns:
+            A context manager (entering it gives None) that restores the probe's previous
+            paused state on exit, so pauses nest.
+        """
         return _Paused(self)
 
 

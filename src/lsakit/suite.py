@@ -62,6 +62,7 @@ from torch import Tensor, nn
 from lsakit import __version__
 from lsakit._checks import check_inputs, check_labels, check_nonnegative
 from lsakit._frozen import FrozenModel
+from lsakit._html import block, plural, table
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._progress import progress_bar
 from lsakit._results import JsonResult
@@ -75,6 +76,16 @@ from lsakit.perturb.eot import EOTAPGD
 from lsakit.perturb.fab import FABT
 from lsakit.perturb.square import Square
 from lsakit.validate import positive_int
+
+__all__ = [
+    "SUITES",
+    "CheckOutcome",
+    "SuiteAttack",
+    "SuiteAttackResult",
+    "SuiteResult",
+    "run_suite",
+    "suite_attacks",
+]
 
 #: ``fooled_by`` value of a sample that survived every attack run so far.
 ROBUST = -1
@@ -144,7 +155,14 @@ BLACK_BOX = frozenset({"Square"})
 
 
 def suite_attacks(suite: str) -> tuple[SuiteAttack, ...]:
-    """The attacks of ``suite``; ConfigError naming the suites for an unknown one."""
+    """The attacks of ``suite``; ConfigError naming the suites for an unknown one.
+
+    Args:
+        suite: the suite's name, a key of :data:`SUITES` (``"standard"`` or ``"rand"``).
+
+    Returns:
+        The suite's attacks, in the order they run.
+    """
     try:
         return SUITES[suite]
     except KeyError:
@@ -203,7 +221,13 @@ class SuiteResult(JsonResult):
     meta: dict[str, Any] = Field(default_factory=dict)
 
     def table_rows(self) -> list[tuple[str, str, str, str]]:
-        """(attack, attacked, robust accuracy %, seconds) rows for printing."""
+        """(attack, attacked, robust accuracy %, seconds) rows for printing.
+
+        Returns:
+            String rows: clean first (the number of examples and the clean accuracy), then one
+            per attack (a skipped one says why), then the suite's worst-case robust accuracy.
+            Percentages with two decimals, seconds with one.
+        """
         rows = [("clean", str(self.n_examples), f"{100 * self.clean_accuracy:.2f}", "")]
         for a in self.attacks:
             if a.skipped:
@@ -216,6 +240,30 @@ class SuiteResult(JsonResult):
             (f"{self.suite} suite (worst case)", "", f"{100 * self.robust_accuracy:.2f}", "")
         )
         return rows
+
+    def __repr__(self) -> str:
+        """Returns one line: the suite, ε, examples, clean and robust accuracy, the checks."""
+        ran = sum(1 for a in self.attacks if not a.skipped)
+        checks = ", ".join(f"{c.name} {c.status}" for c in self.checks)
+        return (
+            f"SuiteResult(suite={self.suite!r}, ε={self.eps:g}, "
+            f"{plural(self.n_examples, 'example')}: clean accuracy {self.clean_accuracy:.3f}, "
+            f"robust accuracy {self.robust_accuracy:.3f} after {plural(ran, 'attack')}"
+            + (f"; checks: {checks})" if checks else ")")
+        )
+
+    def _repr_html_(self) -> str:
+        """Returns Jupyter's display: the table of :meth:`table_rows`, then the checks' table."""
+        header = ("attack", "attacked", "robust accuracy %", "seconds")
+        parts = [table(header, self.table_rows(), caption=f"{self.suite} suite, ε = {self.eps:g}")]
+        if self.checks:
+            rows = [(c.name, c.status, c.evidence, c.advice) for c in self.checks]
+            warned = [i for i, c in enumerate(self.checks) if c.status == "warn"]
+            parts.append(
+                table(("check", "status", "evidence", "advice"), rows,
+                      caption="gradient-masking checks", marked=warned, text_columns=4)
+            )  # fmt: skip
+        return block(*parts)
 
 
 class SuiteState(JsonResult):
@@ -303,7 +351,8 @@ def run_suite(
         on_batch: called as ``on_batch(label, done, total)`` after every batch, once its result is
             in the state file (an exception raised there interrupts the run like Ctrl-C would).
 
-    Returns the :class:`SuiteResult`; the state file, if any, then records the finished run.
+    Returns:
+        The :class:`SuiteResult`; the state file, if any, then records the finished run.
     """
     if isinstance(suite, str):
         suite_name, attacks = suite, suite_attacks(suite)

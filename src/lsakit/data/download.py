@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -35,6 +36,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from lsakit import _progress as lsakit_progress
 from lsakit.errors import DataError
 
 #: Environment variable naming a mirror that serves ``<mirror>/<data set>/<file name>``.
@@ -95,15 +97,19 @@ class _CutShortError(OSError):
     """The server closed the connection before sending the announced number of bytes."""
 
 
-def _progress_bar(enabled: bool) -> Progress:
+def _progress_bar(enabled: bool) -> Any:
+    """Rich's bar, or in a notebook lsakit's (both take ``add_task`` and ``advance`` alike)."""
     # stderr, so a command that prints JSON results on stdout stays parseable.
+    console = Console(stderr=True)
+    if console.is_jupyter:  # lsakit's own output, updated in place (rich's needs ipywidgets)
+        return lsakit_progress.Progress(enabled, console=console)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
         disable=not enabled,
     )
@@ -122,7 +128,7 @@ def _stream_to(url: str, fd: int, algorithm: str, progress: bool) -> str:
     ):
         header = response.headers.get("Content-Length")
         expected = int(header) if header and header.isdigit() else None
-        task = bar.add_task(url.rsplit("/", 1)[-1], total=expected)
+        task = bar.add_task(url.rsplit("/", 1)[-1], total=expected, unit="bytes")
         received = 0
         for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
             sink.write(chunk)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from lsakit import __version__
 from lsakit._frozen import FrozenModel
+from lsakit._html import block, number, plural, table
 from lsakit._results import JsonResult
 
 RESULTS_FORMAT = 1
@@ -151,11 +152,65 @@ class ExperimentResult(JsonResult):
     numerics: dict[str, Any] | None = None
 
     def row(self, name: str) -> RowResult:
-        """The row called ``name`` (KeyError if absent)."""
+        """The row called ``name`` (KeyError if absent).
+
+        Args:
+            name: the row's name as the paper prints it, e.g. ``"AT-FGSM-LR-L2"``.
+
+        Returns:
+            The first row of :attr:`rows` with that name.
+        """
         for r in self.rows:
             if r.name == name:
                 return r
         raise KeyError(name)
+
+    def __repr__(self) -> str:
+        """Returns one line: the experiment, its profile and protocol, rows × seeds, the MVL."""
+        return (
+            f"ExperimentResult(experiment={self.experiment!r}, profile={self.profile!r}, "
+            f"protocol={self.protocol!r}: {plural(len(self.rows), 'row')} × "
+            f"{plural(len(self.seeds), 'seed')}, {plural(len(self.layer_labels), 'layer')}, "
+            f"MVL {', '.join(self.mvl) or 'none'})"
+        )
+
+    def _repr_html_(self) -> str:
+        """Returns Jupyter's display, the tables of ``lsakit reproduce``: FGSM accuracy (%) per ε
+        and R&G per row, ours (paper), mean±std over seeds; the normal model's relative error
+        per layer and perturbation, the MVL marked ``*``; each row's relative error per layer."""
+        rows = []
+        for row in self.rows:
+            pub = row.published
+            ours = [*zip(row.mean, row.std, strict=True), (row.rg_mean, row.rg_std)]
+            paper = [*pub.accuracies, pub.rg] if pub else [None] * len(ours)
+            rows.append(
+                [row.name]
+                + [mean_std(m, s if row.varied else None, digits=1, sep="±")
+                   + ("" if p is None else f" ({p:.1f})")
+                   for (m, s), p in zip(ours, paper, strict=True)]
+            )  # fmt: skip
+        accuracy = table(
+            ["training", *(f"ε={e:g}" for e in self.eps_paper), "R&G"], rows,
+            caption=f"{self.experiment} ({self.profile}, protocol {self.protocol}): "
+            "FGSM accuracy %, ours (paper)",
+        )  # fmt: skip
+        lsa_rows = [
+            [label + "*" * (label in self.mvl), *(number(v[i]) for v in self.normal_lsa.values())]
+            for i, label in enumerate(self.layer_labels)
+        ]
+        marked = [i for i, label in enumerate(self.layer_labels) if label in self.mvl]
+        lsa = table(
+            ["layer", *self.normal_lsa], lsa_rows, marked=marked,
+            caption=f"the normally trained model's relative error per layer; * MVL "
+            f"(η = {self.eta:g})",
+        )  # fmt: skip
+        attack = self.settings.get("lsa_attack", "the LSA attack")
+        errors = table(
+            ["training", *self.layer_labels],
+            [[row.name, *(number(v) for v in row.relative_errors_mean)] for row in self.rows],
+            caption=f"relative error per layer under {attack} after training (mean over seeds)",
+        )
+        return block(accuracy, lsa, errors)
 
 
 def percent_metric(key: str) -> bool:

@@ -18,7 +18,6 @@ here once; every attack in this package uses them. They clip to the declared inp
 from __future__ import annotations
 
 import contextlib
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -32,7 +31,7 @@ from lsakit._checks import INPUT_HIGH, INPUT_LOW, check_inputs, check_labels, ch
 from lsakit._outputs import OutputSelector, select_logits
 from lsakit._torch import eval_mode, model_device
 from lsakit.domain import current_domain
-from lsakit.errors import InputError
+from lsakit.errors import InputError, LsakitWarning, warn
 
 #: A per-sample loss ``(logits (N, C), labels (N,)) -> (N,)`` that an attack ascends.
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -47,7 +46,14 @@ _TINY = 1e-12
 
 
 def clamp_unit(x: Tensor) -> Tensor:
-    """Clamp to [0, 1], the default input domain, whatever is declared (see :func:`clamp_domain`)."""
+    """Clamp to [0, 1], the default input domain, whatever is declared (see :func:`clamp_domain`).
+
+    Args:
+        x: any tensor, e.g. a batch ``(N, …)``.
+
+    Returns:
+        ``x`` with every element clamped to [0, 1]; same shape, dtype and device.
+    """
     return x.clamp(INPUT_LOW, INPUT_HIGH)
 
 
@@ -73,6 +79,15 @@ def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
 
     Clipping to D after the box projection stays inside the ball because x ∈ D: the clip only
     moves coordinates towards x. For ε = 0 the result is bit-exactly ``x``.
+
+    Args:
+        x_adv: the points to project, shaped like ``x``.
+        x: the clean batch ``(N, …)``, the centres of the balls (inside the domain).
+        eps: ε ≥ 0, the L∞ radius in input units.
+
+    Returns:
+        The projected points, shaped like ``x``: within ε of ``x`` in every element and inside
+        the domain.
     """
     return clamp_domain(torch.clamp(x_adv, x - eps, x + eps))
 
@@ -81,8 +96,17 @@ def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
     """Project onto B₂(x, ε) ∩ D per sample: δ ← δ·min(1, ε/‖δ‖₂), then clip to the declared
     domain D ([0, 1]ᵈ by default).
 
-    The clip after the radial projection only shrinks |δᵢ| coordinate-wise (x ∈ D), so the
+    The clip after the radial projection only shrinks ``|δᵢ|`` coordinate-wise (x ∈ D), so the
     result stays in the ball. ``δ = 0`` is safe (no division by zero).
+
+    Args:
+        x_adv: the points to project, shaped like ``x``.
+        x: the clean batch ``(N, …)``, the centres of the balls (inside the domain).
+        eps: ε ≥ 0, the L2 radius of each sample's ball (over all its elements), in input units.
+
+    Returns:
+        The projected points, shaped like ``x``: each sample within L2 distance ε of its clean
+        point and inside the domain.
     """
     delta = x_adv - x
     scale = (eps / l2_norms(delta).clamp_min(_TINY)).clamp(max=1.0)
@@ -95,7 +119,15 @@ def normalize_l2(g: Tensor) -> Tensor:
 
 
 def cross_entropy_per_sample(logits: Tensor, y: Tensor) -> Tensor:
-    """Cross-entropy per sample (N,): the loss J(θ, x, y) of FGSM and PGD."""
+    """Cross-entropy per sample (N,): the loss J(θ, x, y) of FGSM and PGD.
+
+    Args:
+        logits: the model's logits, ``(N, C)``.
+        y: the integer labels, ``(N,)`` in [0, C).
+
+    Returns:
+        The unreduced cross-entropy of each sample, ``(N,)``.
+    """
     return F.cross_entropy(logits, y, reduction="none")
 
 
@@ -176,18 +208,31 @@ class Perturbation(ABC):
 
     @abstractmethod
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """The algorithm, on validated inputs; it must not mutate ``x`` or ``y``."""
+        """The algorithm, on validated inputs; it must not mutate ``x`` or ``y``.
+
+        Args:
+            x: the batch ``(N, …)`` in the input domain, as ``__call__`` passes it (for an
+                attack: detached and on the model's device).
+            y: the labels ``(N,)``, or ``None`` (noise ignores them; attacks need them).
+
+        Returns:
+            The perturbed batch, same shape and dtype as ``x``.
+        """
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
-        """The settings as JSON-able values, for reports and result files."""
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            The settings by constructor keyword (what ``repr`` shows), e.g. ``{"eps": 0.3, …}``.
+        """
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({settings})"
 
 
-class ZeroGradientWarning(UserWarning):
+class ZeroGradientWarning(LsakitWarning):
     """An attack met an exactly-zero input gradient on some samples, which it could not move."""
 
 
@@ -234,7 +279,7 @@ class Attack(Perturbation):
         self.last_zero_gradient = 0 if mask is None or self.eps == 0 else int(mask.sum())
         if self.last_zero_gradient and not self._warned_zero_gradient:
             self._warned_zero_gradient = True
-            warnings.warn(
+            warn(
                 ZeroGradientWarning(
                     f"{self.name}: the input gradient is exactly zero on "
                     f"{self.last_zero_gradient} of {n} samples, which the attack leaves "

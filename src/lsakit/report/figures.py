@@ -1,15 +1,17 @@
 """Figures of a paper reproduction (Khalooei et al. 2022, arXiv:2202.02626, §5 and its figures).
 
-Each function draws one PNG from an :class:`~lsakit.experiments.results.ExperimentResult` (or
-from loss landscapes) with matplotlib's object API (no pyplot state, no display needed), writes it
-atomically and returns its path:
+Each function draws a figure from an :class:`~lsakit.experiments.results.ExperimentResult` (or
+from loss landscapes) with matplotlib's object API (no pyplot state, no display needed) and
+returns the :class:`~matplotlib.figure.Figure` (in Jupyter, a cell's value shows it); write it with
+:func:`lsakit.report.plots.save_figure` (atomic) or ``fig.savefig(path)``:
 
 - :func:`plot_relative_error_curves`: per-layer relative error under the LSA attack, before
   (normally trained model) and after training, for one base method and its LR variants;
 - :func:`plot_rg_bars`: the R&G score per row (mean ± std over seeds) beside the published one;
 - :func:`plot_decision_boundaries`: Moon only, each row's decision regions over [0, 1]², with axes
   in the data's coordinates and a class legend;
-- :func:`plot_landscapes`: filter-normalized loss slices (Li et al. 2018), one panel per variant.
+- :func:`plot_landscapes`: filter-normalized loss slices (Li et al. 2018), one panel per variant;
+- :func:`plot_normal_lsa`: the normally trained model's relative error per layer (paper Fig. 3).
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lsakit._io import atomic_write
 from lsakit._outputs import select_logits
 from lsakit.checkpoint import load_checkpoint
 from lsakit.errors import CheckpointError, ConfigError, InputError, ResultsError
 from lsakit.experiments.results import ExperimentResult, RowResult, RunResult
 from lsakit.report.landscape import LandscapeGrid
+from lsakit.report.plots import new_figure
 
 PathLike = str | os.PathLike[str]
 
@@ -133,12 +135,8 @@ def load_first_model(
 
 
 def plot_relative_error_curves(
-    result: ExperimentResult,
-    path: PathLike,
-    *,
-    group: str,
-    attack: str | None = None,
-) -> Path:
+    result: ExperimentResult, *, group: str, attack: str | None = None
+) -> Figure:
     """Per-layer relative error under the LSA attack, before and after training (paper Figs. 5–7).
 
     "Before" is the normally trained model (``result.normal_lsa[attack]``, the attack found by
@@ -146,11 +144,23 @@ def plot_relative_error_curves(
     base AT and its ``-LR-`` rows, ``row.relative_errors_mean``: mean over samples, averaged over
     seeds). A row's regularized layers are circled in its colour, so the paper's observation (the
     regularized layer's error drops to about 0) can be read off directly.
+
+    Args:
+        result: the reproduction.
+        group: the base row (e.g. ``AT-FGSM``), drawn with its LR rows (:func:`group_rows`).
+        attack: the key of ``result.normal_lsa`` of the "before" curve (default: found by
+            :func:`lsa_attack_key`).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ConfigError: ``group`` or ``attack`` is not in the result.
     """
     rows = group_rows(result, group)
     labels = result.layer_labels
     xs = list(range(len(labels)))
-    fig = Figure(figsize=(max(5.5, 0.45 * len(labels) + 3.5), 3.8), dpi=120)
+    fig = new_figure(figsize=(max(5.5, 0.45 * len(labels) + 3.5), 3.8), dpi=120)
     ax = fig.add_subplot()
     key = lsa_attack_key(result, attack)
     if key is not None:
@@ -174,21 +184,23 @@ def plot_relative_error_curves(
     attack_text = result.settings.get("lsa_attack", key or "LSA attack")
     ax.set_title(f"{group}: per-layer relative error under {attack_text}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def plot_normal_lsa(result: ExperimentResult, path: PathLike) -> Path:
-    """:func:`normal_lsa_figure` saved as a PNG at ``path``."""
-    return _save(normal_lsa_figure(result), path)
-
-
-def normal_lsa_figure(result: ExperimentResult) -> Figure:
+def plot_normal_lsa(result: ExperimentResult) -> Figure:
     """The normally trained model's relative error per layer, one line per perturbation of its
     LSA (paper Fig. 3), with the paper's stated curve (``published_claims.normal_curve``)
-    overlaid as black crosses where the paper gives one."""
+    overlaid as black crosses where the paper gives one.
+
+    Args:
+        result: the reproduction.
+
+    Returns:
+        The figure.
+    """
     labels = result.layer_labels
     xs = list(range(len(labels)))
-    fig = Figure(figsize=(max(5.5, 0.45 * len(labels) + 3.5), 3.8), dpi=120)
+    fig = new_figure(figsize=(max(5.5, 0.45 * len(labels) + 3.5), 3.8), dpi=120)
     ax = fig.add_subplot()
     for k, (name, values) in enumerate(result.normal_lsa.items()):
         _curve(ax, xs, values, label=name, color=f"C{k}", ls="-")
@@ -226,18 +238,24 @@ def _regularized_indices(row: RowResult, labels: list[str]) -> list[int]:
     return [labels.index(name) for name in layers if name in labels]
 
 
-def plot_rg_bars(result: ExperimentResult, path: PathLike) -> Path:
+def plot_rg_bars(result: ExperimentResult) -> Figure:
     """The R&G score (sum of FGSM accuracies over the ε grid, clean included; paper §5) per row.
 
     Bars are the mean over seeds with ± 1 sample std as error bars; a black diamond marks the
     published score where the paper has the row. Rows are coloured by base method (Normal grey),
     LR rows hatched. The y axis starts near the smallest score so differences of a few points
     stay visible; its lower limit is printed in the axis label.
+
+    Args:
+        result: the reproduction; rows without runs are left out.
+
+    Returns:
+        The figure.
     """
     rows = [r for r in result.rows if r.runs]
     groups = base_groups(result)
     xs = np.arange(len(rows))
-    fig = Figure(figsize=(max(6.0, 0.45 * len(rows) + 2.5), 4.2), dpi=120)
+    fig = new_figure(figsize=(max(6.0, 0.45 * len(rows) + 2.5), 4.2), dpi=120)
     ax = fig.add_subplot()
     for x, row in zip(xs, rows, strict=True):
         owner = row.name if row.base is None else row.base
@@ -268,43 +286,36 @@ def plot_rg_bars(result: ExperimentResult, path: PathLike) -> Path:
     spread = f"mean ± std over {n} seeds" if n > 1 else "one seed"
     ax.set_title(f"{result.experiment}: R&G per training variant, {spread}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def plot_decision_boundaries(
-    result: ExperimentResult,
-    path: PathLike,
-    *,
-    data_x: torch.Tensor,
-    data_y: torch.Tensor,
-    base_dir: PathLike | None = None,
-) -> Path:
-    """Decision regions of each row's first-seed model over [0, 1]², with the given points (Moon).
-
-    One small panel per row (see :func:`decision_boundaries_figure`), written as PNG.
-
-    Raises:
-        InputError: the points are not 2-D inputs with one label each.
-        CheckpointError: a row's checkpoint is missing or unreadable (names the file).
-    """
-    fig = decision_boundaries_figure(result, data_x=data_x, data_y=data_y, base_dir=base_dir)
-    return _save(fig, path)
-
-
-def decision_boundaries_figure(
     result: ExperimentResult,
     *,
     data_x: torch.Tensor,
     data_y: torch.Tensor,
     base_dir: PathLike | None = None,
 ) -> Figure:
-    """The decision-region panels of :func:`plot_decision_boundaries`, as a figure.
+    """Decision regions of each row's first-seed model over [0, 1]², with the given points (Moon).
 
-    For two classes the colour is p(class 1) and the 0.5 contour is the boundary; otherwise the
-    regions of the predicted class. Axes are in the coordinates the models read (``x₁``, ``x₂``;
-    the data's ``coordinates`` option names them: unit, standardized, raw), and one legend under
-    the panels names the classes. Models are loaded from ``run.checkpoint`` (see
-    :func:`resolve_checkpoint` for ``base_dir``).
+    One small panel per row. For two classes the colour is p(class 1) and the 0.5 contour is the
+    boundary; otherwise the regions of the predicted class. Axes are in the coordinates the
+    models read (``x₁``, ``x₂``; the data's ``coordinates`` option names them: unit,
+    standardized, raw), and one legend under the panels names the classes.
+
+    Args:
+        result: the reproduction; each row with runs gets a panel.
+        data_x: the points drawn, shape (N, 2).
+        data_y: their labels, shape (N,).
+        base_dir: where relative ``run.checkpoint`` paths are found (see
+            :func:`resolve_checkpoint`).
+
+    Returns:
+        The figure.
+
+    Raises:
+        InputError: the points are not 2-D inputs with one label each.
+        CheckpointError: a row's checkpoint is missing or unreadable (names the file).
     """
     if data_x.dim() != 2 or data_x.shape[1] != 2 or data_y.shape != (data_x.shape[0],):
         raise InputError(
@@ -329,7 +340,7 @@ def decision_boundaries_figure(
     coordinates = _coordinates(result, unit)
     ncols = min(4, len(rows))
     nrows = math.ceil(len(rows) / ncols)
-    fig = Figure(figsize=(2.7 * ncols, 2.7 * nrows + 0.8), dpi=110, layout="constrained")
+    fig = new_figure(figsize=(2.7 * ncols, 2.7 * nrows + 0.8), dpi=110, layout="constrained")
     labels = data_y.numpy() % 2
     two_classes = False
     for k, (row, model) in enumerate(models):
@@ -391,13 +402,23 @@ def _coordinates(result: ExperimentResult, unit: bool) -> str:
     return "unit coordinates" if unit else "input coordinates"
 
 
-def plot_landscapes(
-    grids: Mapping[str, LandscapeGrid], path: PathLike, *, title: str | None = None
-) -> Path:
+def plot_landscapes(grids: Mapping[str, LandscapeGrid], *, title: str | None = None) -> Figure:
     """Contour panels of filter-normalized loss slices (Li et al. 2018), one per variant.
 
-    Every panel shares one logarithmic colour scale of the loss, so flatter (wider) basins can be
-    compared across variants; the star is the trained weights (α = β = 0).
+    One figure for all the variants, so that every panel shares one logarithmic colour scale of
+    the loss and flatter (wider) basins can be compared across variants; the star is the trained
+    weights (α = β = 0). For a figure per variant, call it once per variant.
+
+    Args:
+        grids: variant name → its landscape (:func:`~lsakit.report.loss_landscape`), in panel
+            order.
+        title: the figure's title (default: what the panels are).
+
+    Returns:
+        The figure.
+
+    Raises:
+        InputError: ``grids`` is empty.
     """
     if not grids:
         raise InputError("plot_landscapes needs at least one landscape")
@@ -408,7 +429,7 @@ def plot_landscapes(
     norm = LogNorm(vmin=floor, vmax=ceiling)
     ncols = min(4, len(grids))
     nrows = math.ceil(len(grids) / ncols)
-    fig = Figure(figsize=(3.0 * ncols + 0.8, 2.9 * nrows + 0.3), dpi=110, layout="constrained")
+    fig = new_figure(figsize=(3.0 * ncols + 0.8, 2.9 * nrows + 0.3), dpi=110, layout="constrained")
     contour = None
     axes = []
     for k, (name, g) in enumerate(grids.items()):
@@ -430,8 +451,4 @@ def plot_landscapes(
         bar.set_label("cross-entropy (log scale)", fontsize=8)
         bar.ax.tick_params(labelsize=7)
     fig.suptitle(title or "loss landscapes (filter-normalized 2-D slices)", fontsize=9)
-    return _save(fig, path)
-
-
-def _save(fig: Figure, path: PathLike) -> Path:
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return fig

@@ -100,6 +100,13 @@ def filter_normalized_directions(
     Each has the shape, dtype and device of its parameter; parameters with ≤ 1 dimension get
     zeros (biases and normalization parameters are not moved). ``d1`` is drawn entirely before
     ``d2``, parameters in ``named_parameters()`` order, from one CPU generator seeded with ``seed``.
+
+    Args:
+        model: the network whose parameters θ the directions are scaled to (not modified).
+        seed: seed of the private generator (the global RNG is not touched).
+
+    Returns:
+        ``(d1, d2)``, each a dict parameter name → direction tensor.
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     params = dict(model.named_parameters())
@@ -150,6 +157,10 @@ def loss_landscape(
         span: half-width of the grid in units of the directions (> 0).
         seed: seed of the random directions.
         output: where the logits are in the model's output (see :func:`select_logits`).
+
+    Returns:
+        The grid: its coordinates, the loss and the accuracy at every point, ``span``, ``seed``
+        and the batch size.
 
     Raises:
         InputError: bad inputs or labels, ``steps`` not an odd integer ≥ 3, ``span`` not > 0.

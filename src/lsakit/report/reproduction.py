@@ -29,7 +29,7 @@ from lsakit.checkpoint import read_meta
 from lsakit.domain import InputDomain, current_domain, input_domain
 from lsakit.errors import CheckpointError, ConfigError, InputError, ResultsError
 from lsakit.experiments.results import ExperimentResult, RowResult
-from lsakit.report.blocks import Image, render_html, render_markdown
+from lsakit.report.blocks import Heading, Image, render_html, render_markdown
 from lsakit.report.figures import (
     PathLike,
     base_groups,
@@ -43,6 +43,7 @@ from lsakit.report.figures import (
     resolve_checkpoint,
 )
 from lsakit.report.landscape import DEFAULT_STEPS, LandscapeGrid, loss_landscape
+from lsakit.report.plots import save_figure
 from lsakit.report.sections import LANDSCAPE_SAMPLES, document, title
 
 __all__ = ["LANDSCAPE_SAMPLES", "write_report"]
@@ -87,6 +88,27 @@ def write_report(
     # (unbounded for the paper protocol's standardized moons).
     with input_domain(_result_domain(result)):
         return _write_report(result, Path(out_dir), data_dir, landscape_steps, base_dir, device)
+
+
+def reproduction_markdown(result: ExperimentResult) -> str:
+    """The report's text as Markdown, without its figures: what ``report.md`` says.
+
+    Needs no checkpoint and no data, only the result: the settings, our table beside the paper's,
+    the LR rows against their base, the normal model's MVL list and how to read them (the docs
+    site renders its reproduction pages with it).
+
+    Args:
+        result: the reproduction (``ExperimentResult.load("results.json")``).
+
+    Returns:
+        The Markdown text, its first line the report's title.
+
+    Raises:
+        ResultsError: the result is inconsistent (a row without runs, lists of the wrong length).
+    """
+    _check_result(result)
+    blocks = document(result, [], 0)
+    return render_markdown([b for b in blocks if b != Heading(2, "Figures")])
 
 
 def _result_domain(result: ExperimentResult) -> InputDomain:
@@ -141,7 +163,7 @@ def _write_report(
 
     figures: list[Image] = []
     if result.normal_lsa:
-        path = plot_normal_lsa(result, figures_dir / "normal_lsa.png")
+        path = save_figure(plot_normal_lsa(result), figures_dir / "normal_lsa.png")
         claims = result.published_claims
         overlay = (
             f"; black crosses: the paper's {claims.normal_curve.perturbation} curve"
@@ -156,8 +178,9 @@ def _write_report(
             )
         )
     for group in base_groups(result):
-        path = plot_relative_error_curves(
-            result, figures_dir / f"relative_error_{_slug(group)}.png", group=group
+        path = save_figure(
+            plot_relative_error_curves(result, group=group),
+            figures_dir / f"relative_error_{_slug(group)}.png",
         )
         figures.append(
             Image(
@@ -167,16 +190,15 @@ def _write_report(
                 f"regularized layer.",
             )
         )
-    path = plot_rg_bars(result, figures_dir / "rg_scores.png")
+    path = save_figure(plot_rg_bars(result), figures_dir / "rg_scores.png")
     spread = "mean ± std over seeds" if len(result.seeds) > 1 else "one seed"
     figures.append(Image(path.relative_to(out), f"R&G score per row ({spread}); ◆ = paper."))
     if test_points is not None:
-        path = plot_decision_boundaries(
-            result,
+        path = save_figure(
+            plot_decision_boundaries(
+                result, data_x=test_points[0], data_y=test_points[1], base_dir=base
+            ),
             figures_dir / "decision_boundaries.png",
-            data_x=test_points[0],
-            data_y=test_points[1],
-            base_dir=base,
         )
         figures.append(
             Image(
@@ -189,10 +211,11 @@ def _write_report(
         x, y = batch
         for group, names in landscape_groups.items():
             grids = _landscapes(result, names, x, y, landscape_steps, base, device)
-            path = plot_landscapes(
-                grids,
+            path = save_figure(
+                plot_landscapes(
+                    grids, title=f"{group} and its LR variants: filter-normalized loss slices"
+                ),
                 figures_dir / f"landscape_{_slug(group)}.png",
-                title=f"{group} and its LR variants: filter-normalized loss slices",
             )
             figures.append(
                 Image(

@@ -22,7 +22,18 @@ if TYPE_CHECKING:
 
 
 def write_study_report(config: StudyConfig, result: StudyResult, out_dir: str | Path) -> Path:
-    """``report.md`` (table, targets, notes, choices) and ``accuracy.png`` in ``out_dir``."""
+    """``report.md`` (table, targets, notes, choices) and ``accuracy.png`` in ``out_dir``.
+
+    Args:
+        config: the study the result was run from (its description, targets, choices and the
+            profile's notes).
+        result: the study's result; its ``profile`` must be a profile of ``config``.
+        out_dir: the folder written into (created if missing); both files are written
+            atomically.
+
+    Returns:
+        The path of ``report.md``.
+    """
     out = Path(out_dir)
     keys: list[str] = []
     for row_metrics in result.summary.values():

@@ -33,6 +33,7 @@ from torch import nn
 
 from lsakit import data as datasets
 from lsakit import distributed, models, speed
+from lsakit._html import plural, table
 from lsakit._io import atomic_write_text
 from lsakit._torch import kept_random_state, seed_everything
 from lsakit.config import CONFIG_NAME, TrainConfig, dump_config, load_run_config
@@ -95,6 +96,35 @@ class TrainResult:
     checkpoint: Path | None
     best_checkpoint: Path | None = None
     regularized_layers: list[str] | None = None
+
+    def __repr__(self) -> str:
+        """Returns one line (not the model): its class, the epochs, the last epoch's loss and
+        test accuracy, the regularized layers and the checkpoint."""
+        last = self.metrics[-1] if self.metrics else {}
+        parts = [f"{type(self.model).__name__}, {plural(len(self.metrics), 'epoch')}"]
+        if "train_loss" in last:
+            parts.append(f"train loss {last['train_loss']:.4f}")
+        if last.get("test_accuracy") is not None:
+            parts.append(f"test accuracy {last['test_accuracy']:.4f}")
+        if self.regularized_layers:
+            parts.append(f"regularized {', '.join(self.regularized_layers)}")
+        parts.append(f"checkpoint {self.checkpoint}" if self.checkpoint else "no checkpoint")
+        return f"TrainResult({'; '.join(parts)})"
+
+    def _repr_html_(self) -> str:
+        """Returns Jupyter's display: one row per epoch of :attr:`metrics`, one column per key."""
+        keys = list(dict.fromkeys(key for record in self.metrics for key in record))
+        rows = [[_cell(record.get(key)) for key in keys] for record in self.metrics]
+        where = f" → {self.checkpoint}" if self.checkpoint else ""
+        return table(keys, rows, caption=f"training of {type(self.model).__name__}{where}",
+                     text_columns=0)  # fmt: skip
+
+
+def _cell(value: Any) -> str:
+    """A metrics value as a table cell: numbers to 4 significant digits, None as —."""
+    if value is None:
+        return "—"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 _P = ParamSpec("_P")
@@ -168,6 +198,34 @@ def train(
 
     The run is seeded from ``config.seed``; the caller's global random generators (Python,
     NumPy, torch) are left as they were found.
+
+    Args:
+        config: the run's options (:class:`~lsakit.config.TrainConfig`, e.g. from
+            :func:`lsakit.config.load_config`); with ``resume=True`` the run's own config.
+        out: the run directory the files go to; None writes nothing (no checkpoints, no resume,
+            no tracking).
+        model: a module of your own to train in place instead of building ``config.model``
+            (see above); None builds ``config.model``.
+        device: ``"auto"`` (CUDA when available, else CPU; under torchrun this rank's GPU) or a
+            torch device name.
+        data_dir: where the data sets are (see :func:`lsakit.data.resolve_data_dir`); None: the
+            default, or on resume the directory the run recorded.
+        progress: show a progress bar (main process only).
+        log: called with each status line (one per epoch, the MVL selection, tracking, early
+            stopping), on the main process only; None prints nothing.
+        resume: continue the run in ``out`` (needs ``out``; excludes ``overwrite``).
+        overwrite: delete the run already in ``out`` before starting.
+        on_epoch_end: called as ``on_epoch_end(epoch, record)`` (epochs from 1) with the epoch's
+            metrics record, after its files are written.
+        callbacks: loop callbacks, called after the built-in ones.
+        tracking: names and store of the tracked run when ``config.log_to`` is set; None: the
+            defaults of :class:`~lsakit.tracking.TrackingSetup`.
+
+    Returns:
+        The :class:`TrainResult`: the trained module (on its device, not wrapped), the metrics
+        record of every epoch (on resume, the earlier epochs' too), the last and best checkpoint
+        paths (None without ``out``; the best one also when no epoch's score was recorded as a
+        best) and the regularized layers (None without AT-LR).
     """
     with kept_random_state():
         return _train(

@@ -240,16 +240,16 @@ def _analyze(opts: AnalyzeOptions, module: nn.Module | None, *, progress: bool, 
         }
     )
     if writes:
-        from lsakit.report import plot_layer_curves
+        from lsakit.report import plot_layer_curves, save_figure
 
         result.save(target / RESULT_FILE)
-        plot_layer_curves(
+        figure = plot_layer_curves(
             result,
-            target / FIGURE_FILE,
             mvl=mvl,
             title=f"LSA of {subject.name} on {opts.dataset} ({opts.split}, "
             f"{result.n_samples} samples)",
         )
+        save_figure(figure, target / FIGURE_FILE)
         (target / OPTIONS_FILE).unlink(missing_ok=True)
     _remove_states(state)  # the result is written: nothing is left to resume
     return result
