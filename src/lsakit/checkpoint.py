@@ -27,9 +27,10 @@ without lsakit metadata, or ``.pt`` read with ``torch.load(weights_only=True)``)
 the caller names.
 
 Loading never executes code from the file: safetensors holds raw tensor bytes and a JSON
-header, and ``.pt`` files are read with ``weights_only=True`` (tensors and plain containers). Every problem a user can cause or
-fix (missing, truncated or foreign file, incompatible metadata, mismatching weights) raises
-:class:`~lsakit.errors.CheckpointError` with a one-line message naming the file and the fix.
+header, and ``.pt`` files are read with ``weights_only=True`` (tensors and plain containers).
+Every problem a user can cause or fix (missing, truncated or foreign file, incompatible metadata,
+mismatching weights) raises :class:`~lsakit.errors.CheckpointError` with a one-line message
+naming the file and the fix.
 
 Saving is in this module; loading is in :mod:`lsakit.checkpoint_load`, and the metadata and the
 helpers both share are in :mod:`lsakit.checkpoint_format`: their names are importable from here.
@@ -110,6 +111,11 @@ def save_checkpoint(
         extra: further JSON-able metadata (data set, epoch, metrics, training arguments).
             ``extra["transforms"]`` names the model's transforms; when absent, those the model
             carries are detected and recorded.
+        check_recipe: store ``model_kwargs`` made portable and complete
+            (:func:`lsakit.models.portable_kwargs`, which checks the spec and its arguments) and
+            refuse weights that do not fit the model they rebuild; False stores ``model_name``
+            and ``model_kwargs`` as given, unchecked (the trainer's choice for a module the
+            caller built, which has no recipe to rebuild it from).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.

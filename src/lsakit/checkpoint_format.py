@@ -19,7 +19,8 @@ from lsakit import models
 from lsakit._io import one_line
 from lsakit.errors import CheckpointError
 
-#: Version of the metadata layout written by :func:`~lsakit.checkpoint.save_checkpoint`; readers accept only this.
+#: Version of the metadata layout written by :func:`~lsakit.checkpoint.save_checkpoint`; readers
+#: accept only this.
 FORMAT_VERSION: Final = 1
 #: Key of the safetensors header metadata entry that holds the JSON-encoded lsakit metadata.
 METADATA_KEY: Final = "lsakit"
@@ -59,7 +60,16 @@ class CheckpointMeta:
 
 
 def describe_mismatch(*, expected: Shapes, found: Shapes) -> str | None:
-    """One-line description of how ``found`` state-dict shapes differ from ``expected``, or None."""
+    """One-line description of how ``found`` state-dict shapes differ from ``expected``, or None.
+
+    Args:
+        expected: the shapes the model's state dict has, by key.
+        found: the shapes of the tensors to be loaded, by key.
+
+    Returns:
+        The missing keys, the unexpected keys and the first key with another shape (a few of
+        each named, the rest counted), comma-separated; None when the keys and shapes agree.
+    """
     missing = [key for key in expected if key not in found]
     unexpected = [key for key in found if key not in expected]
     reshaped = [key for key in expected if key in found and found[key] != expected[key]]

@@ -36,7 +36,18 @@ from lsakit.errors import CheckpointError, ConfigError, InputError, LsakitError
 
 
 def read_meta(path: PathLike) -> CheckpointMeta:
-    """Read a checkpoint's metadata without loading its weights or building the model."""
+    """Read a checkpoint's metadata without loading its weights or building the model.
+
+    Args:
+        path: a file written by :func:`~lsakit.checkpoint.save_checkpoint`.
+
+    Returns:
+        Its format version, model spec, model arguments and extra fields.
+
+    Raises:
+        CheckpointError: missing or non-regular file, not a valid safetensors file, no lsakit
+            metadata, corrupt metadata or an unsupported format version.
+    """
     source = _existing_file(path)
     return _parse_meta(source, header_metadata(source))
 
@@ -100,6 +111,20 @@ def load_weights(
     into ``lsakit.models.build(model, **model_kwargs)``; for an ``hf:`` model the keys may also be
     the transformers model's own (its ``model.safetensors``). The returned meta of a plain state
     dict has the spec, the portable arguments and no extra fields. The model is in eval mode.
+
+    Args:
+        path: an lsakit checkpoint, a ``.safetensors`` state dict, or a ``.pt``/``.pth``/``.bin``
+            state dict.
+        model: the model spec; required for a plain state dict and for an lsakit checkpoint
+            whose model runs the user's code; for an lsakit checkpoint it must be the model the
+            checkpoint holds (None: whatever it holds).
+        model_kwargs: the arguments ``model`` is built with for a plain state dict (None: its
+            defaults); must be empty for an lsakit checkpoint.
+        map_location: device the returned model is moved to (checked first).
+
+    Returns:
+        ``(model, meta)``: the model with the weights, in eval mode on ``map_location``, and the
+        checkpoint's metadata (for a plain state dict: the spec and its portable arguments).
 
     Raises:
         CheckpointError: missing or unreadable file, no ``model`` for a plain state dict, a state

@@ -125,7 +125,11 @@ class InputDomain:
         return self.scalar and float(self.low) == 0.0 and float(self.high) == 1.0
 
     def width(self) -> float:
-        """The largest ``high − low`` over the elements (inf when some element is unbounded)."""
+        """The largest ``high − low`` over the elements (inf when some element is unbounded).
+
+        Returns:
+            The largest width, in input units (``inf`` when some element is unbounded).
+        """
         return float((self.high - self.low).max())
 
     # -- use -----------------------------------------------------------------------------------
@@ -133,7 +137,16 @@ class InputDomain:
         return bound.to(device=like.device, dtype=like.dtype)
 
     def clamp(self, x: Tensor) -> Tensor:
-        """``x`` clipped into the box (returned unchanged, not copied, when unbounded)."""
+        """``x`` clipped into the box (returned unchanged, not copied, when unbounded).
+
+        Args:
+            x: a tensor of samples, e.g. a batch ``(N, C, H, W)``; per-feature bounds broadcast
+                against its trailing dimensions.
+
+        Returns:
+            ``x`` clipped into ``[low, high]`` element-wise, same shape, dtype and device (``x``
+            itself when the domain is unbounded).
+        """
         if self.unbounded:
             return x
         if self.scalar:
@@ -141,15 +154,38 @@ class InputDomain:
         return torch.clamp(x, min=self._on(self.low, x), max=self._on(self.high, x))
 
     def low_like(self, x: Tensor) -> Tensor:
-        """The low bound broadcast to ``x``'s shape (salt/pepper and FAB need it element-wise)."""
+        """The low bound broadcast to ``x``'s shape (salt/pepper and FAB need it element-wise).
+
+        Args:
+            x: the tensor whose shape, dtype and device the bound takes.
+
+        Returns:
+            The low bound expanded to ``x``'s shape (an expanded view: do not write into it).
+        """
         return self._on(self.low, x).expand_as(x)
 
     def high_like(self, x: Tensor) -> Tensor:
-        """The high bound broadcast to ``x``'s shape."""
+        """The high bound broadcast to ``x``'s shape.
+
+        Args:
+            x: the tensor whose shape, dtype and device the bound takes.
+
+        Returns:
+            The high bound expanded to ``x``'s shape (an expanded view: do not write into it).
+        """
         return self._on(self.high, x).expand_as(x)
 
     def contains(self, x: Tensor, *, atol: float = 0.0) -> bool:
-        """Whether every element of ``x`` lies in the box (within ``atol``)."""
+        """Whether every element of ``x`` lies in the box (within ``atol``).
+
+        Args:
+            x: the tensor to check (samples or a batch; bounds broadcast against it).
+            atol: tolerance ≥ 0 in input units: values up to ``atol`` outside a bound still
+                count as inside.
+
+        Returns:
+            True when ``low − atol ≤ x ≤ high + atol`` everywhere (always True when unbounded).
+        """
         if self.unbounded:
             return True
         if self.scalar:
@@ -162,7 +198,12 @@ class InputDomain:
         return not bool((below | above).any())
 
     def check(self, x: Tensor, name: str = "x") -> None:
-        """Raise InputError naming the bounds when ``x`` has a value outside the box."""
+        """Raise InputError naming the bounds when ``x`` has a value outside the box.
+
+        Args:
+            x: the tensor to check (no tolerance).
+            name: how the message names ``x``.
+        """
         if self.contains(x):
             return
         lo, hi = float(x.min()), float(x.max())
@@ -180,7 +221,13 @@ class InputDomain:
         )
 
     def check_sample_shape(self, shape: Sequence[int]) -> None:
-        """Refuse per-feature bounds that do not broadcast against one sample of ``shape``."""
+        """Refuse per-feature bounds that do not broadcast against one sample of ``shape``.
+
+        Raises InputError unless the bounds broadcast against ``shape`` without enlarging it.
+
+        Args:
+            shape: one sample's shape, without the batch dimension (e.g. ``(C, H, W)``).
+        """
         try:
             out = _broadcast_shapes(self.low.shape, self.high.shape, tuple(shape))
         except RuntimeError:
@@ -194,7 +241,12 @@ class InputDomain:
 
     # -- text and JSON ---------------------------------------------------------------------------
     def describe(self) -> str:
-        """``[0, 1]``, ``unbounded``, ``[-1, 1]`` or a per-feature summary."""
+        """``[0, 1]``, ``unbounded``, ``[-1, 1]`` or a per-feature summary.
+
+        Returns:
+            ``"unbounded"``, ``"[LOW, HIGH]"`` for one bound pair, or ``"per-feature box SHAPE
+            within [MIN LOW, MAX HIGH]"``.
+        """
         if self.unbounded:
             return "unbounded"
         if self.scalar:
@@ -204,7 +256,12 @@ class InputDomain:
         return f"per-feature box {shape} within [{_fmt(lo)}, {_fmt(hi)}]"
 
     def to_json(self) -> dict[str, Any]:
-        """``{"low": …, "high": …}`` with numbers or nested lists; null stands for ∓inf."""
+        """``{"low": …, "high": …}`` with numbers or nested lists; null stands for ∓inf.
+
+        Returns:
+            A JSON-able dict with keys ``"low"`` and ``"high"``: a number or nested lists of
+            numbers each, None for an infinite bound.
+        """
 
         def encode(t: Tensor) -> Any:
             values = t.tolist()
@@ -220,7 +277,15 @@ class InputDomain:
 
     @classmethod
     def from_json(cls, data: object) -> InputDomain:
-        """The inverse of :meth:`to_json`."""
+        """The inverse of :meth:`to_json`.
+
+        Args:
+            data: a dict with exactly the keys ``"low"`` and ``"high"`` (numbers or nested lists;
+                None for no bound on that side). Anything else raises ConfigError.
+
+        Returns:
+            The domain ``data`` describes.
+        """
         if not isinstance(data, dict) or set(data) != {"low", "high"}:
             raise ConfigError(f"an input domain is {{'low': …, 'high': …}}, got {data!r}")
 
@@ -302,7 +367,11 @@ _CURRENT: ContextVar[InputDomain] = ContextVar("lsakit_input_domain", default=UN
 
 
 def current_domain() -> InputDomain:
-    """The domain in force: the innermost :func:`input_domain` declaration, else [0, 1]."""
+    """The domain in force: the innermost :func:`input_domain` declaration, else [0, 1].
+
+    Returns:
+        The declared domain, or :data:`UNIT` when none is declared.
+    """
     return _CURRENT.get()
 
 
@@ -312,6 +381,13 @@ def input_domain(spec: object) -> Iterator[InputDomain]:
 
     ``spec`` is anything :func:`as_domain` takes; ``None`` means unbounded. Blocks nest; the
     previous declaration is restored on exit, error or not.
+
+    Args:
+        spec: the domain: an :class:`InputDomain`, None or ``"unbounded"``, ``"unit"``,
+            ``"LOW,HIGH"`` text, a ``(low, high)`` pair or the JSON form (see :func:`as_domain`).
+
+    Yields:
+        The :class:`InputDomain` in force inside the block.
     """
     domain = as_domain(spec)
     token = _CURRENT.set(domain)

@@ -42,6 +42,20 @@ from lsakit.perturb.pgd import PGD
 from lsakit.suite import BLACK_BOX, CheckOutcome, SuiteResult
 from lsakit.validate import positive_int
 
+__all__ = [
+    "BLACK_BOX_TOLERANCE",
+    "EPS_GROWTH_TOLERANCE",
+    "UNBOUNDED_DOUBLINGS",
+    "check_black_box",
+    "check_determinism",
+    "check_eps_growth",
+    "check_gradients",
+    "check_logits",
+    "growth_grid",
+    "margin_gradients",
+    "masking_checks",
+]
+
 #: Largest accuracy at the biggest ε of the growth check that still counts as "~0".
 EPS_GROWTH_TOLERANCE = 0.01
 #: AutoAttack's tolerance for Square improving on the white-box attacks (a fraction of n).
@@ -56,7 +70,19 @@ def _logits(model: nn.Module, x: Tensor, output: OutputSelector) -> Tensor:
 
 
 def check_logits(model: nn.Module, x: Tensor, output: OutputSelector = None) -> CheckOutcome:
-    """Do the outputs look like probabilities instead of logits?"""
+    """Do the outputs look like probabilities instead of logits?
+
+    Args:
+        model: the classifier (run once in eval mode, without gradients).
+        x: a batch of inputs ``(N, …)``, moved to the model's device.
+        output: where the logits are in the model's output (see
+            :func:`~lsakit._outputs.select_logits`); ``None`` for a tensor, a tuple's first element
+            or a dict's ``"logits"``.
+
+    Returns:
+        The ``logits`` outcome: ``"warn"`` when every output lies in [0, 1] and every row sums
+        to 1 (within 1e-4), else ``"pass"``.
+    """
     z = _logits(model, x, output)
     rows = z.sum(dim=1)
     probabilities = bool(
@@ -75,7 +101,21 @@ def check_logits(model: nn.Module, x: Tensor, output: OutputSelector = None) -> 
 def check_determinism(
     model: nn.Module, x: Tensor, output: OutputSelector = None, *, randomized_suite: bool = False
 ) -> CheckOutcome:
-    """Do two forward passes on the same batch give the same logits (up to float noise)?"""
+    """Do two forward passes on the same batch give the same logits (up to float noise)?
+
+    Args:
+        model: the classifier (run twice in eval mode, without gradients).
+        x: a batch of inputs ``(N, …)``, moved to the model's device.
+        output: where the logits are in the model's output (see
+            :func:`~lsakit._outputs.select_logits`); ``None`` for a tensor, a tuple's first element
+            or a dict's ``"logits"``.
+        randomized_suite: whether the model is evaluated with the rand suite (EOT attacks); a
+            randomized model then passes.
+
+    Returns:
+        The ``determinism`` outcome: ``"pass"`` when the passes agree within
+        1e-5·(1 + the largest absolute logit) or ``randomized_suite`` is set, else ``"warn"``.
+    """
     first, second = _logits(model, x, output), _logits(model, x, output)
     difference = float((first - second).abs().max())
     tolerance = 1e-5 * (1.0 + float(first.abs().max()))
@@ -104,7 +144,20 @@ def check_determinism(
 def margin_gradients(
     model: nn.Module, x: Tensor, y: Tensor, output: OutputSelector = None
 ) -> Tensor:
-    """∇ₓ (z_y − max_{j≠y} z_j) per sample, (N, …), in eval mode; parameters' .grad untouched."""
+    """∇ₓ (z_y − max_{j≠y} z_j) per sample, (N, …), in eval mode; parameters' .grad untouched.
+
+    Args:
+        model: the classifier.
+        x: the inputs ``(N, …)``; a detached copy on the model's device is differentiated.
+        y: the true labels ``(N,)``.
+        output: where the logits are in the model's output (see
+            :func:`~lsakit._outputs.select_logits`); ``None`` for a tensor, a tuple's first element
+            or a dict's ``"logits"``.
+
+    Returns:
+        The gradient of each sample's margin, shaped like ``x``, on the CPU; zeros (on ``x``'s
+        device) when the output does not depend differentiably on the input.
+    """
     device = model_device(model)
     x_in = x.detach().to(device).requires_grad_(True)
     labels = y.to(device)
@@ -122,7 +175,21 @@ def margin_gradients(
 def check_gradients(
     model: nn.Module, x: Tensor, y: Tensor, output: OutputSelector = None
 ) -> CheckOutcome:
-    """Are the input gradients of the margin finite and non-zero on every sample?"""
+    """Are the input gradients of the margin finite and non-zero on every sample?
+
+    Args:
+        model: the classifier.
+        x: correctly classified inputs ``(N, …)``.
+        y: their labels ``(N,)``.
+        output: where the logits are in the model's output (see
+            :func:`~lsakit._outputs.select_logits`); ``None`` for a tensor, a tuple's first element
+            or a dict's ``"logits"``.
+
+    Returns:
+        The ``gradients`` outcome: ``"warn"`` with the counts when some sample's gradient
+        (:func:`margin_gradients`) is all zero or not finite, else ``"pass"`` with the median
+        L1 norm.
+    """
     grad = margin_gradients(model, x, y, output).flatten(1)
     n = grad.shape[0]
     non_finite = int((~torch.isfinite(grad)).any(dim=1).sum())
@@ -159,6 +226,15 @@ def growth_grid(eps: float, width: float = 1.0) -> list[float]:
     """ε, 2ε, 4ε, … below the domain's width, then the width (every input of the box reachable).
 
     For an unbounded domain (``width`` inf): ε, 2ε, …, 2⁶ε.
+
+    Args:
+        eps: ε ≥ 0, the first value.
+        width: the width of the input domain (1 for [0, 1]); ``inf`` when it is unbounded.
+
+    Returns:
+        The increasing ε values. A finite width is always the last one (the only one when ε = 0
+        or ε ≥ width); for an unbounded domain, :data:`UNBOUNDED_DOUBLINGS` + 1 values, or
+        ``[0]`` when ε = 0.
     """
     if width == float("inf"):
         return [eps * 2**k for k in range(UNBOUNDED_DOUBLINGS + 1)] if eps > 0 else [eps]
@@ -184,6 +260,22 @@ def check_eps_growth(
 
     ``x`` should hold correctly classified samples (the accuracy is over them). ``progress``
     shows a bar over the ε values (plain lines where stdout is not a terminal).
+
+    Args:
+        model: the classifier.
+        x: correctly classified inputs ``(N, …)`` in the declared input domain.
+        y: their labels ``(N,)``, on the CPU (they are compared with predictions there).
+        eps: ε ≥ 0, the first radius of the grid (:func:`growth_grid` up to the domain's width).
+        output: where the logits are in the model's output (see
+            :func:`~lsakit._outputs.select_logits`); ``None`` for a tensor, a tuple's first element
+            or a dict's ``"logits"``.
+        seed: seed of PGD's random starts, the same at every ε.
+        progress: show a progress bar over the ε values.
+
+    Returns:
+        The ``eps-growth`` outcome, with PGD-20's accuracy at each ε as evidence: ``"warn"``
+        when the accuracy at the largest ε (the domain's width; 64ε when unbounded) exceeds
+        :data:`EPS_GROWTH_TOLERANCE`, else ``"pass"``.
     """
     eps = check_nonnegative(eps, "eps")
     width = current_domain().width()
@@ -221,7 +313,16 @@ def check_eps_growth(
 
 
 def check_black_box(result: SuiteResult) -> CheckOutcome:
-    """Did a black-box attack fool samples that every white-box attack of the suite left robust?"""
+    """Did a black-box attack fool samples that every white-box attack of the suite left robust?
+
+    Args:
+        result: the result of a suite run (:func:`~lsakit.suite.run_suite`).
+
+    Returns:
+        The ``black-box`` outcome: ``"skip"`` unless the suite ran both black-box and white-box
+        attacks; ``"warn"`` when the black-box attacks fooled more than
+        :data:`BLACK_BOX_TOLERANCE` of the suite's examples; else ``"pass"``.
+    """
     ran = [a for a in result.attacks if a.skipped is None]
     black = [a for a in ran if a.label in BLACK_BOX]
     white = [a for a in ran if a.label not in BLACK_BOX]
@@ -267,6 +368,28 @@ def masking_checks(
 
     ``suite_result`` adds the black-box check (and, for the rand suite, accepts randomness).
     ``progress`` shows the progress of the ε-growth check, the one that takes time.
+
+    Args:
+        model: the classifier.
+        x: the test inputs ``(N, …)`` in the declared input domain.
+        y: their labels ``(N,)``, on the CPU (they are compared with predictions there).
+        eps: ε ≥ 0 of the evaluation, the first radius of the ε-growth check.
+        suite_result: the suite's result on the same ``(x, y)``, or ``None``. When its
+            ``fooled_by`` has one entry per sample of ``x``, it decides which are correctly
+            classified (no forward pass); it adds the black-box check, and a rand-suite result
+            accepts a randomized model.
+        n: how many points (≥ 1): the logits and determinism checks use the first ``n`` of
+            ``x``, the gradient and ε-growth checks the first ``n`` correctly classified ones.
+        output: where the logits are in the model's output (see
+            :func:`~lsakit._outputs.select_logits`); ``None`` for a tensor, a tuple's first element
+            or a dict's ``"logits"``.
+        seed: seed of the ε-growth check's PGD random starts.
+        progress: show the progress of the ε-growth check.
+
+    Returns:
+        The outcomes in order: ``logits``, ``determinism``, then ``gradients`` and
+        ``eps-growth`` (a single skipped ``gradients`` outcome when no point is correctly
+        classified), then ``black-box`` when ``suite_result`` is given.
     """
     x = check_inputs(x, "x")
     y = check_labels(y, x.shape[0], "y")

@@ -161,6 +161,17 @@ def compare(
     """Measure ``measure`` between two representations: a scalar, or (N,) for ``"none"``.
 
     Raises UndefinedMeasureError rather than returning NaN/inf when a value is undefined.
+
+    Args:
+        measure: the measure's name, a key of :data:`MEASURES` (``"relative_error"``, ``"mse"``,
+            ``"cosine_distance"``, ``"linf"``).
+        clean: the clean representation φ(x), a floating-point tensor ``(N, …)``, N ≥ 1.
+        perturbed: the perturbed representation φ(x̂), shaped like ``clean``.
+        reduction: ``"batch"`` (the paper's) flattens the whole batch into one row;
+            ``"sample"`` averages the per-sample values; ``"none"`` returns them.
+
+    Returns:
+        A differentiable 0-d tensor, or the per-sample values ``(N,)`` for ``"none"``.
     """
     values, defined = measure_rows(measure, clean, perturbed, reduction)
     if not bool(defined.all()):
@@ -189,26 +200,71 @@ def compare(
 def relative_error(
     clean: torch.Tensor, perturbed: torch.Tensor, reduction: Reduction = "batch"
 ) -> torch.Tensor:
-    """‖φ(x) − φ(x̂)‖_F / ‖φ(x)‖_F (Khalooei et al. 2022, Eq. 11); see the module docstring."""
+    """‖φ(x) − φ(x̂)‖_F / ‖φ(x)‖_F (Khalooei et al. 2022, Eq. 11); see the module docstring.
+
+    Undefined (UndefinedMeasureError) where the clean row is all zero.
+
+    Args:
+        clean: the clean representation φ(x), a floating-point tensor ``(N, …)``, N ≥ 1.
+        perturbed: the perturbed representation φ(x̂), shaped like ``clean``.
+        reduction: ``"batch"`` (the paper's) flattens the whole batch into one row;
+            ``"sample"`` averages the per-sample values; ``"none"`` returns them.
+
+    Returns:
+        A differentiable 0-d tensor, or the per-sample values ``(N,)`` for ``"none"``.
+    """
     return compare("relative_error", clean, perturbed, reduction)
 
 
 def mse(
     clean: torch.Tensor, perturbed: torch.Tensor, reduction: Reduction = "batch"
 ) -> torch.Tensor:
-    """Mean squared difference between the representations."""
+    """Mean squared difference between the representations.
+
+    Args:
+        clean: the clean representation φ(x), a floating-point tensor ``(N, …)``, N ≥ 1.
+        perturbed: the perturbed representation φ(x̂), shaped like ``clean``.
+        reduction: ``"batch"`` (the paper's) flattens the whole batch into one row;
+            ``"sample"`` averages the per-sample values; ``"none"`` returns them.
+
+    Returns:
+        A differentiable 0-d tensor, or the per-sample values ``(N,)`` for ``"none"``.
+    """
     return compare("mse", clean, perturbed, reduction)
 
 
 def cosine_distance(
     clean: torch.Tensor, perturbed: torch.Tensor, reduction: Reduction = "batch"
 ) -> torch.Tensor:
-    """1 − cosine similarity between the (flattened) representations."""
+    """1 − cosine similarity between the (flattened) representations.
+
+    Undefined (UndefinedMeasureError) where the clean row is all zero; an all-zero perturbed row
+    has distance 1.
+
+    Args:
+        clean: the clean representation φ(x), a floating-point tensor ``(N, …)``, N ≥ 1.
+        perturbed: the perturbed representation φ(x̂), shaped like ``clean``.
+        reduction: ``"batch"`` (the paper's) flattens the whole batch into one row;
+            ``"sample"`` averages the per-sample values; ``"none"`` returns them.
+
+    Returns:
+        A differentiable 0-d tensor, or the per-sample values ``(N,)`` for ``"none"``.
+    """
     return compare("cosine_distance", clean, perturbed, reduction)
 
 
 def linf_distance(
     clean: torch.Tensor, perturbed: torch.Tensor, reduction: Reduction = "batch"
 ) -> torch.Tensor:
-    """Largest absolute difference between the representations (L∞ of the difference)."""
+    """Largest absolute difference between the representations (L∞ of the difference).
+
+    Args:
+        clean: the clean representation φ(x), a floating-point tensor ``(N, …)``, N ≥ 1.
+        perturbed: the perturbed representation φ(x̂), shaped like ``clean``.
+        reduction: ``"batch"`` (the paper's) flattens the whole batch into one row;
+            ``"sample"`` averages the per-sample values; ``"none"`` returns them.
+
+    Returns:
+        A differentiable 0-d tensor, or the per-sample values ``(N,)`` for ``"none"``.
+    """
     return compare("linf", clean, perturbed, reduction)

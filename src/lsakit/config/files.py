@@ -21,13 +21,30 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     (:func:`lsakit.config.presets.train_config`): ``dataset: moons`` alone is the moons recipe
     (model A, lr 0.01, batch 32, 20 epochs), and the same options as a file or as flags give the
     same config.
+
+    Args:
+        path: the YAML file, a mapping of option: value (an empty file is no options).
+        overrides: options over the file's, as ``lsakit train``'s flags; None values are ignored,
+            and a mapping option (``model_kwargs``, ``data_options``) is merged key by key
+            (:func:`lsakit.config.merge_options`).
+
+    Returns:
+        The validated config: the data set's preset, the file's options over it, the overrides
+        over those.
     """
     return train_config(merge_options(read_config_file(path), overrides), source=str(path))
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
     """The config a run directory was started with (for ``--resume``): its complete
-    ``config.yaml``, read as it is (no preset)."""
+    ``config.yaml``, read as it is (no preset).
+
+    Args:
+        run_dir: the run directory, holding the :data:`CONFIG_NAME` file the trainer wrote.
+
+    Returns:
+        The validated config of that file.
+    """
     path = Path(run_dir) / CONFIG_NAME
     return validate_config(read_config_file(path), source=str(path))
 

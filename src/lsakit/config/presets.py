@@ -135,7 +135,19 @@ USER_TRAIN: dict[str, Any] = {"epochs": 10, "batch_size": 64, "optimizer": "adam
 
 def user_preset(dataset: str, **data_options: object) -> Preset:
     """The generic recipe for data of the user's (see the module docstring), scaled to the
-    data set's domain (read with ``data_options``, e.g. ``domain``)."""
+    data set's domain (read with ``data_options``, e.g. ``domain``).
+
+    Args:
+        dataset: the user's data set, ``folder:PATH`` or a tensor file (as for
+            :func:`lsakit.data.load`).
+        data_options: the data set's options, as for :func:`lsakit.data.load`; they decide the
+            input domain.
+
+    Returns:
+        The recipe: no model (``model=""``; pass one), 10 epochs of Adam, and ε, the noise
+        strengths and the FGSM sweep scaled to the domain's width (ε = 0.1 for an unbounded one).
+        Its training config does not carry ``data_options`` (:func:`preset` adds them).
+    """
     from lsakit import data  # reads the data: torch, imported only for data of the user's
 
     domain = data.domain(dataset, **data_options)
@@ -157,6 +169,15 @@ def preset(dataset: str, **data_options: object) -> Preset:
 
     Data of the user's (``folder:PATH``, tensor files) gets :func:`user_preset`, scaled to its
     domain (``data_options`` as for :func:`lsakit.data.load`); registered data sets ignore them.
+
+    Args:
+        dataset: a key of :data:`PRESETS` (spelled exactly so) or data of the user's.
+        data_options: the data set's options; for data of the user's, they decide the domain and
+            are set in the recipe's training config.
+
+    Returns:
+        The data set's :class:`Preset` (the shared object of :data:`PRESETS` for a registered
+        one).
     """
     if dataset in PRESETS:  # no registered name is data of the user's: no need for lsakit.data
         return PRESETS[dataset]
@@ -179,6 +200,14 @@ def train_config(values: Mapping[str, Any], *, source: str = "options") -> Train
     data set's, unset options the preset's (moons: lr 0.01, batch 32, 20 epochs), and an
     adversarial ``method`` without ``eps`` trains at the preset's ε. Errors are one ConfigError
     line naming the option and ``source``.
+
+    Args:
+        values: the options given (option → value, as in a YAML config file); they replace the
+            preset's whole, a mapping option included.
+        source: where the options came from (e.g. a file's path), named in errors.
+
+    Returns:
+        The validated config.
     """
     dataset = values.get("dataset", DEFAULT_DATASET)
     options = values.get("data_options") or {}

@@ -213,7 +213,7 @@ class TrainConfig(BaseModel):
     log_to: list[TrackingBackend] = Field(
         default_factory=list,
         description="also track the run (needs lsakit[tracking]): RUN_DIR/tb, and "
-        "$MLFLOW_TRACKING_URI or a local mlruns store",
+        "$MLFLOW_TRACKING_URI or the SQLite store RUN_DIR/../mlflow.db",
     )
 
     # validation, best checkpoint, early stopping
@@ -268,26 +268,52 @@ class TrainConfig(BaseModel):
         return self.lr_layers is not None
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
-        """A validated copy with the non-None overrides applied."""
+        """A validated copy with the non-None overrides applied.
+
+        Args:
+            overrides: field → new value; a None value leaves the field as it is (so no field
+                can be set to None this way), and a mapping replaces the field's whole mapping.
+
+        Returns:
+            The new, validated config (this one is frozen and unchanged).
+        """
         values = {**self.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
         return validate_config(values)
 
 
 def validate_config(values: dict[str, Any], *, source: str = "options") -> TrainConfig:
-    """Build a TrainConfig; a validation error becomes one ConfigError line naming the option."""
+    """Build a TrainConfig; a validation error becomes one ConfigError line naming the option.
+
+    Args:
+        values: option → value; every required field (``model``, ``dataset``) present, no unknown
+            option. No preset is applied.
+        source: where the values came from (e.g. a file's path), named in the error.
+
+    Returns:
+        The validated config.
+    """
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as e:
         first = e.errors()[0]
         loc = [str(x) for x in first["loc"]]
         message = str(first["msg"]).removeprefix("Value error, ")
-        option = f"{{{loc[0]}}}" + "".join(f".{x}" for x in loc[1:]) if loc else "the configuration"
         # ArgumentError: Python names the field (epochs), the command line its flag (--epochs)
+        if not loc:  # a check across fields ("lr_layers is empty; …"): the message names them
+            raise ArgumentError(f"invalid configuration in {source}: {message}") from None
+        option = f"{{{loc[0]}}}" + "".join(f".{x}" for x in loc[1:])
         raise ArgumentError(f"invalid {option} in {source}: {message}") from None
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The mapping of option: value in a YAML file; one ConfigError line when it cannot be read."""
+    """The mapping of option: value in a YAML file; one ConfigError line when it cannot be read.
+
+    Args:
+        path: the YAML file (UTF-8).
+
+    Returns:
+        The file's mapping, not validated; empty for an empty file.
+    """
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -305,7 +331,15 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def merge_options(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``values`` with the non-None ``overrides``; a mapping option (model_kwargs, data_options)
-    is merged key by key, so ``--data-option noise=0.2`` keeps a file's other data options."""
+    is merged key by key, so ``--data-option noise=0.2`` keeps a file's other data options.
+
+    Args:
+        values: the options so far (e.g. a config file's); not modified.
+        overrides: the options over them; None values are skipped.
+
+    Returns:
+        A new mapping of the merged options.
+    """
     merged = dict(values)
     for key, value in overrides.items():
         if value is None:
@@ -317,7 +351,14 @@ def merge_options(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
 
 def dump_config(config: TrainConfig) -> str:
-    """The config as YAML (every field), readable back with :func:`lsakit.config.load_config`."""
+    """The config as YAML (every field), readable back with :func:`lsakit.config.load_config`.
+
+    Args:
+        config: the config to write.
+
+    Returns:
+        The YAML text, one top-level key per field in declaration order.
+    """
     return str(yaml.safe_dump(config.model_dump(), sort_keys=False))
 
 

@@ -70,6 +70,22 @@ def make_moons_split(
     (or, with ``coordinates``, standardize them or keep them raw).
 
     The same arguments always give identical tensors; see the module docstring for the maps.
+
+    Args:
+        n_samples: number of points generated, train and test together (a third of them, rounded
+            up, is the test split).
+        noise: standard deviation of the Gaussian noise make_moons adds, in raw coordinates.
+        seed: seeds both the generator and the stratified train/test split.
+        coordinates: ``unit`` (the isotropic map into [0, 1]), ``standardized`` (z-scores with
+            the training split's mean and std) or ``raw`` (make_moons' coordinates).
+
+    Returns:
+        The split: ``x_*`` float32 ``(N, 2)``, ``y_*`` int64 ``(N,)`` in {0, 1}, and the
+        ``offset``/``scale`` (``feature_scale`` per feature) that map the inputs back to raw
+        coordinates.
+
+    Raises:
+        ValueError: ``coordinates`` is not one of :data:`COORDINATES`.
     """
     if coordinates not in COORDINATES:
         raise ValueError(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
@@ -120,5 +136,15 @@ def make_moons_split(
 def moons_scale(
     n_samples: int = DEFAULT_N_SAMPLES, noise: float = DEFAULT_NOISE, seed: int = DEFAULT_SEED
 ) -> float:
-    """Raw-coordinate length of one unit: convert a paper ε with ``ε_unit = ε_raw / scale``."""
+    """Raw-coordinate length of one unit: convert a paper ε with ``ε_unit = ε_raw / scale``.
+
+    Args:
+        n_samples: number of points generated, as for :func:`make_moons_split`.
+        noise: standard deviation of make_moons' Gaussian noise, as for :func:`make_moons_split`.
+        seed: the data seed, as for :func:`make_moons_split`.
+
+    Returns:
+        The scale of the unit coordinates: the largest per-feature range of the raw points
+        (train and test together).
+    """
     return make_moons_split(n_samples, noise, seed).scale

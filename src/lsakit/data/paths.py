@@ -44,6 +44,12 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
     An empty ``LSAKIT_DATA`` counts as unset, so ``LSAKIT_DATA= cmd`` falls back to the default.
     ``~`` is expanded in both the argument and the variable.
+
+    Args:
+        data_dir: the explicit data directory (the CLI's ``--data-dir``); None: not given.
+
+    Returns:
+        The data directory, ``~`` expanded; it is neither created nor checked to exist.
     """
     if data_dir is not None:
         return Path(data_dir).expanduser()

@@ -35,8 +35,9 @@ classes are read from the data):
   ``size``, ``mode``, ``test_fraction``, ``data_seed``), domain [0, 1].
 
 Every data set carries its input domain (:func:`domain`): [0, 1] for the image sets (unless
-``domain=unbounded``) and unit moons, unbounded for standardized or raw moons. The trainer, the CLI and the experiment runner
-declare it (:func:`lsakit.domain.input_domain`) for the work they run on the data.
+``domain=unbounded``) and unit moons, unbounded for standardized or raw moons. The trainer, the
+CLI and the experiment runner declare it (:func:`lsakit.domain.input_domain`) for the work they
+run on the data.
 """
 
 from __future__ import annotations
@@ -302,14 +303,27 @@ _REGISTRY: Registry[_Entry] = Registry(
 
 
 def names() -> list[str]:
-    """Names of the registered data sets, in registration order."""
+    """Names of the registered data sets, in registration order.
+
+    Returns:
+        The names (``moons``, ``mnist``, ``fashion-mnist``, ``cifar10``); data of the user's
+        (``folder:PATH``, tensor files, ``hf:ORG/NAME``) is not listed.
+    """
     return _REGISTRY.names()
 
 
 def is_user_dataset(name: object) -> bool:
     """Whether ``name`` is data of the user's (``folder:PATH``, a tensor file or an
     ``hf:ORG/NAME`` hub data set), not a registered name — no preset, no default model. Decided
-    from the name alone, without reading anything."""
+    from the name alone, without reading anything.
+
+    Args:
+        name: a data set name, as given (any object: a non-string is not a user data set).
+
+    Returns:
+        True for ``folder:PATH``, a ``.npz``/``.safetensors``/``.pt`` file name or
+        ``hf:ORG/NAME``; False otherwise (registered, unknown or not a string).
+    """
     return isinstance(name, str) and (
         name.strip().startswith(folder.PREFIX)
         or tensor_file.is_tensor_file(name)
@@ -430,6 +444,15 @@ def info(name: str, **options: object) -> DatasetInfo:
     For a data set of the user's (folder, tensor file, hf:) it is read from the data, with the same
     options as :func:`load` (``size``/``mode`` change the input shape); registered data sets
     accept their own options, which do not change their description.
+
+    Args:
+        name: a registered name or data of the user's (see the module docstring).
+        options: any option :func:`load` accepts for this data set; an unknown one raises
+            ConfigError.
+
+    Returns:
+        Its name, one sample's input shape, number and names of classes, description and the
+        default model (``""`` for data of the user's).
     """
     entry = _entry(name)
     _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options + _LOADER_OPTIONS)
@@ -440,6 +463,15 @@ def domain(name: str, **options: object) -> InputDomain:
     """The input domain of data set ``name`` with these options ([0, 1] for every image set).
 
     Accepts the same options as :func:`load` (the ones that do not change the domain are ignored).
+
+    Args:
+        name: a registered name or data of the user's (see the module docstring).
+        options: any option :func:`load` accepts for this data set (those deciding the domain:
+            ``domain`` of the image sets and tensor files, ``coordinates`` of moons).
+
+    Returns:
+        The input domain: [0, 1], or unbounded (``domain=unbounded`` image sets, standardized
+        or raw moons), or a tensor file's own.
     """
     entry = _entry(name)
     _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options + _LOADER_OPTIONS)
@@ -480,6 +512,18 @@ def load_tensors(
     256 samples at a time. See the module docstring for the options. Raises ConfigError for an
     unknown name, split or option, DataError for missing (with ``download=False`` or a failed
     download) or corrupt files.
+
+    Args:
+        name: a registered name or data of the user's (see the module docstring).
+        split: ``train`` or ``test``.
+        transform: a batch transform ``(N, C, H, W)`` in [0, 1] → the model's input size, still
+            in [0, 1]; None: the samples as stored.
+        options: the data set's options and the common ones (``limit``, ``data_dir``,
+            ``download``); the loader options of :func:`load` are refused here.
+
+    Returns:
+        ``(x, y)``: ``x`` float32 ``(N, ...)`` (NCHW for images) within the data set's domain
+        (:func:`domain`; [0, 1] unless it is unbounded), ``y`` int64 class indices ``(N,)``.
     """
     entry = _entry(name)
     _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options)
@@ -509,6 +553,19 @@ def load(
     ``transform`` (a pretrained model's input transform) is applied to each sample as it is read,
     so the split is never held in memory at the model's input size (while decoding, for ``hf:``
     data sets). See the module docstring for the other options.
+
+    Args:
+        name: a registered name or data of the user's (see the module docstring).
+        split: ``train`` or ``test``; it also sets the default of ``shuffle``.
+        transform: a batch transform ``(N, C, H, W)`` in [0, 1] → the model's input size, still
+            in [0, 1]; None: the samples as stored.
+        options: the data set's options, the common ones (``limit``, ``data_dir``,
+            ``download``) and the loader's (``batch_size``, ``shuffle``, ``num_workers``,
+            ``seed``).
+
+    Returns:
+        A DataLoader of ``(x, y)`` batches (as :func:`load_tensors` gives them) that carries the
+        data set's input domain (:func:`lsakit.domain.attach_domain`).
     """
     entry = _entry(name)
     _check_option_names(entry.info.name, options, _COMMON_OPTIONS + entry.options + _LOADER_OPTIONS)

@@ -75,7 +75,14 @@ TRANSFORMS: Final[dict[str, Transform]] = {
 
 def model_transforms(model: nn.Module) -> list[str]:
     """The transforms ``model`` carries, in canonical order: ``"noise_injection"`` if it has PNI
-    layers, ``"masks"`` if any layer has a ``weight_mask`` buffer; ``[]`` for a plain model."""
+    layers, ``"masks"`` if any layer has a ``weight_mask`` buffer; ``[]`` for a plain model.
+
+    Args:
+        model: the model to inspect (not changed).
+
+    Returns:
+        The names (keys of :data:`TRANSFORMS`) of the transforms the model carries.
+    """
     found = {NOISE_INJECTION: bool(noise_layers(model)), MASKS: bool(masked_layers(model))}
     return [name for name in TRANSFORMS if found[name]]
 

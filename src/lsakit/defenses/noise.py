@@ -74,6 +74,14 @@ def sample_weight_noise(weight: Tensor, mask: Tensor | None = None) -> Tensor:
 
     Draws ``torch.randn`` from the global generator with the weight's dtype and device. The
     result carries no graph.
+
+    Args:
+        weight: the weight tensor (any shape; a single entry gets σ_w = 0, no noise).
+        mask: optional bool tensor shaped like ``weight`` (True = kept, as the ``weight_mask``
+            buffer); η is 0 where it is False.
+
+    Returns:
+        η, shaped like ``weight``, with its dtype and device, detached.
     """
     with torch.no_grad():
         w = weight.detach()
@@ -103,13 +111,24 @@ class NoiseInjection(nn.Module):
         self.noise_enabled = True
 
     def noisy_weight(self) -> Tensor:
-        """w̃ = w + α ⊙ η with a fresh η (or ``weight`` itself when the noise is off)."""
+        """w̃ = w + α ⊙ η with a fresh η (or ``weight`` itself when the noise is off).
+
+        Returns:
+            w̃, shaped like ``weight`` and differentiable in the weight and α (η is a constant,
+            0 on pruned entries); the ``weight`` parameter itself when ``noise_enabled`` is
+            False.
+        """
         if not self.noise_enabled:
             return self.weight
         mask = dict(self.named_buffers(recurse=False)).get(MASK_BUFFER)
         return self.weight + self.alpha * sample_weight_noise(self.weight, mask)
 
     def extra_repr(self) -> str:
+        """The layer's settings in its ``repr``: the base layer's, then the noise switch.
+
+        Returns:
+            The base layer's ``extra_repr()`` followed by ``, noise=on`` or ``, noise=off``.
+        """
         return f"{super().extra_repr()}, noise={'on' if self.noise_enabled else 'off'}"
 
 
@@ -117,6 +136,14 @@ class NoisyConv2d(NoiseInjection, nn.Conv2d):
     """``nn.Conv2d`` with PNI weight noise; α has shape (C_out, 1, 1, 1).
 
     Takes ``nn.Conv2d``'s arguments plus keyword ``alpha_init`` (default 0.25, ≥ 0).
+
+    Args:
+        args: ``nn.Conv2d``'s positional arguments (``in_channels``, ``out_channels``,
+            ``kernel_size``, …).
+        alpha_init: initial α ≥ 0 of every output channel (keyword only; a bad value raises
+            ConfigError).
+        kwargs: ``nn.Conv2d``'s keyword arguments (``stride``, ``padding``, ``bias``, ``device``,
+            ``dtype``, …).
     """
 
     def __init__(self, *args: Any, alpha_init: float = DEFAULT_ALPHA_INIT, **kwargs: Any) -> None:
@@ -124,6 +151,14 @@ class NoisyConv2d(NoiseInjection, nn.Conv2d):
         self._init_noise(_check_alpha_init(alpha_init))
 
     def forward(self, input: Tensor) -> Tensor:
+        """The convolution with the noisy weight w̃ (:meth:`noisy_weight`) and the bias.
+
+        Args:
+            input: a batch ``(N, C_in, H, W)`` (or an unbatched ``(C_in, H, W)``).
+
+        Returns:
+            The output ``(N, C_out, H_out, W_out)``, as ``nn.Conv2d`` computes it.
+        """
         output: Tensor = self._conv_forward(input, self.noisy_weight(), self.bias)
         return output
 
@@ -132,6 +167,12 @@ class NoisyLinear(NoiseInjection, nn.Linear):
     """``nn.Linear`` with PNI weight noise; α has shape (out_features, 1).
 
     Takes ``nn.Linear``'s arguments plus keyword ``alpha_init`` (default 0.25, ≥ 0).
+
+    Args:
+        args: ``nn.Linear``'s positional arguments (``in_features``, ``out_features``, …).
+        alpha_init: initial α ≥ 0 of every output feature (keyword only; a bad value raises
+            ConfigError).
+        kwargs: ``nn.Linear``'s keyword arguments (``bias``, ``device``, ``dtype``).
     """
 
     def __init__(self, *args: Any, alpha_init: float = DEFAULT_ALPHA_INIT, **kwargs: Any) -> None:
@@ -139,6 +180,14 @@ class NoisyLinear(NoiseInjection, nn.Linear):
         self._init_noise(_check_alpha_init(alpha_init))
 
     def forward(self, input: Tensor) -> Tensor:
+        """The linear map with the noisy weight w̃ (:meth:`noisy_weight`) and the bias.
+
+        Args:
+            input: a tensor ``(…, in_features)``.
+
+        Returns:
+            The output ``(…, out_features)``.
+        """
         return F.linear(input, self.noisy_weight(), self.bias)
 
 
@@ -172,6 +221,9 @@ def add_noise_injection(
         model: the model (converted in place and returned).
         alpha_init: initial α ≥ 0 (PNI: 0.25).
         layers: module names to convert (default: every exact ``nn.Conv2d`` / ``nn.Linear``).
+
+    Returns:
+        ``model`` itself, converted in place.
 
     Raises:
         ConfigError: a bad ``alpha_init``; an unknown layer name or one that is not a plain
@@ -226,6 +278,14 @@ def add_noise_injection_from_keys(model: nn.Module, state_keys: Collection[str])
     The checkpoint transform ``"noise_injection"``: a freshly built model gets the noise layers of
     the saved one (α is then loaded from the file). Keys of other modules that happen to own an
     ``alpha`` are ignored. Returns the converted layer names.
+
+    Args:
+        model: the freshly built model, converted in place.
+        state_keys: the keys of the saved state dict.
+
+    Returns:
+        The names of the layers with an ``alpha`` key (those already noisy included), in
+        ``named_modules()`` order; ``[]`` when there is none and nothing is converted.
     """
     suffix = "." + ALPHA
     named = dict(model.named_modules())
@@ -241,19 +301,40 @@ def add_noise_injection_from_keys(model: nn.Module, state_keys: Collection[str])
 
 
 def noise_layers(model: nn.Module) -> list[tuple[str, NoiseInjection]]:
-    """``(name, layer)`` of every PNI layer, in ``named_modules()`` order."""
+    """``(name, layer)`` of every PNI layer, in ``named_modules()`` order.
+
+    Args:
+        model: the model to search.
+
+    Returns:
+        ``(name, layer)`` pairs of the :class:`NoiseInjection` modules (empty for a plain model).
+    """
     return [(n, m) for n, m in model.named_modules() if isinstance(m, NoiseInjection)]
 
 
 def noise_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The α of every PNI layer (the parameters that must get no weight decay)."""
+    """The α of every PNI layer (the parameters that must get no weight decay).
+
+    Args:
+        model: the model to search.
+
+    Returns:
+        The ``alpha`` parameters, in :func:`noise_layers` order.
+    """
     return [layer.alpha for _, layer in noise_layers(model)]
 
 
 @contextlib.contextmanager
 def noise_disabled(model: nn.Module) -> Iterator[nn.Module]:
     """Switch the noise of every PNI layer off; restore each layer's own flag on exit, error or
-    not. A model without PNI layers is unaffected."""
+    not. A model without PNI layers is unaffected.
+
+    Args:
+        model: the model whose PNI layers are switched off for the block.
+
+    Yields:
+        ``model`` itself.
+    """
     layers = [layer for _, layer in noise_layers(model)]
     previous = [layer.noise_enabled for layer in layers]
     for layer in layers:
@@ -277,9 +358,9 @@ def parameter_groups(
             (BatchNorm, GroupNorm, LayerNorm, InstanceNorm) in ``no_decay``.
 
     Returns:
-        ``[{"name": "decay", "params": [...], "weight_decay": wd},
-        {"name": "no_decay", "params": [...], "weight_decay": 0.0}]`` — every parameter of the
-        model exactly once (either list may be empty); pass to any ``torch.optim`` optimizer.
+        ``[{"name": "decay", "params": [...], "weight_decay": wd}, no_decay]``, the second
+        group alike with ``"name": "no_decay"`` and ``"weight_decay": 0.0`` — every parameter of
+        the model exactly once (either list may be empty); pass to any ``torch.optim`` optimizer.
     """
     decay_value = as_setting(check_nonnegative, weight_decay, "weight_decay")
     if not isinstance(exclude_bias_and_norm, bool):

@@ -81,7 +81,15 @@ def as_setting(check: Callable[[Any, str], _T], value: Any, name: str) -> _T:
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every ``nn.Conv2d`` / ``nn.Linear`` in ``named_modules()`` order."""
+    """``(name, module)`` of every ``nn.Conv2d`` / ``nn.Linear`` in ``named_modules()`` order.
+
+    Args:
+        model: the model (an ``nn.Module``, else InputError).
+
+    Returns:
+        ``(name, module)`` pairs of the conv/linear layers, subclasses (PNI layers) included;
+        empty when there is none.
+    """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
@@ -111,6 +119,12 @@ def lasso_penalty(model: nn.Module) -> Tensor:
 
     Biases, PNI's α and normalization parameters are not included. Returns a 0-d tensor on the
     weights' device; multiply by λ₁ yourself (or use :class:`SparsityRegularizer`).
+
+    Args:
+        model: the model; ConfigError when it has no conv/linear layer.
+
+    Returns:
+        Σ_l ‖W_l‖₁, a 0-d tensor with gradient to the weights.
     """
     layers = _layers_or_fail(model, "penalize")
     return torch.stack([_weight(m).abs().sum() for _, m in layers]).sum()
@@ -118,7 +132,14 @@ def lasso_penalty(model: nn.Module) -> Tensor:
 
 def group_lasso_penalty(model: nn.Module) -> Tensor:
     """Σ_l Σ_c ‖W_{l,c}‖₂, c the output channels (rows of a linear weight): RSR's optional
-    channel-sparsity term *(inferred)*. An all-zero channel contributes 0 with gradient 0."""
+    channel-sparsity term *(inferred)*. An all-zero channel contributes 0 with gradient 0.
+
+    Args:
+        model: the model; ConfigError when it has no conv/linear layer.
+
+    Returns:
+        Σ_l Σ_c ‖W_{l,c}‖₂, a 0-d tensor on the weights' device with gradient to the weights.
+    """
     layers = _layers_or_fail(model, "penalize")
     return torch.stack(
         [torch.linalg.vector_norm(_weight(m).flatten(1), ord=2, dim=1).sum() for _, m in layers]
@@ -161,15 +182,34 @@ class SparsityRegularizer:
         return []
 
     def prepare(self, model: nn.Module, example: Tensor) -> SparsityRegularizer:
-        """Itself: nothing to resolve."""
+        """Itself: nothing to resolve.
+
+        Args:
+            model: the model to be trained (not read).
+            example: an example batch (not read).
+
+        Returns:
+            This regularizer.
+        """
         return self
 
     def term(self, inputs: RegularizerInputs) -> Tensor:
-        """The penalty on the step's model (the bare module inside any wrapper)."""
+        """The penalty on the step's model (the bare module inside any wrapper).
+
+        Args:
+            inputs: the training step's inputs; only ``inputs.module`` is read.
+
+        Returns:
+            ``self(inputs.module)``: the weighted penalty, a differentiable 0-d tensor.
+        """
         return self(inputs.module)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able settings: lasso, group_lasso."""
+        """JSON-able settings: lasso, group_lasso.
+
+        Returns:
+            ``{"lasso": λ₁, "group_lasso": λ_g}``.
+        """
         return {"lasso": self.lasso, "group_lasso": self.group_lasso}
 
     def __repr__(self) -> str:
@@ -251,6 +291,14 @@ def apply_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
     A layer's previous mask, if any, is replaced. Layers not in ``masks`` are left as they are.
     Keep the zeros through training with :func:`enforce_masks_after_steps` (or call
     :func:`enforce_masks` after each optimizer step). Returns ``model``.
+
+    Args:
+        model: the model, pruned in place (the masks are copied onto the weights' devices).
+        masks: a non-empty ``{layer name: bool mask}`` (True = kept) for conv/linear layers,
+            each mask shaped like the layer's weight, e.g. from :func:`magnitude_masks`.
+
+    Returns:
+        ``model`` itself.
     """
     if not isinstance(masks, Mapping) or not masks:
         raise InputError("masks must be a non-empty mapping {layer name: bool tensor}")
@@ -276,7 +324,14 @@ def apply_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
 
 
 def masked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of the layers carrying a ``weight_mask`` buffer."""
+    """``(name, module)`` of the layers carrying a ``weight_mask`` buffer.
+
+    Args:
+        model: the model to search.
+
+    Returns:
+        ``(name, module)`` pairs in ``named_modules()`` order (empty for an unpruned model).
+    """
     return [
         (name, m)
         for name, m in model.named_modules()
@@ -285,7 +340,11 @@ def masked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def enforce_masks(model: nn.Module) -> None:
-    """Re-zero every masked weight (call after each optimizer step; a no-op without masks)."""
+    """Re-zero every masked weight (call after each optimizer step; a no-op without masks).
+
+    Args:
+        model: the model whose masked weights are zeroed in place (without gradient).
+    """
     with torch.no_grad():
         for _, module in masked_layers(model):
             mask = getattr(module, MASK_BUFFER)
@@ -299,6 +358,14 @@ def enforce_masks_after_steps(
 
     Attach it again to a new optimizer (e.g. after loading a checkpoint); the masks themselves
     live in the model.
+
+    Args:
+        optimizer: the optimizer that updates the model's weights.
+        model: the model whose masks are enforced after each step (read at every step, so
+            masks applied later are enforced too).
+
+    Returns:
+        The hook's handle; ``handle.remove()`` detaches it.
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise InputError(
@@ -316,6 +383,15 @@ def add_mask_buffers(model: nn.Module, state_keys: Iterable[str]) -> list[str]:
 
     The checkpoint transform ``"masks"``: it gives a freshly built model the buffers a saved state
     dict holds, so ``load_state_dict`` can fill them. Returns the layer names given a buffer.
+
+    Args:
+        model: the freshly built model, given the buffers in place.
+        state_keys: the keys of the saved state dict; a ``<layer>.weight_mask`` key must name
+            a conv/linear layer of ``model`` (else ConfigError).
+
+    Returns:
+        The names of the layers given a buffer, in the order of ``state_keys`` (``""`` for the
+        root module).
     """
     suffix = "." + MASK_BUFFER
     named = dict(model.named_modules())
@@ -339,8 +415,12 @@ def add_mask_buffers(model: nn.Module, state_keys: Iterable[str]) -> list[str]:
 def sparsity_report(model: nn.Module) -> dict[str, Any]:
     """Zeros actually present in the conv/linear weights (``weight == 0``), per layer and overall.
 
-    Returns ``{"layers": {name: {"zeros", "total", "sparsity"}}, "zeros", "total", "sparsity"}``
-    (JSON-able; ``sparsity`` = zeros / total).
+    Args:
+        model: the model; ConfigError when it has no conv/linear layer.
+
+    Returns:
+        ``{"layers": {name: {"zeros", "total", "sparsity"}}, "zeros", "total", "sparsity"}``
+        (JSON-able; ``sparsity`` = zeros / total).
     """
     layers: dict[str, dict[str, Any]] = {}
     zeros_all = total_all = 0

@@ -120,12 +120,27 @@ class ExperimentConfig(_Strict):
     protocol: str | None = None
 
     def protocol_names(self) -> list[str]:
-        """The protocols this experiment knows (the default one always)."""
+        """The protocols this experiment knows (the default one always).
+
+        Returns:
+            ``default_protocol`` first, then the names of ``protocols``, each once.
+        """
         return list(dict.fromkeys([self.default_protocol, *self.protocols]))
 
     def under(self, protocol: str | None = None) -> ExperimentConfig:
         """This experiment under ``protocol`` (default: ``default_protocol``): its overrides
-        applied, ``protocol`` set; ConfigError (one line, the known names) if unknown."""
+        applied, ``protocol`` set; ConfigError (one line, the known names) if unknown.
+
+        Args:
+            protocol: a name of :meth:`protocol_names`; None or empty: ``default_protocol``.
+
+        Returns:
+            A copy of the config with ``protocol`` set and, where the protocol has an entry in
+            ``protocols``, its data options, model arguments, training settings, per-method
+            settings and LSA data options merged over the top level's, its LSA attack and
+            perturbations in place of the top level's where it gives them, and its expected
+            runtimes in the profiles; this config itself is unchanged.
+        """
         name = protocol or self.default_protocol
         if name not in self.protocol_names():
             raise ConfigError(
@@ -177,6 +192,17 @@ def row_specs(config: ExperimentConfig, profile: str | None = None) -> list[RowS
     """The rows of the table: Normal, the bases, then each base with each LR proposal.
 
     A profile may narrow the base methods and proposals (the demo runs one base and the MVL).
+    ConfigError for an unknown base method or a ``rows`` entry that is not a derived row.
+
+    Args:
+        config: the experiment.
+        profile: a profile name whose ``base_methods``/``proposals`` narrow the table (then the
+            config's ``rows`` subset is not applied); None, or a name the config has no profile
+            of: the whole table.
+
+    Returns:
+        The rows, in table order, restricted to ``config.rows`` (in its order) when it is given
+        and the profile does not narrow.
     """
     prof = config.profiles.get(profile) if profile is not None else None
     base_methods = (prof.base_methods if prof else None) or config.base_methods
@@ -218,7 +244,11 @@ def _read_yaml(kind: str, filename: str) -> Any:
 
 
 def experiment_names() -> list[str]:
-    """Names of the packaged experiments."""
+    """Names of the packaged experiments.
+
+    Returns:
+        The names of the ``configs/*.yaml`` files, sorted.
+    """
     folder = resources.files("lsakit.experiments").joinpath("configs")
     return sorted(
         p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
@@ -226,7 +256,17 @@ def experiment_names() -> list[str]:
 
 
 def load_experiment(name: str) -> ExperimentConfig:
-    """The packaged experiment ``name`` (``moon``, ``mnist``, ``cifar10-vgg``, ``cifar10-wrn``)."""
+    """The packaged experiment ``name`` (``moon``, ``mnist``, ``cifar10-vgg``, ``cifar10-wrn``).
+
+    ConfigError for an unknown name or an invalid file, naming the first invalid field.
+
+    Args:
+        name: a name of :func:`experiment_names`.
+
+    Returns:
+        The validated config, its top level as written (no protocol applied: see
+        :meth:`ExperimentConfig.under`).
+    """
     if name not in experiment_names():
         raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
     try:
@@ -238,7 +278,16 @@ def load_experiment(name: str) -> ExperimentConfig:
 
 
 def load_table(filename: str) -> tuple[list[float], dict[str, PublishedRow]]:
-    """The published table: the ε grid as printed and the rows by name."""
+    """The published table: the ε grid as printed and the rows by name.
+
+    Args:
+        filename: a file in the packaged ``tables/`` folder (an experiment's ``table``, e.g.
+            ``moon.yaml``); ConfigError if there is none.
+
+    Returns:
+        ``(eps, rows)``: the paper's ε values, in the paper's units, and each row's FGSM
+        accuracies and R&G score by row name.
+    """
     data = _read_yaml("tables", filename)
     rows = {name: PublishedRow.model_validate(row) for name, row in data["rows"].items()}
     return [float(e) for e in data["eps"]], rows

@@ -53,7 +53,8 @@ class ReproductionRun(FrozenModel):
 
 
 class ReproductionSpec(RunSpec):
-    """One (row, seed) of a paper's table: training, the FGSM sweep, the LSA of the trained model."""
+    """One (row, seed) of a paper's table: training, the FGSM sweep, the LSA of the trained
+    model."""
 
     kind: ClassVar[str] = "reproduction"
 
@@ -65,6 +66,16 @@ class ReproductionSpec(RunSpec):
     lsa_limit: int | None
 
     def execute(self, context: RunContext) -> RunOutcome:
+        """Train the run, then evaluate the FGSM sweep and R&G on the test split and the LSA
+        under :attr:`lsa_attack`, on the evaluated checkpoint.
+
+        Args:
+            context: where and how it runs (directory, data directory, device, tracking).
+
+        Returns:
+            The :class:`ReproductionRun` (FGSM accuracies in %, R&G, per-layer relative
+            errors, seconds, layers regularized) and its final metrics to track.
+        """
         started = time.perf_counter()
         trained = self.train_and_pick(context)
         config, model = trained.config, trained.model
@@ -100,6 +111,14 @@ class ReproductionSpec(RunSpec):
         )  # fmt: skip
 
     def summary(self, result: Mapping[str, Any]) -> str:
+        """The progress line of a finished run.
+
+        Args:
+            result: the record's ``result``: a :class:`ReproductionRun` as JSON.
+
+        Returns:
+            ``R&G <score> (<seconds> s)``.
+        """
         run = result["run"]
         return f"R&G {run['rg']:.2f} ({run['seconds']:.0f} s)"
 
@@ -152,10 +171,27 @@ def run_experiment(
     The runs go to ``executor`` (default: ``jobs`` local processes, one torch thread each).
 
     ``log_to`` (or ``log_to`` in the experiment's training settings) tracks each (row, seed) run
-    in TensorBoard / MLflow: MLflow experiment ``name`` in the store ``out_dir/mlruns`` (unless
+    in TensorBoard / MLflow: MLflow experiment ``name`` in the store ``out_dir/mlflow.db`` (unless
     ``MLFLOW_TRACKING_URI`` / ``MLFLOW_EXPERIMENT_NAME`` say otherwise), run ``ROW/seed-S``, with
     the training metrics, the final FGSM sweep, R&G and relative errors, checkpoint and run.json.
     Runs reused from an earlier call are not tracked again.
+
+    Args:
+        name: a packaged experiment (:func:`~lsakit.experiments.config.experiment_names`).
+        profile: one of the experiment's profiles (``smoke``, ``quick``, ``full``, …).
+        out_dir: the output folder: ``runs/ROW/seed-S`` per run, ``results.json``.
+        seeds: the seeds to run (None: the profile's).
+        jobs: local worker processes (one torch thread each); give ``jobs`` or ``executor``.
+        executor: where the runs execute (None: ``jobs`` local processes).
+        data_dir: where the data sets are looked for (None: the default data directory).
+        device: the device each run trains and evaluates on (``auto``, ``cpu``, ``cuda``, …).
+        log: where progress lines go, with progress bars; None: nowhere.
+        log_to: tracking backends (``tensorboard``, ``mlflow``); None: the training settings'.
+        protocol: a protocol of the experiment (None: its ``default_protocol``).
+
+    Returns:
+        The result, also written to ``out_dir/results.json``: every row's runs, the normal
+        model's LSA curves and MVL, the settings and the published table.
     """
     require_tracking(log_to or [])
     if executor is not None and jobs != 1:
@@ -189,7 +225,7 @@ def run_experiment(
             test_limit=prof.test_limit, lsa_limit=prof.lsa_limit,
         )  # fmt: skip
         tracking = TrackingSetup(
-            experiment=name, run_name=f"{row.name}/seed-{seed}", store=out / "mlruns",
+            experiment=name, run_name=f"{row.name}/seed-{seed}", store=out,
             tags={"lsakit.experiment": name, "lsakit.profile": profile,
                   "lsakit.protocol": chosen, "lsakit.row": row.name,
                   "lsakit.seed": str(seed)},

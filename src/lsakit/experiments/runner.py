@@ -116,14 +116,39 @@ class RunSpec(FrozenModel, ABC):
 
     @abstractmethod
     def execute(self, context: RunContext) -> RunOutcome:
-        """Train and evaluate the run in ``context.run_dir`` (in this or a worker process)."""
+        """Train and evaluate the run in ``context.run_dir`` (in this or a worker process).
+
+        Args:
+            context: where and how it runs (directory, data directory, device, tracking).
+
+        Returns:
+            Its result (written into ``run.json``) and what is tracked of it.
+        """
 
     @abstractmethod
     def summary(self, result: Mapping[str, Any]) -> str:
-        """The progress line's numbers of a finished run (its record's ``result``)."""
+        """The progress line's numbers of a finished run (its record's ``result``).
+
+        Args:
+            result: the ``result`` of the run's record, as JSON.
+
+        Returns:
+            A short line, logged after ``ROW seed S:``.
+        """
 
     def train_and_pick(self, context: RunContext) -> Trained:
-        """Train this run (replacing whatever is in its directory) and load the evaluated model."""
+        """Train this run (replacing whatever is in its directory) and load the evaluated model.
+
+        Args:
+            context: the run directory, data directory, device and tracking of the run; its
+                ``log_to`` replaces the training config's.
+
+        Returns:
+            The training config, the model of :attr:`evaluated_checkpoint` (``last``: the
+            trained model in eval mode; ``best``: ``best.safetensors`` loaded on the CPU, or
+            the last where the run kept none), its checkpoint file, the last epoch (0 without
+            metrics) and the regularized layers.
+        """
         config = validate_config(self.train, source=f"row {self.row}")
         if context.log_to:
             config = config.with_overrides(log_to=list(context.log_to))
@@ -253,6 +278,17 @@ def run_grid(
 
     Raises :class:`GridError` at the end if a run failed (the others are kept and reused next
     time). ``log``: a line per finished run and per failure, and a progress bar.
+
+    Args:
+        runs: the grid's (row, seed) runs, each after the runs it needs (ValueError otherwise,
+            or for a (row, seed) given twice).
+        executor: where the runs execute (local processes, a Ray cluster).
+        out_dir: the grid's output folder, given to the executor.
+        data_dir: the data directory, given to the executor (None: the default).
+        log: where the lines go; None: nowhere, and no progress bar.
+
+    Returns:
+        ``{(row, seed): Finished}`` of every run: its record and whether it was reused.
     """
     mode = numerics.current()
     specs: dict[Key, RunSpec] = {}
@@ -321,7 +357,14 @@ class Reuse:
 
 
 class GridError(LsakitError):
-    """A run of a grid failed; the runs that finished are kept and reused on the next try."""
+    """A run of a grid failed; the runs that finished are kept and reused on the next try.
+
+    Args:
+        message: one line: the first failed run and its reason, how many others failed or were
+            skipped, and where the finished runs are kept.
+        failed: ``((row, seed), reason)`` of every run that failed, in grid order (kept as
+            ``failed``).
+    """
 
     def __init__(self, message: str, failed: list[tuple[Key, str]]) -> None:
         super().__init__(message)

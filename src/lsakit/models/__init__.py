@@ -161,7 +161,11 @@ _REGISTRY: Registry[_Entry] = Registry(
 
 
 def names() -> list[str]:
-    """Registered model names, the paper's models A-D first."""
+    """Registered model names, the paper's models A-D first.
+
+    Returns:
+        The registry names, in registration order (specs such as ``timm:NAME`` are not listed).
+    """
     return _REGISTRY.names()
 
 
@@ -179,7 +183,15 @@ def _default_kwargs(builder: Callable[..., nn.Module]) -> dict[str, Any]:
 
 
 def info(name: str) -> ModelInfo:
-    """Describe the registered model ``name``; ConfigError (with the closest name) if unknown."""
+    """Describe the registered model ``name``; ConfigError (with the closest name) if unknown.
+
+    Args:
+        name: a registry name (see :func:`names`); specs with ``:`` are not registered models.
+
+    Returns:
+        Its description, input shape, default number of classes and every keyword argument
+        :func:`build` accepts with its default (a fresh dict on each call).
+    """
     entry = _entry(name)
     defaults = _default_kwargs(entry.builder)
     return ModelInfo(
@@ -198,6 +210,14 @@ def resolve_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     the closest accepted one. Values are checked by the model itself when it is built. For a
     model outside the registry (a spec with ``:``) the arguments are returned as given: its
     builder checks them.
+
+    Args:
+        name: a registry name or any model spec of :mod:`lsakit.models.sources`.
+        kwargs: the keyword arguments given for the build (not modified).
+
+    Returns:
+        A new dict: the registry model's defaults overridden by ``kwargs``, or a copy of
+        ``kwargs`` for a model outside the registry.
     """
     if parse_spec(name).kind != "registry":
         return dict(kwargs)
@@ -215,7 +235,16 @@ def resolve_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def portable_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`resolve_kwargs`, made self-contained for a checkpoint: an argument that points to a
     file (the genotype of ``genotype_net``, the config of an ``hf:`` model) is replaced by the
-    file's content."""
+    file's content.
+
+    Args:
+        name: a registry name or any model spec (resolved, so a module or file spec is imported).
+        kwargs: the keyword arguments the model is built with.
+
+    Returns:
+        The arguments a checkpoint stores to rebuild the same architecture (for a registry
+        model: complete, defaults filled in).
+    """
     return resolve(name, kwargs).portable(dict(kwargs))
 
 
@@ -264,6 +293,14 @@ def resolve(spec: str, kwargs: Mapping[str, Any] | None = None) -> ModelSource:
 
     Every failure is one ConfigError line (an unknown name with the closest one, a missing
     package with what to install). A module or file spec is imported here: that runs its code.
+
+    Args:
+        spec: a registry name or any spec of :mod:`lsakit.models.sources`.
+        kwargs: the arguments the model will be built with, checked where possible; None:
+            not known yet, nothing checked.
+
+    Returns:
+        The :class:`ModelSource` that loads the model and records its arguments.
     """
     parsed = parse_spec(spec)
     if parsed.kind == "registry":
@@ -286,6 +323,15 @@ def load(spec: str, **kwargs: Any) -> Loaded:
     the data transform for a data set's images, the class names of the weights and where the
     weights came from (:class:`~lsakit.models.pretrained.Loaded`).
 
+    Args:
+        spec: a registry name or any spec of :mod:`lsakit.models.sources`.
+        kwargs: the model arguments (a registry model's keyword arguments, the ecosystem's own
+            for the others, e.g. ``weights``, ``pretrained``, ``num_classes``).
+
+    Returns:
+        The :class:`~lsakit.models.pretrained.Loaded` model with its preprocessing, labels and
+        provenance (None where there are none).
+
     Example:
         >>> loaded = load("torchvision:resnet18", weights="DEFAULT")  # doctest: +SKIP
         >>> loaded.preprocessing.describe(), loaded.labels[:2]  # doctest: +SKIP
@@ -297,6 +343,14 @@ def load(spec: str, **kwargs: Any) -> Loaded:
 def build(name: str, **kwargs: Any) -> nn.Module:
     """The model of :func:`load` alone: ``load(name, **kwargs).model``.
 
+    Args:
+        name: a registry name or any spec of :mod:`lsakit.models.sources`.
+        kwargs: the model arguments, as for :func:`load`.
+
+    Returns:
+        The model, taking inputs in [0, 1], in training mode, on the CPU (or the active device
+        context).
+
     Example:
         >>> model = build("wrn", depth=16, widen_factor=2)
     """
@@ -304,5 +358,13 @@ def build(name: str, **kwargs: Any) -> nn.Module:
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of scalar parameters; a parameter shared by several layers counts once."""
+    """Number of scalar parameters; a parameter shared by several layers counts once.
+
+    Args:
+        model: the module whose parameters are counted (buffers are not).
+        trainable_only: count only the parameters with ``requires_grad``.
+
+    Returns:
+        The number of scalar parameter entries.
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -50,6 +50,11 @@ class HFClassifier(nn.Module):
     / ``input_values``); a sequence classifier gets float ``x`` (N, L, hidden) as
     ``inputs_embeds`` (attacks then work in embedding space; declare an unbounded domain) and
     integer ``x`` as ``input_ids``. The transformers model is ``self.model``.
+
+    Args:
+        model: the transformers classification model (an ``AutoModelFor…Classification``).
+        task: ``image-classification``, ``sequence-classification`` or
+            ``audio-classification`` (ConfigError otherwise).
     """
 
     def __init__(self, model: nn.Module, task: str) -> None:
@@ -60,6 +65,16 @@ class HFClassifier(nn.Module):
         self.task = task
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the transformers model on one tensor and take the logits from its output.
+
+        Args:
+            x: the batch: ``pixel_values`` / ``input_values`` of an image or audio classifier;
+                for a sequence classifier, float ``inputs_embeds`` ``(N, L, hidden)`` or integer
+                ``input_ids`` ``(N, L)``.
+
+        Returns:
+            The logits, ``(N, num_labels)``.
+        """
         if self.task == "sequence-classification":
             if x.is_floating_point():
                 output = self.model(inputs_embeds=x)

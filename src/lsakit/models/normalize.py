@@ -30,6 +30,11 @@ class Normalize(nn.Module):
     ``mean`` and ``std`` are persistent buffers, not parameters: they move with ``.to(device)``,
     follow ``.half()``, are saved in the ``state_dict`` (so a checkpoint records them), and an
     optimizer never updates them.
+
+    Args:
+        mean: one mean per channel, finite.
+        std: one standard deviation per channel, finite and > 0, as many as ``mean``
+            (ConfigError otherwise).
     """
 
     mean: torch.Tensor
@@ -58,9 +63,22 @@ class Normalize(nn.Module):
         return int(self.mean.numel())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize a batch; InputError unless dimension 1 has :attr:`num_channels` entries.
+
+        Args:
+            x: the batch ``(N, C, ...)``, in [0, 1] for lsakit's models.
+
+        Returns:
+            ``(x - mean) / std`` per channel, shaped like ``x``.
+        """
         return normalized(x, self.mean, self.std)
 
     def extra_repr(self) -> str:
+        """The constants, shown in the module's ``repr``.
+
+        Returns:
+            ``mean=(…), std=(…)``, each value to 4 significant digits.
+        """
         mean = ", ".join(f"{m:.4g}" for m in self.mean.tolist())
         std = ", ".join(f"{s:.4g}" for s in self.std.tolist())
         return f"mean=({mean}), std=({std})"

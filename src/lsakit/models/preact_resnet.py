@@ -50,7 +50,13 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    """PreAct ResNet for 3×32×32 inputs in [0, 1]: four stages of widths 64, 128, 256, 512."""
+    """PreAct ResNet for 3×32×32 inputs in [0, 1]: four stages of widths 64, 128, 256, 512.
+
+    Args:
+        blocks_per_stage: the number of blocks of each of the four stages, integers ≥ 1
+            (``(2, 2, 2, 2)``: ResNet-18).
+        num_classes: number of logits, an integer ≥ 1.
+    """
 
     def __init__(self, blocks_per_stage: tuple[int, int, int, int], *, num_classes: int = 10):
         super().__init__()
@@ -74,6 +80,15 @@ class PreActResNet(nn.Module):
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify a batch.
+
+        Args:
+            x: images ``(N, 3, H, W)`` in [0, 1], 32×32 for CIFAR-10 (CIFAR-10 normalization is
+                applied here).
+
+        Returns:
+            The logits, ``(N, num_classes)``.
+        """
         out = self.conv1(self.normalize(x))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = self.flatten(self.pool(self.relu(self.bn(out))))

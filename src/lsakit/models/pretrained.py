@@ -89,6 +89,14 @@ class Preprocessing:
         Resizing is torchvision's (``resize`` on tensors, antialiased as torchvision's own
         transforms are), then the center crop; bicubic results are clamped back into [0, 1]
         (lsakit's pixel domain), which the ecosystems' float pipelines do not do.
+
+        Args:
+            x: a batch ``(N, C, H, W)`` in [0, 1]; a tensor of any other dimension is returned
+                as it is.
+
+        Returns:
+            The batch at the model's input size and channels (``x`` itself when
+            :attr:`identity`), in [0, 1].
         """
         if self.identity or x.dim() != 4:
             return x
@@ -104,10 +112,25 @@ class Preprocessing:
 
     # -- records -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
+        """The record that results and checkpoints store (:meth:`from_json` reads it back).
+
+        Returns:
+            Every field by name, tuples as lists (JSON-able).
+        """
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: object) -> Preprocessing:
+        """Read a record of :meth:`to_json` back; ConfigError for a non-dict, an unknown field
+        or a value the class refuses (interpolation, resize, crop, a mean without std).
+
+        Args:
+            data: a dict of field names to values (lists are read as tuples); fields left
+                out take their defaults.
+
+        Returns:
+            The preprocessing it records.
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"preprocessing must be a mapping, got {data!r}")
         known = set(cls.__dataclass_fields__)
@@ -122,7 +145,12 @@ class Preprocessing:
         return cls(**values)
 
     def describe(self) -> str:
-        """One line: the transform, then the normalization inside the model."""
+        """One line: the transform, then the normalization inside the model.
+
+        Returns:
+            E.g. ``resize shorter side 256 (bilinear), center crop 224×224, pixels in [0, 1],
+            normalize mean (…) std (…) inside the model``.
+        """
         parts = []
         if self.channels == 3:
             parts.append("grey → RGB")
@@ -212,6 +240,14 @@ def add_input_normalization(
 
     Refuses (ConfigError) a model that already normalizes its input: a second normalization would
     silently shift every ε.
+
+    Args:
+        model: the network, taking normalized inputs; changed in place.
+        mean: one mean per input channel, in [0, 1] pixel units.
+        std: one standard deviation per input channel, > 0, as many as ``mean``.
+
+    Returns:
+        ``model`` itself, now taking [0, 1] pixels.
     """
     if normalizes_its_input(model):
         raise ConfigError(
@@ -248,9 +284,20 @@ class Provenance:
     details: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The record that results and checkpoints store.
+
+        Returns:
+            The fields by name, those that are None, empty text or empty ``details`` left out.
+        """
         return {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
 
     def describe(self) -> str:
+        """One line for logs and reports.
+
+        Returns:
+            ``SOURCE NAME``, then the revision and the sha256 (their first 12 characters) where
+            known.
+        """
         parts = [f"{self.source} {self.name}"]
         if self.revision:
             parts.append(f"revision {self.revision[:12]}")

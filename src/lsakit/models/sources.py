@@ -97,7 +97,14 @@ def _is_module_path(text: str) -> bool:
 
 
 def parse_spec(spec: object) -> ModelSpec:
-    """Parse a model spec (see the module docstring); ConfigError for a malformed one."""
+    """Parse a model spec (see the module docstring); ConfigError for a malformed one.
+
+    Args:
+        spec: the ``--model`` value (anything but a non-empty string raises ConfigError).
+
+    Returns:
+        The parsed spec, stripped of surrounding spaces; nothing is imported or checked to exist.
+    """
     if not isinstance(spec, str):
         raise ConfigError(f"a model name must be a string, got {spec!r}; use {_SPEC_FORMS}")
     text = spec.strip()
@@ -141,6 +148,27 @@ def ecosystem(spec: ModelSpec) -> ModuleType:
 # ----------------------------------------------------------------------------------- the sources
 
 
+def _check_nothing(kwargs: dict[str, Any]) -> None:
+    """The default ``check`` of a :class:`ModelSource`: nothing is known up front, every
+    argument is left to the builder.
+
+    Args:
+        kwargs: the model arguments (not looked at).
+    """
+
+
+def _never_pretrained(kwargs: Mapping[str, Any]) -> bool:
+    """The default ``pretrained`` of a :class:`ModelSource`: no argument loads pretrained weights.
+
+    Args:
+        kwargs: the model arguments (not looked at).
+
+    Returns:
+        False.
+    """
+    return False
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """A resolved model spec: how to load it and how to record its arguments.
@@ -158,10 +186,18 @@ class ModelSource:
     spec: ModelSpec
     loader: Callable[[dict[str, Any]], Loaded]
     portable: Callable[[dict[str, Any]], dict[str, Any]]
-    check: Callable[[dict[str, Any]], object] = lambda kwargs: None
-    pretrained: Callable[[Mapping[str, Any]], bool] = lambda kwargs: False
+    check: Callable[[dict[str, Any]], object] = _check_nothing
+    pretrained: Callable[[Mapping[str, Any]], bool] = _never_pretrained
 
     def load(self, kwargs: Mapping[str, Any]) -> Loaded:
+        """Load the model with these arguments; ConfigError if the loader built no nn.Module.
+
+        Args:
+            kwargs: the model arguments (copied before the loader sees them).
+
+        Returns:
+            The model with its preprocessing, labels and provenance.
+        """
         loaded = self.loader(dict(kwargs))
         if not isinstance(loaded.model, nn.Module):
             raise ConfigError(
@@ -171,6 +207,14 @@ class ModelSource:
         return loaded
 
     def build(self, kwargs: Mapping[str, Any]) -> nn.Module:
+        """The model of :meth:`load` alone.
+
+        Args:
+            kwargs: the model arguments.
+
+        Returns:
+            ``self.load(kwargs).model``.
+        """
         return self.load(kwargs).model
 
 

@@ -48,6 +48,12 @@ class VGG(nn.Module):
     """CIFAR VGG: ``Normalize → features → flatten → classifier`` for 3×32×32 inputs in [0, 1].
 
     Five 2×2 pools bring 32×32 down to 1×1, so the classifier sees exactly 512 features.
+
+    Args:
+        config: output channels of each 3×3 conv block, ``"M"`` for a 2×2 max-pool (e.g.
+            :data:`VGG19_CONFIG`); its pools must bring 32×32 down to 1×1, as the classifier
+            takes the last block's channels as its features.
+        num_classes: number of logits, an integer ≥ 1.
     """
 
     def __init__(self, config: tuple[int | Literal["M"], ...], *, num_classes: int = 10) -> None:
@@ -60,6 +66,14 @@ class VGG(nn.Module):
         self.classifier = nn.Linear(int(last_channels), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify a batch.
+
+        Args:
+            x: images ``(N, 3, 32, 32)`` in [0, 1] (CIFAR-10 normalization is applied here).
+
+        Returns:
+            The logits, ``(N, num_classes)``.
+        """
         out = self.features(self.normalize(x))
         logits: torch.Tensor = self.classifier(self.flatten(out))
         return logits

@@ -107,6 +107,13 @@ class WideResNet(nn.Module):
     Channel widths are 16 → 16k → 32k → 64k across the three stages (strides 1, 2, 2).
     Initialization follows the reference: conv weights ~ N(0, 2 / (k_h·k_w·out_channels)),
     BatchNorm weight 1 and bias 0, linear bias 0 (linear weight keeps PyTorch's default).
+
+    Args:
+        depth: total depth, an integer ≥ 10 with ``(depth − 4) % 6 == 0`` (28: WRN-28).
+        widen_factor: the width multiplier ``k``, an integer ≥ 1.
+        dropout: dropout probability in [0, 1) between the two convolutions of each block
+            (0: no dropout module at all).
+        num_classes: number of logits, an integer ≥ 1.
     """
 
     def __init__(
@@ -152,6 +159,14 @@ class WideResNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify a batch.
+
+        Args:
+            x: images ``(N, 3, 32, 32)`` in [0, 1] (CIFAR-10 normalization is applied here).
+
+        Returns:
+            The logits, ``(N, num_classes)``.
+        """
         out = self.conv1(self.normalize(x))
         out = self.block3(self.block2(self.block1(out)))
         out = self.relu(self.bn1(out))

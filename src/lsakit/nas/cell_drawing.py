@@ -110,6 +110,17 @@ def plot_cell(
     Inputs c_{k−2}, c_{k−1} on the left, intermediate nodes in the middle (one colour per op on
     the edges, labelled), the concatenated output c_k on the right (dashed edges). Written
     atomically; returns the path.
+
+    Args:
+        genotype: the genotype whose cells are drawn.
+        path: the PNG file to write (parent directories are created; an existing file is
+            replaced).
+        kinds: the cell types to draw, one row each, among ``"normal"`` and ``"reduce"``
+            (default: the normal cell, and the reduce cell when the genotype has one).
+        title: an optional title above the figure.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
     """
     chosen = (
         list(kinds)

@@ -158,6 +158,16 @@ class GenotypeNetwork(CellNetwork):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Stem, cells, global average pool and classifier.
+
+        Also remembers one sample's shape for :meth:`lipschitz_bound`.
+
+        Args:
+            x: a batch ``(N, in_channels, H, W)``, in [0, 1] for the registry's data.
+
+        Returns:
+            The logits, ``(N, num_classes)``.
+        """
         # Remembered for lipschitz_bound(), whose spectral norms depend on the input size.
         self.last_input_shape: tuple[int, ...] | None = tuple(x.shape[1:])
         s0 = s1 = self.stem(x)
@@ -176,6 +186,15 @@ class GenotypeNetwork(CellNetwork):
 
         Without ``input_shape``, the shape of the inputs of the latest forward pass is used
         (the study runner calls this after evaluating the model).
+
+        Args:
+            input_shape: one sample's shape (C, H, W), C = ``in_channels``; None for the latest
+                forward's (ConfigError before any forward).
+            iters: power-iteration steps per convolution (warm-started on repeated calls).
+            pool_bound: ``"paper"`` or ``"l2"`` (see :mod:`lsakit.nas.ops`).
+
+        Returns:
+            λ_F, the bound with the current weights.
         """
         shape = input_shape if input_shape is not None else getattr(self, "last_input_shape", None)
         if shape is None:
@@ -207,6 +226,9 @@ def genotype_network(
             reduce cell, else none.
         reduce_from_normal: use the normal cell as the reduce cell
             (:meth:`Genotype.with_reduce_from_normal`) when the genotype has none.
+
+    Returns:
+        A new network with freshly initialized weights.
     """
     chosen = load_genotype(genotype)
     if reduce_from_normal and not chosen.reduce:
@@ -231,7 +253,17 @@ def measured_log_lipschitz(
     iters: int = DEFAULT_POWER_ITERS,
     pool_bound: PoolBound = DEFAULT_POOL_BOUND,
 ) -> Tensor:
-    """ln λ_F of :func:`measured_lipschitz` (float64, CPU), safe from overflow for deep nets."""
+    """ln λ_F of :func:`measured_lipschitz` (float64, CPU), safe from overflow for deep nets.
+
+    Args:
+        network: a :class:`GenotypeNetwork` or a :class:`Supernet` (else ConfigError).
+        input_shape: one sample's shape (C, H, W), C = the network's ``in_channels``.
+        iters: power-iteration steps per convolution (warm-started on repeated calls).
+        pool_bound: ``"paper"`` or ``"l2"`` (see :mod:`lsakit.nas.ops`).
+
+    Returns:
+        ln λ_F, a 0-d float64 CPU tensor without gradient.
+    """
     if isinstance(network, Supernet):
         constants: LipschitzConstants = network.lipschitz_constants(
             input_shape, iters=iters, pool_bound=pool_bound
@@ -266,5 +298,14 @@ def measured_lipschitz(
     For a :class:`GenotypeNetwork` w = 1 on every kept edge; for a :class:`Supernet` w is the
     median confidence (β·α per op). λ_o by power iteration (``iters`` steps, warm-started on
     repeated calls); ``input_shape`` is one sample's (C, H, W).
+
+    Args:
+        network: a :class:`GenotypeNetwork` or a :class:`Supernet` (else ConfigError).
+        input_shape: one sample's shape (C, H, W), C = the network's ``in_channels``.
+        iters: power-iteration steps per convolution.
+        pool_bound: ``"paper"`` or ``"l2"`` (see :mod:`lsakit.nas.ops`).
+
+    Returns:
+        λ_F, a 0-d float64 CPU tensor without gradient (exp of :func:`measured_log_lipschitz`).
     """
     return measured_log_lipschitz(network, input_shape, iters=iters, pool_bound=pool_bound).exp()

@@ -84,6 +84,10 @@ def discretize(
         use_beta: multiply an input's strength by its β confidence (PC-DARTS); else α only.
 
     Without reduction cells the genotype's ``reduce`` is empty.
+
+    Returns:
+        The genotype: per node its 2 strongest inputs (strongest first), each with its best
+        non-``none`` op, and every intermediate node concatenated as the cell output.
     """
     cells: dict[str, tuple[GenotypeEdge, ...]] = {}
     for kind in supernet.cell_types:

@@ -97,7 +97,15 @@ class Genotype:
             )
 
     def cell(self, kind: str) -> tuple[tuple[GenotypeEdge, ...], tuple[int, ...]]:
-        """(edges, concat) of ``"normal"`` or ``"reduce"``."""
+        """(edges, concat) of ``"normal"`` or ``"reduce"``.
+
+        Args:
+            kind: ``"normal"`` or ``"reduce"`` (anything else raises ConfigError).
+
+        Returns:
+            ``(edges, concat)``: the cell's (op, input) pairs, two per node, and the indices of
+            the nodes concatenated as its output (both empty for an absent reduce cell).
+        """
         if kind == "normal":
             return self.normal, self.normal_concat
         if kind == "reduce":
@@ -105,7 +113,14 @@ class Genotype:
         raise ConfigError(f"cell kind must be normal or reduce, got {kind!r}")
 
     def nodes(self, kind: str = "normal") -> int:
-        """Intermediate nodes of a cell type (two edges each)."""
+        """Intermediate nodes of a cell type (two edges each).
+
+        Args:
+            kind: ``"normal"`` or ``"reduce"``.
+
+        Returns:
+            The number of intermediate nodes (0 for an absent reduce cell).
+        """
         return len(self.cell(kind)[0]) // 2
 
     def with_reduce_from_normal(self) -> Genotype:
@@ -114,6 +129,10 @@ class Genotype:
         A search without reduction cells (the small MNIST variant) yields no reduce cell; a
         retrained network that downsamples can reuse the normal cell, its edges from the cell
         inputs then having stride 2 (an explicit choice, never made silently).
+
+        Returns:
+            A new genotype whose ``reduce`` and ``reduce_concat`` are ``normal`` and
+            ``normal_concat`` (an existing reduce cell is replaced).
         """
         return Genotype(
             normal=self.normal,
@@ -123,7 +142,12 @@ class Genotype:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: lists of [op, input] pairs and of node indices."""
+        """JSON-able: lists of [op, input] pairs and of node indices.
+
+        Returns:
+            A dict of lists: ``normal`` (``[op, input]`` pairs), ``normal_concat`` (node
+            indices), ``reduce`` and ``reduce_concat`` (both empty without a reduce cell).
+        """
         return {
             "normal": [[op, i] for op, i in self.normal],
             "normal_concat": list(self.normal_concat),
@@ -133,7 +157,15 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Genotype:
-        """Inverse of :meth:`to_dict` (``reduce`` keys optional); ConfigError on bad content."""
+        """Inverse of :meth:`to_dict` (``reduce`` keys optional); ConfigError on bad content.
+
+        Args:
+            data: a mapping with ``normal`` and ``normal_concat`` and optionally ``reduce`` and
+                ``reduce_concat``; other keys are refused.
+
+        Returns:
+            The checked genotype.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"a genotype must be a mapping, got {type(data).__name__}")
         unknown = sorted(set(data) - {"normal", "normal_concat", "reduce", "reduce_concat"})
@@ -150,12 +182,24 @@ class Genotype:
         )
 
     def to_json(self) -> str:
-        """The genotype as a JSON string (:meth:`to_dict`)."""
+        """The genotype as a JSON string (:meth:`to_dict`).
+
+        Returns:
+            One line of JSON text.
+        """
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> Genotype:
-        """Parse :meth:`to_json` output."""
+        """Parse :meth:`to_json` output.
+
+        Args:
+            text: JSON text of a genotype's dict (ConfigError when it is not valid JSON or not a
+                valid genotype).
+
+        Returns:
+            The checked genotype.
+        """
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -206,6 +250,13 @@ def load_genotype(spec: str | Genotype) -> Genotype:
 
     A JSON file may hold the genotype itself or a search result (its ``"genotype"`` key), so
     ``result.json`` written from :meth:`~lsakit.nas.search.SearchResult.to_dict` works as is.
+
+    Args:
+        spec: a :class:`Genotype` (returned as is), a name in :data:`NAMED_GENOTYPES`, JSON text
+            (starting with ``{``) or the path of a JSON file.
+
+    Returns:
+        The checked genotype; ConfigError when ``spec`` is none of these or not valid.
     """
     if isinstance(spec, Genotype):
         return spec

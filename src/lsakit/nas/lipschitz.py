@@ -199,7 +199,17 @@ def power_iteration_conv_vector(
 def power_iteration_linear(
     weight: Tensor, iters: int = DEFAULT_POWER_ITERS, *, init: Tensor | None = None
 ) -> Tensor:
-    """Spectral norm ‖W‖₂ of a dense (``nn.Linear``) weight (out, in) by power iteration."""
+    """Spectral norm ‖W‖₂ of a dense (``nn.Linear``) weight (out, in) by power iteration.
+
+    Args:
+        weight: the matrix (out, in).
+        iters: power-iteration steps (≥ 1).
+        init: optional non-zero starting vector (in,), on the weight's device and dtype
+            (default: a fixed-seed random vector, so the estimate is reproducible).
+
+    Returns:
+        A 0-d tensor (weight's dtype and device), a lower estimate converging to ‖W‖₂.
+    """
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise InputError(f"weight must be a 2-d matrix (out, in), got {shape}")
@@ -235,12 +245,21 @@ def power_iteration_operator(
 def batchnorm_factor(
     bn: nn.modules.batchnorm._BatchNorm, *, channels: slice | None = None
 ) -> Tensor:
-    """Lipschitz constant of a BatchNorm layer in eval mode: max_c |γ_c| / √(running_var_c + ε).
+    """Lipschitz constant of a BatchNorm layer in eval mode:
+    ``max_c |γ_c| / √(running_var_c + ε)``.
 
     In eval mode BN is the per-channel affine map x ↦ γ (x − mean)/√(var + ε) + b, a diagonal
-    operator whose norm is its largest |diagonal entry|. γ = 1 without affine parameters. The
+    operator whose norm is its largest absolute diagonal entry. γ = 1 without affine parameters. The
     running statistics are used (the training-mode map depends on the batch, it has no fixed
     constant). ``channels`` restricts the maximum to a slice of the channels.
+
+    Args:
+        bn: a BatchNorm layer with running statistics (``track_running_stats=True``, else
+            InputError).
+        channels: the channels to take the maximum over (default: all).
+
+    Returns:
+        The factor, a 0-d tensor on the layer's device, without gradient.
     """
     var = bn.running_var
     if var is None:
@@ -261,7 +280,17 @@ def batchnorm_factor(
 
 
 def lognormal_product(m: Tensor, s: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
-    """Product of independent log-normals LN(mᵢ, sᵢ²) along ``dim``: LN(Σ mᵢ, Σ sᵢ²) (exact)."""
+    """Product of independent log-normals LN(mᵢ, sᵢ²) along ``dim``: LN(Σ mᵢ, Σ sᵢ²) (exact).
+
+    Args:
+        m: the factors' log-means.
+        s: the factors' log-standard deviations, shaped like ``m``.
+        dim: the dimension along which the factors are multiplied.
+
+    Returns:
+        ``(Σ mᵢ, √(Σ sᵢ²))``, the product's log-mean and log-standard deviation, with ``dim``
+        reduced; differentiable.
+    """
     return m.sum(dim), s.square().sum(dim).sqrt()
 
 
@@ -285,6 +314,11 @@ def fenton_wilkinson(m: Tensor, s: Tensor, dim: int = -1) -> tuple[Tensor, Tenso
     Computed in log space (logsumexp), so very large or small terms neither overflow nor
     underflow. An exactly-zero term is given as m = :data:`ZERO_LOG` (−∞ is clamped to it).
     Differentiable in ``m`` and ``s``.
+
+    Args:
+        m: the terms' log-means mᵢ.
+        s: the terms' log-standard deviations sᵢ, the same shape as ``m`` (else InputError).
+        dim: the dimension along which the terms are summed.
 
     Returns:
         ``(m_S, s_S)`` with ``dim`` reduced.
@@ -389,6 +423,10 @@ def network_lognormal(
     Within a cell the nodes are independent (disjoint edges). Node j of cells sharing a ``group``
     uses the same samples, so those factors are combined as perfectly correlated (log-stds add);
     everything else multiplies as independent log-normals (log-variances add).
+
+    Returns:
+        ``(mu_f, sigma_f)``: two 0-d tensors, differentiable in the cells' log-means and
+        log-standard deviations.
     """
     if not cells:
         raise InputError("network_lognormal needs at least one cell")
@@ -426,6 +464,15 @@ def constraint(mu_f: Tensor, sigma_f: Tensor, lam_bar: Tensor | float, eta: floa
 
     Differentiable in ``mu_f`` and ``sigma_f``. ``lam_bar`` must be > 0; ``eta`` in (0, 1)
     (the paper uses 0.9).
+
+    Args:
+        mu_f: μ_F, the log-mean of the network's Lipschitz bound.
+        sigma_f: σ_F ≥ 0, its log-standard deviation.
+        lam_bar: λ̄_F, the bound's target, a finite number > 0 (not its log); else InputError.
+        eta: η ∈ (0, 1), the probability with which λ_F must stay below λ̄_F.
+
+    Returns:
+        g (0-d for 0-d inputs; ``mu_f``'s dtype and device): ≤ 0 when the constraint holds.
     """
     bound = torch.as_tensor(lam_bar, dtype=mu_f.dtype, device=mu_f.device)
     if not bool(torch.all(bound > 0)) or not bool(torch.all(torch.isfinite(bound))):

@@ -43,7 +43,14 @@ DEFAULT_STEM_MULTIPLIER = 3
 
 
 def darts_reductions(cells: int) -> tuple[int, ...]:
-    """DARTS's reduction-cell positions ``cells // 3`` and ``2 · cells // 3``; none below 3 cells."""
+    """DARTS's reduction-cell positions ``cells // 3`` and ``2 · cells // 3``; none below 3 cells.
+
+    Args:
+        cells: the number of cells (≥ 1).
+
+    Returns:
+        The reduction cells' indices, ascending (empty for fewer than 3 cells).
+    """
     cells = positive_int(cells, "cells")
     return tuple(sorted({cells // 3, 2 * cells // 3})) if cells >= 3 else ()
 

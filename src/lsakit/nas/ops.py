@@ -551,6 +551,10 @@ def build_op(
         affine: BN with learnable γ, β (the discrete network) or without (the supernet, as DARTS).
         pool_bn: append a BN without affine parameters to the poolings (DARTS's MixedOp does, so
             the pooled branch has the scale of the others).
+
+    Returns:
+        A new :class:`LipschitzOp` mapping ``(N, channels, H, W)`` to ``(N, channels, H, W)``
+        at stride 1 and to ``(N, channels, ⌈H/2⌉, ⌈W/2⌉)`` at stride 2.
     """
     choice(name, "op", OP_NAMES)
     channels = positive_int(channels, "channels")
@@ -566,7 +570,21 @@ def lipschitz(
     iters: int = DEFAULT_POWER_ITERS,
     pool_bound: PoolBound = DEFAULT_POOL_BOUND,
 ) -> Tensor:
-    """λ_o of an op (or any chain :func:`module_lipschitz` knows) on inputs of size (H, W)."""
+    """λ_o of an op (or any chain :func:`module_lipschitz` knows) on inputs of size (H, W).
+
+    Args:
+        op: a :class:`LipschitzOp` (e.g. from :func:`build_op`) or a layer or ``nn.Sequential``
+            of layers :func:`module_lipschitz` knows (else ConfigError).
+        size: the spatial size (H, W) of the op's inputs, two ints ≥ 1.
+        iters: power-iteration steps per convolution; one without a warm-start vector (cached
+            in a :class:`LipschitzOp` by an earlier call) runs at least
+            :data:`~lsakit.nas.lipschitz.DEFAULT_POWER_ITERS`.
+        pool_bound: ``"paper"`` (every pooling counts 1) or ``"l2"`` (exact ℓ₂ constants); see
+            the module docstring.
+
+    Returns:
+        λ_o, a 0-d tensor without gradient, computed with the op's current weights.
+    """
     lam, _ = module_lipschitz(op, spatial(size, "size"), iters=iters, pool_bound=pool_bound)
     return lam
 

@@ -179,7 +179,11 @@ class SearchConfig:
             raise ConfigError(f"lipschitz must be true or false, got {self.lipschitz!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able settings."""
+        """JSON-able settings.
+
+        Returns:
+            ``{field: value}`` for every setting (as resolved on creation), tuples as lists.
+        """
         data = asdict(self)
         data["ops"] = list(self.ops)
         data["reductions"] = list(self.reductions)
@@ -216,7 +220,12 @@ class SearchRecord:
 
     def describe(self) -> str:
         """One line, as ``lsakit search`` prints it; g and u only once they exist (the
-        constraint starts with the first architecture step, after the weight-only warm-up)."""
+        constraint starts with the first architecture step, after the weight-only warm-up).
+
+        Returns:
+            ``"epoch E: train loss …, μ_F …, σ_F …, g …, u …, val acc …"`` (``step S`` for a
+            step record).
+        """
         warm_up = math.isnan(self.g)
         head = f"epoch {self.epoch}" if self.kind == "epoch" else f"step {self.step}"
         parts = [
@@ -247,7 +256,12 @@ class SearchResult:
     history: list[SearchRecord] = field(default_factory=list)
 
     def architecture(self) -> dict[str, dict[str, list[Any]]]:
-        """μ and σ of every α (E, O) and β (E,) per cell type, as nested lists."""
+        """μ and σ of every α (E, O) and β (E,) per cell type, as nested lists.
+
+        Returns:
+            ``{kind: {"alpha_mu", "alpha_sigma", "beta_mu", "beta_sigma"}}`` for each of the
+            supernet's cell types, each value a nested list of floats.
+        """
         out: dict[str, dict[str, list[Any]]] = {}
         for kind in self.supernet.cell_types:
             alpha, beta = self.supernet.alpha(kind), self.supernet.beta(kind)
@@ -260,7 +274,13 @@ class SearchResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: config, genotype, final μ_F, σ_F, g, u, ln λ̄_F, architecture, history."""
+        """JSON-able: config, genotype, final μ_F, σ_F, g, u, ln λ̄_F, architecture, history.
+
+        Returns:
+            A dict with keys ``config``, ``genotype``, ``ops``, ``mu_f``, ``sigma_f``, ``g``,
+            ``u``, ``log_lam_bar``, ``architecture`` and ``history`` (one dict per record); NaN
+            (not defined yet) is written as None.
+        """
         return {
             "config": self.config.to_dict(),
             "genotype": self.genotype.to_dict(),

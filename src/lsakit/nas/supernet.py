@@ -96,19 +96,43 @@ class LogNormalParameter(nn.Module):
         return F.softplus(self.rho)
 
     def sample(self, noise: Tensor | None = None) -> Tensor:
-        """exp(μ + σ·ε) with ε ~ N(0, 1) (global torch RNG) unless ``noise`` is given."""
+        """exp(μ + σ·ε) with ε ~ N(0, 1) (global torch RNG) unless ``noise`` is given.
+
+        Args:
+            noise: ε, shaped like μ (default: a fresh standard normal draw).
+
+        Returns:
+            The sample, shaped like μ, differentiable in μ and ρ.
+        """
         eps = torch.randn_like(self.mu) if noise is None else noise
         return torch.exp(self.mu + self.sigma * eps)
 
     def median(self) -> Tensor:
-        """exp(μ), the median of the log-normal."""
+        """exp(μ), the median of the log-normal.
+
+        Returns:
+            exp(μ), shaped like μ, differentiable in μ.
+        """
         return torch.exp(self.mu)
 
     def lower_bound(self, z: float) -> Tensor:
-        """exp(μ − z·σ): the Φ(−z) quantile, a confidence lower bound for z > 0."""
+        """exp(μ − z·σ): the Φ(−z) quantile, a confidence lower bound for z > 0.
+
+        Args:
+            z: how many σ below μ, in log space (e.g. Φ⁻¹(0.9) ≈ 1.2816).
+
+        Returns:
+            exp(μ − z·σ), shaped like μ, differentiable in μ and ρ.
+        """
         return torch.exp(self.mu - z * self.sigma)
 
     def forward(self) -> Tensor:
+        """A sample in training mode, the median in eval mode.
+
+        Returns:
+            :meth:`sample` (fresh ε) in training mode, :meth:`median` in eval mode; shaped like
+            μ.
+        """
         return self.sample() if self.training else self.median()
 
 
@@ -279,31 +303,71 @@ class Supernet(CellNetwork):
         return ("normal", "reduce") if self.reductions else ("normal",)
 
     def alpha(self, kind: str = "normal") -> LogNormalParameter:
-        """The α confidences (E, O) of a cell type."""
+        """The α confidences (E, O) of a cell type.
+
+        Args:
+            kind: ``"normal"``, or ``"reduce"`` in a network with reduction cells.
+
+        Returns:
+            The :class:`LogNormalParameter` holding μ and ρ of shape (E, O), E edges per cell
+            and O candidate ops, shared by every cell of that type.
+        """
         module = self.arch[f"{kind}_alpha"]
         assert isinstance(module, LogNormalParameter)
         return module
 
     def beta(self, kind: str = "normal") -> LogNormalParameter:
-        """The β confidences (E,) of a cell type."""
+        """The β confidences (E,) of a cell type.
+
+        Args:
+            kind: ``"normal"``, or ``"reduce"`` in a network with reduction cells.
+
+        Returns:
+            The :class:`LogNormalParameter` holding μ and ρ of shape (E,), shared by every cell
+            of that type.
+        """
         module = self.arch[f"{kind}_beta"]
         assert isinstance(module, LogNormalParameter)
         return module
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """μ and ρ of every α and β (for the architecture optimizer)."""
+        """μ and ρ of every α and β (for the architecture optimizer).
+
+        Returns:
+            The architecture parameters, disjoint from :meth:`weights`.
+        """
         return list(self.arch.parameters())
 
     def weights(self) -> list[nn.Parameter]:
-        """Every other parameter: stem, ops, pre-processing, classifier (for the SGD optimizer)."""
+        """Every other parameter: stem, ops, pre-processing, classifier (for the SGD optimizer).
+
+        Returns:
+            Every parameter not in :meth:`arch_parameters`, in ``parameters()`` order.
+        """
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
     def sample_architecture(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """One (α, β) per cell type: samples in training mode, medians in eval mode."""
+        """One (α, β) per cell type: samples in training mode, medians in eval mode.
+
+        Returns:
+            ``{kind: (α (E, O), β (E,))}`` for each of :attr:`cell_types`, differentiable in
+            the architecture parameters.
+        """
         return {kind: (self.alpha(kind)(), self.beta(kind)()) for kind in self.cell_types}
 
     def forward(self, x: Tensor, architecture: Architecture | None = None) -> Tensor:
+        """Stem, cells weighted by the architecture's α and β, global average pool, classifier.
+
+        Args:
+            x: a batch ``(N, in_channels, H, W)``.
+            architecture: ``{kind: (α (E, O), β (E,))}`` for each cell type, as
+                :meth:`sample_architecture` returns; default: one fresh
+                :meth:`sample_architecture` (shared by all cells of a type and the batch).
+
+        Returns:
+            The logits, ``(N, num_classes)``.
+        """
         weights = self.sample_architecture() if architecture is None else architecture
         s0 = s1 = self.stem(x)
         for cell in self.cells:
@@ -324,6 +388,15 @@ class Supernet(CellNetwork):
 
         Power iterations are warm-started from the previous call's vectors (``iters`` steps; a
         first call runs at least :data:`~lsakit.nas.lipschitz.DEFAULT_POWER_ITERS`).
+
+        Args:
+            input_shape: one sample's shape (C, H, W), C = ``in_channels``.
+            iters: power-iteration steps per convolution.
+            pool_bound: ``"paper"`` or ``"l2"`` (see :mod:`lsakit.nas.ops`).
+
+        Returns:
+            ``LipschitzConstants(log_c, lam)``: ln C (0-d) and one (E, O) tensor of λ_o per
+            cell, all without gradient.
         """
         with torch.no_grad():
             log_c = self.log_constant(input_shape, iters=iters, pool_bound=pool_bound)
@@ -339,6 +412,14 @@ class Supernet(CellNetwork):
         """The per-cell inputs of :func:`~lsakit.nas.lipschitz.network_lognormal`.
 
         ``median=True`` sets every σ to 0: the deterministic bound at the median confidences.
+
+        Args:
+            constants: ln C and the λ_o, from :meth:`lipschitz_constants`.
+            median: set every σ to 0.
+
+        Returns:
+            One :class:`~lsakit.nas.lipschitz.CellDistribution` per cell, in order, grouped by
+            cell type; its μ and σ carry the gradient to the architecture parameters.
         """
         dists = []
         for cell, lam in zip(self.cells, constants.lam, strict=True):
@@ -366,6 +447,13 @@ class Supernet(CellNetwork):
         """(μ_F, σ_F) of λ_F ≈ LN(μ_F, σ_F²), differentiable in the architecture parameters.
 
         ``median=True`` gives (ln of the bound at the median confidences, 0).
+
+        Args:
+            constants: ln C and the λ_o, from :meth:`lipschitz_constants`.
+            median: set every σ to 0 (see :meth:`cell_distributions`).
+
+        Returns:
+            ``(mu_f, sigma_f)``, two 0-d tensors.
         """
         dists = self.cell_distributions(constants, median=median)
         return network_lognormal(dists, log_c=constants.log_c.to(dists[0].alpha_mu))

@@ -72,6 +72,13 @@ def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
     """Difference of logits ratio per sample (Croce & Hein, 2020, Eq. 6); needs ≥ 3 classes.
 
     −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3 + 1e−12): shift- and scale-invariant in the logits.
+
+    Args:
+        logits: the model's logits, ``(N, C)`` with C ≥ 3.
+        y: the true labels, ``(N,)`` in [0, C).
+
+    Returns:
+        The DLR loss of each sample, ``(N,)``: positive when another class outscores ``y``.
     """
     z_sorted, order = logits.sort(dim=1)
     z_y = logits.gather(1, y[:, None]).squeeze(1)
@@ -201,6 +208,17 @@ class APGD(Attack):
             )
 
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """Up to ``restarts`` runs of Algorithm 1, each on the samples not yet misclassified.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain, on the model's device.
+            y: the true labels ``(N,)`` (``None`` raises :class:`~lsakit.errors.InputError`).
+
+        Returns:
+            The adversarial examples, shaped like ``x``, within the ε-ball and the input domain:
+            a misclassified iterate where a run found one, else the highest-loss point over all
+            runs; samples misclassified on the clean input are returned unchanged.
+        """
         y = require_labels(y)
         with torch.no_grad():
             worst = WorstCase.start(x, self._logits(x).argmax(dim=1) != y)
@@ -270,6 +288,12 @@ class APGD(Attack):
         )
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``eps`` (and ``output`` when given), ``steps``, ``loss``, ``restarts``, ``rho`` and
+            ``seed``.
+        """
         return {
             **self._base_params(),
             "steps": self.steps,

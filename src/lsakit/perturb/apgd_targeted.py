@@ -48,6 +48,14 @@ def targeted_dlr_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     """Targeted DLR per sample (Croce & Hein, 2020, Eq. 7); ascending it moves z_t above z_y.
 
     −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e−12): shift- and scale-invariant in the logits.
+
+    Args:
+        logits: the model's logits, ``(N, C)`` with C ≥ 4.
+        y: the true labels, ``(N,)`` in [0, C).
+        target: the target class of each sample, ``(N,)`` in [0, C).
+
+    Returns:
+        The targeted DLR loss of each sample, ``(N,)``: positive when z_t exceeds z_y.
     """
     z_sorted = logits.sort(dim=1, descending=True).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
@@ -112,6 +120,20 @@ class APGDT(APGD):
             )
 
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """APGD runs towards each of the top ``n_target_classes`` targets, ``restarts`` each.
+
+        Every run attacks only the samples that no earlier run has misclassified.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain, on the model's device.
+            y: the true labels ``(N,)`` (``None`` raises :class:`~lsakit.errors.InputError`).
+
+        Returns:
+            The adversarial examples, shaped like ``x``, within the ε-ball and the input domain:
+            the misclassified point of the first run that fooled the sample (any class other
+            than ``y`` counts), else the highest-loss point over all runs; samples misclassified
+            on the clean input are returned unchanged.
+        """
         y = require_labels(y)
         with torch.no_grad():
             clean_logits = self._logits(x)
@@ -127,6 +149,12 @@ class APGDT(APGD):
         return worst.result
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``eps`` (and ``output`` when given), ``steps``, ``n_target_classes``, ``restarts``
+            and ``seed``.
+        """
         return {
             **self._base_params(),
             "steps": self.steps,

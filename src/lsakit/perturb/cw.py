@@ -27,7 +27,15 @@ from lsakit.perturb.pgd import PGD
 
 
 def cw_margin_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """max_{i≠y} z_i − z_y per sample (N,) (Carlini & Wagner, 2017, f₆ with κ = 0, on logits)."""
+    """max_{i≠y} z_i − z_y per sample (N,) (Carlini & Wagner, 2017, f₆ with κ = 0, on logits).
+
+    Args:
+        logits: the model's logits, ``(N, C)``.
+        y: the true labels, ``(N,)`` in [0, C).
+
+    Returns:
+        The margin of each sample, ``(N,)``: positive when another class outscores ``y``.
+    """
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], -torch.inf)
     return others.amax(dim=1) - z_y
@@ -74,10 +82,24 @@ class CWLinf(PGD):
         )
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        """The CW margin: ascended by every step and used to rank restarts."""
+        """The CW margin: ascended by every step and used to rank restarts.
+
+        Args:
+            logits: the model's logits, ``(N, C)``.
+            y: the true labels, ``(N,)``.
+
+        Returns:
+            :func:`cw_margin_loss` per sample, ``(N,)``.
+        """
         return cw_margin_loss(logits, y)
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            :meth:`PGD.params` without ``norm`` (always L∞ here): ``eps`` (and ``output`` when
+            given), ``alpha``, ``steps``, ``random_start``, ``restarts`` and ``seed``.
+        """
         params = super().params()
         del params["norm"]  # fixed to L∞; not a constructor keyword of this attack
         return params

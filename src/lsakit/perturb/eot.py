@@ -86,8 +86,22 @@ class EOTGradient(Attack):
 class EOTPGD(EOTGradient, PGD):
     """PGD with EOT gradients (Athalye et al., 2018; PGD of Madry et al., 2018), L∞ or L2.
 
-    Args: as :class:`~lsakit.perturb.pgd.PGD`, plus ``samples`` (≥ 1), the passes averaged per
-    gradient; ``samples=1`` is plain PGD.
+    The arguments are those of :class:`~lsakit.perturb.pgd.PGD`, plus ``samples`` (≥ 1), the
+    passes averaged per gradient; ``samples=1`` is plain PGD.
+
+    Args:
+        model: the classifier, randomized or not (device and eval mode handled by the attack;
+            its randomness is neither seeded nor switched on).
+        eps: ε ≥ 0, the radius of the ball in input units.
+        alpha: step size α; ``None`` → 2.5·ε/steps (Madry et al.'s rule).
+        steps: number of gradient steps (≥ 1).
+        samples: forward/backward passes averaged per gradient (≥ 1).
+        random_start: start uniformly in the ε-ball (as :class:`~lsakit.perturb.pgd.PGD`); else
+            from x.
+        restarts: independent runs (≥ 1); the per-sample worst case is returned.
+        norm: ``"linf"`` or ``"l2"``.
+        seed: seed of a dedicated generator for the random starts (``None``: torch's global one).
+        output: where the logits are in the model's output (see :class:`~.base.Attack`).
     """
 
     name: ClassVar[str] = "eot_pgd"
@@ -120,14 +134,31 @@ class EOTPGD(EOTGradient, PGD):
         self._set_samples(samples)
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            :meth:`PGD.params <lsakit.perturb.pgd.PGD.params>` plus ``samples``.
+        """
         return {**super().params(), "samples": self.samples}
 
 
 class EOTAPGD(EOTGradient, APGD):
     """APGD with EOT gradients (AutoAttack's "rand" version, Croce & Hein, 2020), L∞.
 
-    Args: as :class:`~lsakit.perturb.apgd.APGD`, plus ``samples`` (≥ 1), the passes averaged per
-    gradient (AutoAttack uses 20); ``samples=1`` is plain APGD.
+    The arguments are those of :class:`~lsakit.perturb.apgd.APGD`, plus ``samples`` (≥ 1), the
+    passes averaged per gradient (AutoAttack uses 20); ``samples=1`` is plain APGD.
+
+    Args:
+        model: the classifier, randomized or not (device and eval mode handled by the attack;
+            its randomness is neither seeded nor switched on).
+        eps: ε ≥ 0, the L∞ radius in input units.
+        steps: iteration budget N_iter per restart (≥ 1).
+        samples: forward/backward passes averaged per gradient (≥ 1; AutoAttack uses 20).
+        loss: ``"ce"`` (cross-entropy) or ``"dlr"`` (needs ≥ 3 classes).
+        restarts: runs from independent random starts on the still-robust samples (≥ 1).
+        rho: ρ ∈ [0, 1], the fraction of improving steps below which the step is halved.
+        seed: seed of a dedicated generator for the random starts (``None``: torch's global one).
+        output: where the logits are in the model's output (see :class:`~.base.Attack`).
     """
 
     name: ClassVar[str] = "eot_apgd"
@@ -158,4 +189,9 @@ class EOTAPGD(EOTGradient, APGD):
         self._set_samples(samples)
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            :meth:`APGD.params <lsakit.perturb.apgd.APGD.params>` plus ``samples``.
+        """
         return {**super().params(), "samples": self.samples}

@@ -115,11 +115,11 @@ def projection_linf(
     (Croce & Hein, 2020, the box-constrained projection of FAB; reference:
     ``autoattack/fab_projections.py``: ``projection_linf``). With radius λ, the best a step can do
     is to move every coordinate by min(λ, room) against the sign of w (``room`` = distance to the
-    box face on that side), which changes w·z by g(λ) = Σᵢ |wᵢ|·min(λ, roomᵢ): a piecewise linear,
-    non-decreasing function, so the smallest λ with g(λ) = |w·t − b| is found exactly on the
-    segment between two sorted breakpoints.
+    box face on that side), which changes w·z by g(λ) = Σᵢ ``|wᵢ|``·min(λ, roomᵢ): a piecewise
+    linear, non-decreasing function, so the smallest λ with g(λ) = ``|w·t − b|`` is found exactly
+    on the segment between two sorted breakpoints.
 
-    If the hyperplane does not meet the box (|w·t − b| > g(∞)), the step goes to the box point
+    If the hyperplane does not meet the box (``|w·t − b|`` > g(∞)), the step goes to the box point
     closest to it, as in the reference: every coordinate with wᵢ ≠ 0 moves all the way to its face
     against the sign of w, the others stay. Coordinates with wᵢ = 0 never move.
 
@@ -129,7 +129,8 @@ def projection_linf(
         b: (n,) offsets.
         low, high: the box, numbers or tensors broadcastable to (n, d).
 
-    Returns (n, d): the steps δ, with t + δ in the box.
+    Returns:
+        The steps δ, ``(n, d)``, with t + δ in the box.
     """
     if points.dim() != 2 or w.shape != points.shape or b.shape != points.shape[:1]:
         raise InputError(
@@ -238,12 +239,36 @@ class FABT(Attack):
             )
 
     def search(self, x: Tensor, y: Tensor) -> FABResult:
-        """Run the attack and also report the smallest distance found and who was fooled."""
+        """Run the attack and also report the smallest distance found and who was fooled.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain (moved to the model's device).
+            y: the true labels ``(N,)``.
+
+        Returns:
+            A :class:`~lsakit.perturb.fab.FABResult` on the model's device: ``adversarial``
+            (shaped like ``x``: the point :meth:`perturb` returns), ``distance`` ``(N,)`` (the
+            smallest ‖x_adv − x‖∞ of a misclassified point found, beyond ε too; 0 for clean
+            mistakes, inf where none) and ``fooled`` ``(N,)`` (bool: misclassified at
+            ``adversarial``). With ε = 0 the runs still take place (for ``distance``), but only
+            the clean mistakes count as fooled.
+        """
         check_inputs(x.detach(), "x")
         with self._attack_context(x, y) as (x_dev, y_dev):
             return self._search(x_dev, y_dev)
 
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """Targeted FAB runs on the samples not yet fooled; keep the points found within ε.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain, on the model's device.
+            y: the true labels ``(N,)`` (``None`` raises :class:`~lsakit.errors.InputError`).
+
+        Returns:
+            The adversarial examples, shaped like ``x``, inside B∞(x, ε) and the input domain:
+            the closest misclassified iterate of the first run that found one within ε, else
+            ``x`` unchanged (so also for clean mistakes, and for every sample when ε = 0).
+        """
         y = require_labels(y)
         if self.eps == 0:
             with torch.no_grad():
@@ -323,6 +348,12 @@ class FABT(Attack):
         return _RunResult(adversarial=best, distance=best_distance)
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``eps`` (and ``output`` when given), ``steps``, ``n_target_classes``, ``restarts``,
+            ``alpha_max``, ``eta``, ``beta`` and ``seed``.
+        """
         return {
             **self._base_params(),
             "steps": self.steps,

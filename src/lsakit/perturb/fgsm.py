@@ -38,6 +38,15 @@ class FGSM(Attack):
     name: ClassVar[str] = "fgsm"
 
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """One signed-gradient step of size ε from ``x``, clipped to the input domain.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain, on the model's device.
+            y: the true labels ``(N,)`` (``None`` raises :class:`~lsakit.errors.InputError`).
+
+        Returns:
+            clip(x + ε·sign(∇ₓJ(θ, x, y))), shaped like ``x``; a copy of ``x`` when ε = 0.
+        """
         y = require_labels(y)
         if self.eps == 0:
             return x.clone()
@@ -48,6 +57,14 @@ class FGSM(Attack):
         """sign(∇ₓ J(θ, x, y)) for a batch, on the model's device, same shape and dtype as x.
 
         Validates like ``__call__`` and runs in eval mode; reuse the result across an ε sweep.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain (moved to the model's device).
+            y: the true labels ``(N,)``.
+
+        Returns:
+            The sign of the input gradient of the cross-entropy, values in {−1, 0, 1}, shaped
+            like ``x`` and on the model's device.
         """
         check_inputs(x.detach(), "x")
         with self._attack_context(x, y) as (x_dev, y_dev):
@@ -56,9 +73,25 @@ class FGSM(Attack):
 
     @staticmethod
     def step(x: Tensor, direction: Tensor, eps: float) -> Tensor:
-        """The FGSM point clip(x + ε·direction, 0, 1) for a direction from :meth:`direction`."""
+        """The FGSM point clip(x + ε·direction, 0, 1) for a direction from :meth:`direction`.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain.
+            direction: the step direction shaped like ``x``, e.g. from :meth:`direction`; it is
+                moved to ``x``'s device.
+            eps: ε ≥ 0, the step size in input units (checked).
+
+        Returns:
+            x + ε·direction clipped to the declared input domain, shaped like ``x`` and on its
+            device.
+        """
         eps = check_nonnegative(eps, "eps")
         return clamp_domain(x + eps * direction.to(x.device))
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``eps``, and ``output`` when one was given.
+        """
         return self._base_params()

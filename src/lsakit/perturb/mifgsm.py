@@ -82,6 +82,11 @@ class MIFGSM(PGD):
         return self._ascend(x.clone(), x, y, direction=accumulate)
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``eps`` (and ``output`` when given), ``alpha``, ``steps`` and ``decay``.
+        """
         return {
             **self._base_params(),
             "alpha": self.alpha,

@@ -69,9 +69,23 @@ class GaussianNoise(_Noise):
         self.std = check_nonnegative(std, "std")
 
     def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Add σ·n, n ~ N(0, 1) per element, and clip to the input domain.
+
+        Args:
+            x: the batch ``(N, …)`` in the input domain.
+            y: ignored (noise needs no labels).
+
+        Returns:
+            The noisy batch, same shape, dtype and device as ``x``.
+        """
         return clamp_domain(x + self.std * self._random.normal(x))
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``{"std": σ, "seed": seed}``.
+        """
         return {"std": self.std, "seed": self.seed}
 
 
@@ -92,9 +106,23 @@ class SpeckleNoise(_Noise):
         self.std = check_nonnegative(std, "std")
 
     def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Add x·σ·n, n ~ N(0, 1) per element, and clip to the input domain.
+
+        Args:
+            x: the batch ``(N, …)`` in the input domain.
+            y: ignored (noise needs no labels).
+
+        Returns:
+            The noisy batch, same shape, dtype and device as ``x``.
+        """
         return clamp_domain(x + x * self.std * self._random.normal(x))
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``{"std": σ, "seed": seed}``.
+        """
         return {"std": self.std, "seed": self.seed}
 
 
@@ -121,6 +149,17 @@ class SaltPepperNoise(_Noise):
         self.salt_vs_pepper = check_probability(salt_vs_pepper, "salt_vs_pepper")
 
     def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Replace random elements by the domain's high (salt) or low (pepper) bound.
+
+        Needs a bounded input domain (:func:`~lsakit.domain.check_finite_width`).
+
+        Args:
+            x: the batch ``(N, …)`` in the input domain.
+            y: ignored (noise needs no labels).
+
+        Returns:
+            The noisy batch, same shape, dtype and device as ``x``.
+        """
         # Two draws per element, as skimage does; U[0, 1) < p is Bernoulli(p), never true for p = 0.
         domain = current_domain()
         check_finite_width(domain, "salt-and-pepper noise")
@@ -130,6 +169,11 @@ class SaltPepperNoise(_Noise):
         return _fill(out, replaced & ~salted, domain.low_like(x), domain.scalar)
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``{"amount": …, "salt_vs_pepper": …, "seed": …}``.
+        """
         return {"amount": self.amount, "salt_vs_pepper": self.salt_vs_pepper, "seed": self.seed}
 
 

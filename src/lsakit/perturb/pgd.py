@@ -92,6 +92,18 @@ class PGD(Attack):
         self._random = SeededGenerators(seed)
 
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """Run ``restarts`` projected-gradient ascents and keep each sample's worst case.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain, on the model's device.
+            y: the true labels ``(N,)`` (``None`` raises :class:`~lsakit.errors.InputError`).
+
+        Returns:
+            The adversarial examples, shaped like ``x``, within the ε-ball and the input domain:
+            per sample, a restart's point that is misclassified if there is one, else the one
+            with the highest :meth:`loss` (the highest loss also decides between misclassified
+            points; ties go to the earliest restart).
+        """
         y = require_labels(y)
         best = self._single_run(x, y)
         if self.restarts == 1:
@@ -155,7 +167,16 @@ class PGD(Attack):
         return clamp_domain(x + delta)
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        """The per-sample loss PGD ascends and ranks restarts by: cross-entropy (subclasses swap it)."""
+        """The per-sample loss PGD ascends and ranks restarts by: cross-entropy
+        (subclasses swap it).
+
+        Args:
+            logits: the model's logits, ``(N, C)``.
+            y: the true labels, ``(N,)``.
+
+        Returns:
+            The per-sample cross-entropy, ``(N,)``.
+        """
         return cross_entropy_per_sample(logits, y)
 
     def _fooled_and_loss(self, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -164,6 +185,12 @@ class PGD(Attack):
         return logits.argmax(dim=1) != y, self.loss(logits, y)
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``eps`` (and ``output`` when given), ``alpha``, ``steps``, ``random_start``,
+            ``restarts``, ``norm`` and ``seed``.
+        """
         return {
             **self._base_params(),
             "alpha": self.alpha,
@@ -176,7 +203,20 @@ class PGD(Attack):
 
 
 class PGDL2(PGD):
-    """PGD in the L2 norm: :class:`PGD` with ``norm="l2"`` (registry name ``pgd_l2``)."""
+    """PGD in the L2 norm: :class:`PGD` with ``norm="l2"`` (registry name ``pgd_l2``).
+
+    Args:
+        model: the classifier (device and eval mode handled by the attack).
+        eps: ε ≥ 0, the L2 radius of each sample's ball in input units.
+        alpha: step size α (the L2 length of each step); ``None`` → 2.5·ε/steps (Madry et al.'s
+            rule).
+        steps: number of gradient steps (≥ 1).
+        random_start: start uniformly in the L2 ε-ball (Gaussian direction with radius
+            ε·u^{1/d}, u ~ U[0, 1], d = elements per sample); else from x.
+        restarts: independent runs (≥ 1); the per-sample worst case is returned.
+        seed: seed of a dedicated generator for the random starts (``None``: torch's global one).
+        output: where the logits are in the model's output (see :class:`~.base.Attack`).
+    """
 
     name: ClassVar[str] = "pgd_l2"
 

@@ -86,7 +86,11 @@ _REGISTRY: Registry[_Entry] = Registry(
 
 
 def names() -> list[str]:
-    """Registered perturbation names: the noises first, then the attacks."""
+    """Registered perturbation names: the noises first, then the attacks.
+
+    Returns:
+        The names, in registration order (``gaussian``, ``salt``, …, ``fgsm``, ``pgd``, …).
+    """
     return _REGISTRY.names()
 
 
@@ -95,12 +99,28 @@ def _entry(name: str) -> _Entry:
 
 
 def is_adversarial(name: str) -> bool:
-    """Whether ``name`` is an attack (needs a model and labels) rather than statistical noise."""
+    """Whether ``name`` is an attack (needs a model and labels) rather than statistical noise.
+
+    Args:
+        name: a registered perturbation name (an unknown one raises
+            :class:`~lsakit.errors.ConfigError`).
+
+    Returns:
+        True for an attack, False for noise.
+    """
     return _entry(name).factory.is_adversarial
 
 
 def strength_parameter(name: str) -> str:
-    """The keyword that ``strength`` sets for ``name`` (``std``, ``amount`` or ``eps``)."""
+    """The keyword that ``strength`` sets for ``name`` (``std``, ``amount`` or ``eps``).
+
+    Args:
+        name: a registered perturbation name (an unknown one raises
+            :class:`~lsakit.errors.ConfigError`).
+
+    Returns:
+        The constructor keyword: ``"std"``, ``"amount"`` or ``"eps"``.
+    """
     return _entry(name).strength
 
 
@@ -112,6 +132,17 @@ def build(
     ``model`` is required for attacks and ignored for noise, so one call site can build either.
     Every configuration mistake (unknown name or keyword, missing model or strength, invalid value)
     raises :class:`~lsakit.errors.ConfigError` with a one-line fix.
+
+    Args:
+        name: a registered perturbation name (see :func:`names`).
+        model: the classifier an attack runs on; required for attacks, ignored for noise.
+        strength: the value of the main parameter (``std``, ``amount`` or ``eps``, see
+            :func:`strength_parameter`); ``None``: it must be given among ``params``.
+        params: other constructor keywords of the perturbation (e.g. ``steps=40``); those a
+            convenience name fixes (``apgd_dlr``'s ``loss``) are refused.
+
+    Returns:
+        The perturbation, ready to be called as ``perturbation(x, y)``.
     """
     entry = _entry(name)
     accepted = entry.accepted()
@@ -169,6 +200,13 @@ def parse_spec(spec: str) -> tuple[str, float | None, dict[str, Any]]:
 
     Values become int, float (``8/255`` allowed), bool (``true``/``false``) or str; whitespace
     around tokens is ignored. E.g. ``"pgd=0.3,steps=40"`` → ``("pgd", 0.3, {"steps": 40})``.
+
+    Args:
+        spec: the spec string; a malformed one raises :class:`~lsakit.errors.ConfigError`.
+
+    Returns:
+        ``(name, strength, params)``: the name as written (not looked up in the registry), the
+        strength as a float (``None`` without ``=STRENGTH``) and the options in the order given.
     """
     example = "e.g. gaussian=0.1 or pgd=0.3,steps=40"
     if not isinstance(spec, str) or not spec.strip():
@@ -199,6 +237,14 @@ def parse_spec(spec: str) -> tuple[str, float | None, dict[str, Any]]:
 
 
 def from_spec(spec: str, model: nn.Module | None = None) -> Perturbation:
-    """Parse a CLI spec and build the perturbation: ``from_spec("pgd=0.3,steps=40", model)``."""
+    """Parse a CLI spec and build the perturbation: ``from_spec("pgd=0.3,steps=40", model)``.
+
+    Args:
+        spec: ``NAME[=STRENGTH][,key=value...]`` (see :func:`parse_spec`).
+        model: the classifier; required for attacks, ignored for noise.
+
+    Returns:
+        The perturbation :func:`build` makes from the parsed spec.
+    """
     name, strength, params = parse_spec(spec)
     return build(name, model=model, strength=strength, **params)

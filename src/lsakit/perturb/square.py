@@ -164,7 +164,18 @@ class Square(Attack):
         self._random = SeededGenerators(seed)
 
     def search(self, x: Tensor, y: Tensor) -> SquareResult:
-        """Run the attack and report the queries spent and which samples were fooled."""
+        """Run the attack and report the queries spent and which samples were fooled.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain (moved to the model's device).
+            y: the true labels ``(N,)``.
+
+        Returns:
+            A :class:`~lsakit.perturb.square.SquareResult` on the model's device: ``adversarial``
+            (shaped like ``x``: the point :meth:`perturb` returns), ``queries`` ``(N,)`` (int64,
+            model evaluations spent on each sample; the clean pass is not counted) and
+            ``fooled`` ``(N,)`` (bool: margin ≤ 0 at ``adversarial``, clean mistakes included).
+        """
         check_inputs(x.detach(), "x")
         with self._attack_context(x, y) as (x_dev, y_dev), torch.no_grad():
             return self._search(x_dev, y_dev)
@@ -174,6 +185,17 @@ class Square(Attack):
             return self.perturb(x_dev, y_dev).detach()
 
     def perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """The random search of :meth:`search`, without its report.
+
+        Args:
+            x: the clean batch ``(N, …)`` in the input domain, on the model's device.
+            y: the true labels ``(N,)`` (``None`` raises :class:`~lsakit.errors.InputError`).
+
+        Returns:
+            The point of lowest margin found for each sample, shaped like ``x``, within the
+            ε-ball and the input domain; ``x`` itself for samples misclassified on the clean
+            input, and for every sample when ε = 0.
+        """
         return self._search(x, require_labels(y)).adversarial
 
     def _search(self, x: Tensor, y: Tensor) -> SquareResult:
@@ -230,6 +252,12 @@ class Square(Attack):
         return project_linf(best + update, images, self.eps)
 
     def params(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for reports and result files.
+
+        Returns:
+            ``eps`` (and ``output`` when given), ``queries``, ``p_init``, ``rescale_schedule``
+            and ``seed``.
+        """
         return {
             **self._base_params(),
             "queries": self.queries,

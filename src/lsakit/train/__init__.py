@@ -13,7 +13,13 @@ from lsakit.config import (
 )
 from lsakit.train.loop import Callback, Run, TrainingError
 from lsakit.train.parts import accuracy, resolve_device
-from lsakit.train.regularizers import Regularizer, RegularizerInputs
+from lsakit.train.regularizers import (
+    GradThrough,
+    LayerwiseRegularizer,
+    LRReduction,
+    Regularizer,
+    RegularizerInputs,
+)
 from lsakit.train.rundir import BEST_NAME, CHECKPOINT_NAME, METRICS_NAME, STATE_NAME
 from lsakit.train.trainer import TrainResult, train
 
@@ -24,6 +30,9 @@ __all__ = [
     "METRICS_NAME",
     "STATE_NAME",
     "Callback",
+    "GradThrough",
+    "LRReduction",
+    "LayerwiseRegularizer",
     "Regularizer",
     "RegularizerInputs",
     "Run",

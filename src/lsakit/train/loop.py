@@ -109,22 +109,51 @@ class Callback:
     """
 
     def on_train_start(self, run: Run) -> None:
-        """Before the first epoch (after a resume restored the run)."""
+        """Before the first epoch (after a resume restored the run).
+
+        Args:
+            run: the run's shared state.
+        """
 
     def on_epoch_start(self, run: Run) -> None:
-        """Before epoch ``run.epoch``'s randomness is seeded and its data drawn."""
+        """Before epoch ``run.epoch``'s randomness is seeded and its data drawn.
+
+        Args:
+            run: the run's shared state; ``run.epoch`` is the epoch about to start (1-based).
+        """
 
     def on_step_start(self, run: Run, step: int) -> None:
-        """Before the optimizer step ``step`` (1-based within the epoch)."""
+        """Before the optimizer step ``step`` (1-based within the epoch).
+
+        Args:
+            run: the run's shared state.
+            step: the step's index within the epoch, from 1.
+        """
 
     def on_step_end(self, run: Run, step: int, totals: Totals) -> None:
-        """After the optimizer step ``step``; ``totals`` are the epoch's sums so far."""
+        """After the optimizer step ``step``; ``totals`` are the epoch's sums so far.
+
+        Args:
+            run: the run's shared state.
+            step: the step's index within the epoch, from 1.
+            totals: the epoch's sums so far, this step included (this process's samples only).
+        """
 
     def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
-        """After epoch ``run.epoch``'s validation; set ``run.stop`` to end the run."""
+        """After epoch ``run.epoch``'s validation; set ``run.stop`` to end the run.
+
+        Args:
+            run: the run's shared state.
+            record: the epoch's metrics record, already appended to ``run.metrics``.
+        """
 
     def on_train_end(self, run: Run, error: BaseException | None) -> None:
-        """After the last epoch, or when ``error`` ended the run."""
+        """After the last epoch, or when ``error`` ended the run.
+
+        Args:
+            run: the run's shared state.
+            error: the exception that ended the run; None when it completed or stopped early.
+        """
 
 
 class Callbacks(Callback):

@@ -44,6 +44,13 @@ def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; otherwise the named device (checked).
 
     Under torchrun, ``auto`` and ``cuda`` mean this rank's GPU, ``cuda:LOCAL_RANK``.
+
+    Args:
+        device: ``"auto"`` or a torch device name (``"cpu"``, ``"cuda"``, ``"cuda:N"``, …).
+
+    Returns:
+        The device to use. An unknown name raises ConfigError, CUDA without a GPU
+        ArgumentError.
     """
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,6 +70,13 @@ def accuracy(model: nn.Module, loader: DataLoader[Any] | list[Any]) -> float:
     """Clean top-1 accuracy over a loader (model in eval mode, restored afterwards).
 
     Under torchrun every rank takes its share of the batches and the counts are summed.
+
+    Args:
+        model: the classifier; its output is taken as the logits ``(N, classes)``.
+        loader: ``(x, y)`` batches (a DataLoader or a list), moved to the model's device.
+
+    Returns:
+        The fraction of samples whose arg-max class is the label, in [0, 1] (0 without data).
     """
     device = model_device(model)
     distributed.init(device)

@@ -81,7 +81,16 @@ class RegularizerInputs:
 
     def select(self, reps: Sequence[Tensor] | None, layers: Sequence[str]) -> list[Tensor] | None:
         """``reps`` (``clean`` or ``adv``) at ``layers``: by name where the capture names them
-        all, else the whole capture (a probe built on those layers alone, e.g. on labels)."""
+        all, else the whole capture (a probe built on those layers alone, e.g. on labels).
+
+        Args:
+            reps: the captured representations, :attr:`clean` or :attr:`adv` (may be None).
+            layers: the representation names wanted, in the order wanted.
+
+        Returns:
+            The tensors of ``layers`` in that order when :attr:`names` holds them all, else
+            every tensor of ``reps`` in capture order; None when ``reps`` is None.
+        """
         if reps is None:
             return None
         if layers and all(name in self.names for name in layers):
@@ -111,15 +120,36 @@ class Regularizer(Protocol):
 
     def prepare(self, model: nn.Module, example: Tensor) -> Regularizer:
         """The regularizer for ``model``, its layers resolved to exact representation names (with
-        dry forwards of ``example`` where needed; modes, parameters and buffers untouched)."""
+        dry forwards of ``example`` where needed; modes, parameters and buffers untouched).
+
+        Args:
+            model: the bare model being trained (not its DDP or compiled wrapper).
+            example: an input batch on the model's device, for the dry forwards.
+
+        Returns:
+            The regularizer to use this epoch (possibly a new object; this one is left as it
+            is).
+        """
         ...
 
     def term(self, inputs: RegularizerInputs) -> Tensor:
-        """The differentiable scalar it adds to the loss."""
+        """The differentiable scalar it adds to the loss.
+
+        Args:
+            inputs: what the training step offers: the model, the clean and adversarial batches
+                and the representations the step's probe captured.
+
+        Returns:
+            A 0-d tensor, differentiable with respect to the model's parameters.
+        """
         ...
 
     def describe(self) -> dict[str, Any]:
-        """Its settings as JSON-able values."""
+        """Its settings as JSON-able values.
+
+        Returns:
+            The settings by name, as JSON-able values.
+        """
         ...
 
 
@@ -256,6 +286,10 @@ class LayerwiseRegularizer:
 
         Only module names can be checked (labels are positions the probe resolves itself); a
         mismatch raises ConfigError giving the forward order to use.
+
+        Args:
+            probe: a :class:`~lsakit.probe.LayerProbe` on :attr:`layers` that has captured at
+                least one forward.
         """
         captured = [layer.name for layer in probe.layers]
         if len(captured) != len(self.layers):
@@ -279,6 +313,16 @@ class LayerwiseRegularizer:
         γ); the result's ``layers`` select exactly the representations a probe on the original
         spec captures, in forward order, so ``LayerProbe(model, reg.layers)`` and the term agree.
         The model's modes are restored; parameters and buffers are untouched (no_grad, eval).
+
+        Args:
+            model: the model the probe will hook (the bare module, not a DDP or compiled
+                wrapper).
+            example: an input batch on the model's device, for the dry forward.
+
+        Returns:
+            A shallow copy whose :attr:`layers` are exact representation names and whose
+            :attr:`gammas` follow them; this regularizer is unchanged. A label beyond the
+            model's default layers raises ConfigError.
         """
         resolved = copy.copy(self)
         if _LABEL.match(self.layers[0]):  # the default layers' names are exact: one forward
@@ -304,11 +348,27 @@ class LayerwiseRegularizer:
         return resolved
 
     def prepare(self, model: nn.Module, example: Tensor) -> LayerwiseRegularizer:
-        """:meth:`resolve` (the :class:`Regularizer` protocol)."""
+        """:meth:`resolve` (the :class:`Regularizer` protocol).
+
+        Args:
+            model: the bare model being trained.
+            example: an input batch on the model's device, for the dry forward.
+
+        Returns:
+            The resolved copy (see :meth:`resolve`).
+        """
         return self.resolve(model, example)
 
     def term(self, inputs: RegularizerInputs) -> Tensor:
-        """LR on the step's captured representations of :attr:`layers`."""
+        """LR on the step's captured representations of :attr:`layers`.
+
+        Args:
+            inputs: the step's inputs; ``clean`` and ``adv`` must hold the representations (an
+                objective without an adversarial forward raises ConfigError).
+
+        Returns:
+            LR(θ, x, x̂), a differentiable 0-d tensor (see ``__call__``).
+        """
         if inputs.adv is None:
             raise ConfigError("the layer-wise regularizer needs an adversarial objective")
         return self(
@@ -319,7 +379,19 @@ class LayerwiseRegularizer:
     def per_layer(
         self, clean_reps: Sequence[Tensor] | None, adv_reps: Sequence[Tensor] | None
     ) -> list[Tensor]:
-        """γ_l · CM(φ_l(x), φ_l(x̂)) for each layer (0-d tensors, differentiable), for logging."""
+        """γ_l · CM(φ_l(x), φ_l(x̂)) for each layer (0-d tensors, differentiable), for logging.
+
+        Also sets :attr:`last_undefined`. Missing representations, or a count other than one per
+        layer, raise InputError.
+
+        Args:
+            clean_reps: φ_l(x) for each of :attr:`layers`, in that order (with gradient).
+            adv_reps: φ_l(x̂) for each of :attr:`layers`, in that order, shaped like
+                ``clean_reps``.
+
+        Returns:
+            The weighted terms γ_l · CM_l, aligned with :attr:`layers`.
+        """
         if clean_reps is None or adv_reps is None:
             which = "clean" if clean_reps is None else "adversarial"
             raise InputError(
@@ -384,6 +456,28 @@ class LayerwiseRegularizer:
         names, so the layers regularized are the layers the analysis measured. A ``gamma``
         mapping may key layers by label or by name. The LSA result is kept in ``lsa_result``. An
         empty MVL list raises ConfigError naming η (lower it).
+
+        Args:
+            model: the classifier to analyse (the one to be trained).
+            data: ``(x, y)`` batches for the LSA run (e.g. a DataLoader), x in the declared
+                input domain.
+            eps: ε of the default PGD attack; required when ``attack`` is None, unused
+                otherwise.
+            eta: η of Algorithm 1: the layers whose mean relative error exceeds μ + η·σ are
+                regularized (default :data:`~lsakit.config.defaults.DEFAULT_ETA`).
+            attack: the perturbation of the LSA run, called as ``attack(x, y)``; None: PGD-10
+                at ``eps`` (α = 2.5·ε/10, random start, seed 0).
+            gamma: one γ ≥ 0 for every selected layer, or a mapping keyed by label or name
+                (keys of layers that were not selected are dropped; every selected layer needs
+                one).
+            max_batches: analyse at most this many batches of ``data`` (None: all).
+            grad_through: where the gradient of LR flows, as in the constructor.
+            reduction: ``"batch"`` or ``"sample"``, as in the constructor.
+            layers: the layers LSA measures (any :class:`~lsakit.probe.LayerProbe` selection);
+                None: the default activation layers, regularized by label.
+
+        Returns:
+            A new regularizer over the MVL layers, with :attr:`lsa_result` set.
         """
         if attack is None:
             if eps is None:
@@ -424,7 +518,11 @@ class LayerwiseRegularizer:
         return reg
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able settings: layers, gammas, grad_through, reduction."""
+        """JSON-able settings: layers, gammas, grad_through, reduction.
+
+        Returns:
+            ``{"layers": […], "gammas": […], "grad_through": …, "reduction": …}``.
+        """
         return {
             "layers": list(self.layers),
             "gammas": list(self.gammas),

@@ -34,6 +34,9 @@ def study(log: Log | None = print, **options: Any) -> Any:
         log: where progress lines go (None: nowhere).
         **options: :class:`~lsakit.config.commands.StudyOptions` (``name``, ``profile``,
             ``seeds``, ``executor``, ``jobs``, …).
+
+    Returns:
+        The :class:`~lsakit.experiments.results.StudyResult`, as written to ``results.json``.
     """
     from lsakit.experiments.studies import load_study, run_study
 
