@@ -16,7 +16,7 @@ STAMP := $(VENV)/.install-stamp
 DEMO_DIR ?= runs/demo
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-slow test-numerics docs-check lint typecheck bench clean gpu-check gpu-wheels gpu-data
+.PHONY: install demo test test-slow test-numerics docs docs-check lint typecheck bench clean gpu-check gpu-wheels gpu-data
 
 install: $(STAMP)
 
@@ -32,9 +32,11 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(BIN)/lsakit --threads 1 --numerics portable reproduce moon --profile demo --jobs 2 --out $(DEMO_DIR)
 
+# the docs site's own code and the tutorials (ruff formats notebooks too; not the pages' Markdown)
+DOCS_CODE := docs/conf.py docs/_ext docs/tutorials
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks $(DOCS_CODE)
+	$(BIN)/ruff format --check src tests benchmarks $(DOCS_CODE)
 
 typecheck: install
 	$(BIN)/mypy
@@ -53,6 +55,16 @@ test-slow: install
 NUMERICS_PATH ?= MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2
 test-numerics: install
 	env $(NUMERICS_PATH) $(BIN)/pytest -q -n 2 -p no:cacheprovider tests/test_readme.py
+
+# The documentation site (docs/, Sphinx): static HTML in docs/_build/html, every warning an error —
+# a broken reference, a malformed docstring, an undocumented parameter or return value of a public
+# callable (docs/_ext/lsakit_docs.py), a notebook cell that raises. The tutorials run at every build
+# (a few minutes); their data sets come from DOCS_DATA (MNIST: downloaded there when missing).
+DOCS_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),$(HOME)/.cache/lsakit/data)
+DOCS_OUT ?= docs/_build/html
+docs: install
+	LSAKIT_DATA=$(DOCS_DATA) LSAKIT_PROGRESS_INTERVAL=5 $(BIN)/sphinx-build -W --keep-going -q -b html docs $(DOCS_OUT)
+	@echo "docs: open $(DOCS_OUT)/index.html"
 
 # What a reader opens, checked as a reader sees it (each line one check): the README as executable
 # truth (every fenced block marked; its command blocks run as written on small fixtures, printed

@@ -1,6 +1,7 @@
-"""The README's fenced blocks, each with the HTML comment that says how it is checked.
+"""The fenced blocks of the README and the docs pages, each with the comment saying how it is checked.
 
-Every fenced block of README.md is preceded by one marker (blank lines between are allowed):
+Every fenced block of README.md and of each page in :data:`DOCUMENTS` is preceded by one marker
+(blank lines between are allowed):
 
 - ``<!-- tested -->``: a Python example that ``tests/test_readme.py`` runs as it stands;
 - ``<!-- tested: cli -->``: the command lines of "Your own model and data" (``test_readme.py``);
@@ -24,6 +25,42 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+#: The README and the docs pages written by hand, in the order the walk runs their commands (a
+#: later block may use what an earlier one wrote: ``runs/pgd`` is trained before it is evaluated).
+DOCUMENTS = [
+    README,
+    *(
+        DOCS / name
+        for name in (
+            "index.md", "getting-started.md", "guide/cli.md", "guide/at-lr.md",
+            "guide/evaluation.md", "guide/companions.md", "reproductions.md", "guide/cluster.md",
+            "guide/lsa.md", "guide/own-models.md", "guide/pretrained.md", "benchmarks.md",
+            "development.md", "changelog.md",
+        )
+    ),
+]  # fmt: skip
+#: Pages the docs build writes (from docstrings and results files), not checked here.
+GENERATED = ("api", "reproductions", "_build")
+
+
+def text() -> str:
+    """Every document's text, in :data:`DOCUMENTS` order (one string, for prose checks)."""
+    return "\n".join(path.read_text(encoding="utf-8") for path in DOCUMENTS)
+
+
+def section(title: str) -> str:
+    """The text of the section headed ``title`` (any level), up to the next heading of its level
+    or above, in whichever document holds it."""
+    for path in DOCUMENTS:
+        found = re.search(rf"^(#+) {re.escape(title)}\n", path.read_text(encoding="utf-8"), re.M)
+        if found:
+            body = path.read_text(encoding="utf-8")[found.start() :]
+            level = len(found.group(1))
+            end = re.search(rf"^#{{1,{level}}} ", body[found.end() - found.start() :], re.M)
+            return body if end is None else body[: found.end() - found.start() + end.start()]
+    raise KeyError(f"no section headed {title!r} in the README or the docs")
+
 
 #: marker kinds a block may carry; "not-run" and "output" need their text after the colon
 KINDS = (
@@ -39,12 +76,19 @@ DURATION = re.compile(r"\((\d+ h )?(\d+ min )?\d+(\.\d+)? s\)")
 
 @dataclass(frozen=True)
 class Block:
-    """One fenced block: its marker (None: none), language, text and the README line it opens."""
+    """One fenced block: its marker (None: none), language, text, and the line it opens in its
+    document."""
 
     marker: str | None
     language: str
     text: str
     line: int
+    path: Path = README
+
+    @property
+    def where(self) -> str:
+        """``FILE:LINE``, the file relative to the repository."""
+        return f"{self.path.relative_to(REPO)}:{self.line}"
 
     @property
     def kind(self) -> str | None:
@@ -65,16 +109,27 @@ class Block:
 
 
 def blocks(text: str | None = None) -> list[Block]:
-    """Every fenced block of the README (or of ``text``), in order."""
-    lines = (README.read_text(encoding="utf-8") if text is None else text).splitlines()
+    """Every fenced block of the documents (or of ``text``), in :data:`DOCUMENTS` order."""
+    if text is None:
+        return [
+            block for path in DOCUMENTS for block in _blocks(path.read_text(encoding="utf-8"), path)
+        ]
+    return _blocks(text, README)
+
+
+def _blocks(text: str, path: Path) -> list[Block]:
+    lines = text.splitlines()
     found: list[Block] = []
     i = 0
     while i < len(lines):
-        opening = re.match(r"^```(\w*)\s*$", lines[i])
+        opening = re.match(r"^```(\{[\w-]+\}.*|\w*)\s*$", lines[i])
         if not opening:
             i += 1
             continue
         close = next(j for j in range(i + 1, len(lines)) if lines[j].rstrip() == "```")
+        if opening.group(1).startswith("{"):  # a MyST directive (toctree, include): no example
+            i = close + 1
+            continue
         before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         marker = _MARKER.fullmatch(before.strip())
         found.append(
@@ -83,6 +138,7 @@ def blocks(text: str | None = None) -> list[Block]:
                 language=opening.group(1),
                 text="\n".join(lines[i + 1 : close]) + "\n",
                 line=i + 1,
+                path=path,
             )
         )
         i = close + 1

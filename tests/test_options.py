@@ -22,8 +22,9 @@ from lsakit.options import field_default, field_help, train_flags, update_readme
 
 
 def test_the_readme_option_tables_are_the_generated_ones() -> None:
-    assert update_readme(REPO / "README.md", check=True), (
-        "README.md's option tables are out of date: run `python -m lsakit.options README.md`"
+    assert update_readme(REPO / "docs" / "guide" / "cli.md", check=True), (
+        "docs/guide/cli.md's option tables are out of date: run "
+        "`python -m lsakit.options docs/guide/cli.md`"
     )
 
 

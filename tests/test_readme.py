@@ -25,22 +25,23 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _section(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"## {title}\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+    return readme_blocks.section(title)
 
 
-BLOCKS = re.findall(
-    r"<!-- tested -->\n```python\n(.*?)```", _section("Your own model and data"), re.S
-)
+#: every ``tested`` Python example of the README and the docs pages
+TESTED = [b for b in readme_blocks.of_kind("tested") if b.language == "python"]
+BLOCKS = [b.text for b in TESTED]
 
 
-def test_the_section_has_its_examples() -> None:
-    assert len(BLOCKS) >= 4
+def test_the_sections_have_their_examples() -> None:
+    assert len(BLOCKS) >= 7
+    own = re.findall(
+        r"<!-- tested -->\n```python\n(.*?)```", _section("Your own model and data"), re.S
+    )
+    assert len(own) >= 4 and set(own) <= set(BLOCKS)
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[b.where for b in TESTED])
 def test_readme_example_runs(index: int, tmp_path: Path) -> None:
     code = BLOCKS[index]
     needs = [m for m in ("timm", "torchvision", "transformers") if re.search(rf"\b{m}\b", code)]
@@ -53,7 +54,7 @@ def test_readme_example_runs(index: int, tmp_path: Path) -> None:
         timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip()
+    assert done.stdout.strip() or "print(" not in code  # an example that prints, printed
 
 
 CLI = re.findall(
@@ -116,18 +117,35 @@ def test_readme_command_lines_run(tmp_path: Path) -> None:
 # Every fenced block is accounted for; the demo block, the API example and the tables are what
 # the code prints. The walk over the command blocks is tests/test_readme_walk.py (make docs-check).
 # ---------------------------------------------------------------------------------------------
-TEXT = README.read_text(encoding="utf-8")
-FLAT = " ".join(TEXT.split())  # the README's prose with its line breaks as single spaces
+TEXT = readme_blocks.text()  # the README and the docs pages
+FLAT = " ".join(TEXT.split())  # their prose with its line breaks as single spaces
 MAKEFILE = (README.parent / "Makefile").read_text(encoding="utf-8")
 
 
 def test_every_fenced_block_says_how_it_is_checked() -> None:
     found = readme_blocks.blocks()
     assert len(found) >= 20
-    unmarked = [f"README.md:{b.line} ({b.marker or 'no marker'})" for b in found if b.kind is None]
+    unmarked = [f"{b.where} ({b.marker or 'no marker'})" for b in found if b.kind is None]
     assert not unmarked, f"fenced blocks without a known marker: {unmarked}"
     assert len(readme_blocks.of_kind("tested: walk")) >= 6
     assert next(b.argument for b in readme_blocks.of_kind("output")) == "make demo"
+
+
+def test_the_readme_is_short_and_every_docs_page_is_checked() -> None:
+    readme = README.read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    pages = {
+        p for p in readme_blocks.DOCS.rglob("*.md")
+        if p.relative_to(readme_blocks.DOCS).parts[0] not in readme_blocks.GENERATED
+    }  # fmt: skip
+    assert pages == set(readme_blocks.DOCUMENTS[1:]), "docs pages missing from DOCUMENTS"
+    # the README's two commands are the Quick start's, which make docs-check walks
+    (two,) = [b for b in readme_blocks.blocks() if b.path == README and "make demo" in b.text]
+    (walked,) = [b for b in readme_blocks.of_kind("tested: walk") if "make demo" in b.text]
+    assert two.text == walked.text and walked.path.name == "getting-started.md"
+    # every relative link of the README points at a file that exists
+    for target in re.findall(r"\]\(((?!https?:)[^)#]+)", readme):
+        assert (README.parent / target).exists(), target
 
 
 def test_the_block_parser_reads_markers_and_commands() -> None:
@@ -233,7 +251,7 @@ def test_the_python_api_example_prints_its_comments(tmp_path: Path) -> None:
 
 def _table(title: str) -> list[list[str]]:
     """The body rows (cells stripped) of the first Markdown table after the heading ``title``."""
-    lines = TEXT[TEXT.index(f"## {title}\n") :].splitlines()
+    lines = readme_blocks.section(title).splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("|"))
     end = next(i for i in range(first, len(lines)) if not lines[i].startswith("|"))
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in lines[first + 2 : end]]

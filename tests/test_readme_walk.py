@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import sys
 import time
@@ -116,7 +117,7 @@ def test_the_walk_covers_the_command_sections() -> None:
         assert command in walked, command
 
 
-@pytest.mark.parametrize("block", WALK, ids=[f"README.md:{b.line}" for b in WALK])
+@pytest.mark.parametrize("block", WALK, ids=[b.where for b in WALK])
 def test_readme_block_runs(block: readme_blocks.Block, workspace: Path) -> None:
     for line in readme_blocks.commands(block):
         if line == "make test":  # the README's test command is what CI runs, not run again here
@@ -127,14 +128,35 @@ def test_readme_block_runs(block: readme_blocks.Block, workspace: Path) -> None:
             stdout = run(line, workspace)
             assert stdout.count("MVL (pgd") == 1, stdout  # rank 0 alone prints the table
         else:
-            assert line.startswith("lsakit "), f"README.md:{block.line}: how to run {line!r}?"
+            assert line.startswith("lsakit "), f"{block.where}: how to run {line!r}?"
             run(line, workspace)
 
 
-@pytest.mark.parametrize("block", OUTPUTS, ids=[f"README.md:{b.line}" for b in OUTPUTS])
+@pytest.mark.parametrize("block", OUTPUTS, ids=[b.where for b in OUTPUTS])
 def test_readme_output_block_is_what_its_command_prints(
     block: readme_blocks.Block, workspace: Path
 ) -> None:
     stdout = run(block.argument, workspace)
     got, want = readme_blocks.printed(stdout), readme_blocks.printed(block.text)
     assert not readme_blocks.mismatches(got, want), readme_blocks.mismatches(got, want)
+
+
+def test_the_readme_figure_is_what_its_command_draws(workspace: Path) -> None:
+    """The README's one figure is the ``lsa.png`` that the command in its caption writes (the
+    same command as an output block's, so the walk has usually run it already)."""
+    from PIL import Image
+
+    readme = readme_blocks.README.read_text(encoding="utf-8")
+    figure = re.search(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)
+    assert figure, "the README has no figure"
+    command = re.search(r"\*The LSA[^*]*?`(lsakit [^`]*--out (\S+))` draws it", readme, re.S)
+    assert command, "the figure's caption names no command"
+    drawn = workspace / command.group(2) / "lsa.png"
+    if not drawn.exists():
+        run(command.group(1), workspace)
+    with Image.open(REPO / figure.group(1)) as shown, Image.open(drawn) as made:
+        assert shown.size == made.size
+        a = np.asarray(shown.convert("RGB"), dtype=np.float64)
+        b = np.asarray(made.convert("RGB"), dtype=np.float64)
+    # the same figure, up to font rendering: a mean difference well under one grey level in 255
+    assert float(np.abs(a - b).mean()) < 1.0

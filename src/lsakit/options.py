@@ -7,8 +7,8 @@ default from the field (:func:`train_option`), YAML config files set the same fi
 shows), so none of them can drift. A default that depends on the data set is shown per preset
 (``preset: moons 20, mnist 3, …``, read from :mod:`lsakit.config.presets`).
 
-    python -m lsakit.options README.md           # rewrite the tables between the markers
-    python -m lsakit.options --check README.md   # exit 1 when they are out of date
+    python -m lsakit.options docs/guide/cli.md   # rewrite the tables between the markers
+    python -m lsakit.options --check docs/guide/cli.md   # exit 1 when they are out of date
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ def option_tables() -> str:
     key, and the options only a YAML file sets), ``analyze`` and ``evaluate``."""
     lines = [
         BEGIN,
-        "### Options of train, analyze and evaluate",
+        "## Options of train, analyze and evaluate",
         "",
-        "Generated from the declarations (`python -m lsakit.options README.md`; "
+        "Generated from the declarations (`python -m lsakit.options docs/guide/cli.md`; "
         "tests/test_options.py checks that this copy is current). A `--config` YAML file takes "
         "every training option by its key; flags override it; both start from the data set's "
         "preset (`src/lsakit/config/presets.py`).",
@@ -129,7 +129,7 @@ def update_readme(path: str | Path, *, check: bool = False) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     check = "--check" in args
-    paths = [a for a in args if a != "--check"] or ["README.md"]
+    paths = [a for a in args if a != "--check"] or ["docs/guide/cli.md"]
     stale = [p for p in paths if not update_readme(p, check=check)]
     for p in stale:
         print(f"{p}: option tables {'out of date' if check else 'rewritten'}")
