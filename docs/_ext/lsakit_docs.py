@@ -122,9 +122,8 @@ def write_reproduction_pages(app: Sphinx) -> None:
         result = ExperimentResult.load(path)
         text = reproduction_markdown(result)
         note = (
-            f"\n\n*Generated at build time from [`docs/results/{path.name}`]"
-            f"(https://github.com/lsakit/lsakit/blob/main/docs/results/{path.name}), the "
-            f"`results.json` that `lsakit reproduce` wrote.*\n"
+            f"\n\n*Generated at build time from `docs/results/{path.name}`, the `results.json` "
+            f"that `lsakit reproduce` wrote.*\n"
         )
         (root / f"{path.stem}.md").write_text(text.rstrip() + note, encoding="utf-8")
         by_experiment.setdefault(result.experiment, {})[result.protocol] = result
