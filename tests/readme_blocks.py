@@ -51,14 +51,19 @@ def text() -> str:
 
 def section(title: str) -> str:
     """The text of the section headed ``title`` (any level), up to the next heading of its level
-    or above, in whichever document holds it."""
+    or above (a ``#`` line inside a fenced block is no heading), in whichever document holds it."""
     for path in DOCUMENTS:
-        found = re.search(rf"^(#+) {re.escape(title)}\n", path.read_text(encoding="utf-8"), re.M)
-        if found:
-            body = path.read_text(encoding="utf-8")[found.start() :]
-            level = len(found.group(1))
-            end = re.search(rf"^#{{1,{level}}} ", body[found.end() - found.start() :], re.M)
-            return body if end is None else body[: found.end() - found.start() + end.start()]
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        fenced, level, start = False, 0, -1
+        for i, line in enumerate(lines):
+            fenced ^= line.startswith("```")
+            heading = re.match(r"(#+) (.*)\n?$", line) if not fenced else None
+            if heading and start < 0 and heading.group(2) == title:
+                level, start = len(heading.group(1)), i
+            elif heading and start >= 0 and len(heading.group(1)) <= level:
+                return "".join(lines[start:i])
+        if start >= 0:
+            return "".join(lines[start:])
     raise KeyError(f"no section headed {title!r} in the README or the docs")
 
 
