@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -188,7 +189,9 @@ def _kill_writer(
     proc = _spawn([sys.executable, "-c", script, str(target)], tmp_path)
     seen = _kill_after_line(proc, needle or f"saved {after}\n", delay)
     assert proc.returncode == -signal.SIGKILL
-    last = max(int(line.split()[1]) for line in seen if line.startswith("saved"))
+    # Unbuffered, print writes "saved", " ", "3", "\n" one by one: a kill between them leaves a
+    # partial last line, which is no completed save.
+    last = max(int(m.group(1)) for line in seen if (m := re.fullmatch(r"saved (\d+)\n", line)))
     temps = [p for p in target.parent.iterdir() if p != target]
     return last, temps
 
