@@ -1,7 +1,10 @@
-"""Small hand-built models shared by the tests (importable as ``helpers``)."""
+"""Small hand-built models and tools shared by the tests (importable as ``helpers``)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,3 +165,26 @@ def numerics_of_worker(payload: object, *needed: object) -> dict[str, Any]:
     from lsakit import numerics
 
     return numerics.describe()
+
+
+#: A headless Chromium for the tests that open HTML in a browser (None: they skip, saying why).
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+BROWSER = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+NO_BROWSER = (
+    "no Chromium binary on PATH (Debian: apt-get install chromium; .ci/run installs it when "
+    "apt-get can)"
+)
+
+
+def browser_dom(page: Path, profile: Path, width: int = 1280) -> subprocess.CompletedProcess[str]:
+    """Open ``page`` in headless Chromium, ``width`` px wide, once its scripts have run; the
+    finished run, whose stdout is the page's DOM (``--dump-dom``)."""
+    assert BROWSER is not None
+    return subprocess.run(
+        [
+            BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},2000",
+            "--virtual-time-budget=10000", "--dump-dom", page.as_uri(),
+        ],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from helpers import BROWSER, NO_BROWSER, browser_dom
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 TUTORIALS = sorted((DOCS / "tutorials").glob("*.ipynb"))
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-BROWSER = next((found for name in BROWSERS if (found := shutil.which(name))), None)
 ANSI = re.compile(r"\x1b\[")
 
 
@@ -125,24 +124,13 @@ def check_executed(notebook: dict[str, Any], name: str) -> None:
 
 
 def _dom(page: Path, tmp_path: Path) -> str:
-    assert BROWSER is not None
-    done = subprocess.run(
-        [
-            BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000",
-            "--virtual-time-budget=10000", "--dump-dom", page.as_uri(),
-        ],
-        capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+    done = browser_dom(page, tmp_path / "profile")
     assert "</html>" in done.stdout, f"chromium gave no DOM (exit {done.returncode})"
     return done.stdout
 
 
 @pytest.mark.slow  # a few minutes: the whole site, every tutorial executed
-@pytest.mark.skipif(
-    BROWSER is None,
-    reason="no Chromium binary on PATH (Debian: apt-get install chromium; .ci/run installs it)",
-)
+@pytest.mark.skipif(BROWSER is None, reason=NO_BROWSER)
 def test_the_site_builds_and_a_browser_finds_the_api_and_the_tutorials(tmp_path: Path) -> None:
     data = REPO.parent / "shared" / "data"
     if not (data / "mnist").is_dir():

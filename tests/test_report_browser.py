@@ -14,24 +14,18 @@ import html
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers import BROWSER, NO_BROWSER, browser_dom
 from lsakit.experiments import ExperimentResult
 from lsakit.report import write_report
 
 WIDTH = 1280
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-BROWSER = next((found for name in BROWSERS if (found := shutil.which(name))), None)
 
-pytestmark = pytest.mark.skipif(
-    BROWSER is None,
-    reason="no Chromium binary on PATH (Debian: apt-get install chromium; .ci/run installs it "
-    "when apt-get can)",
-)
+pytestmark = pytest.mark.skipif(BROWSER is None, reason=NO_BROWSER)
 
 #: Appended to a copy of the page: once everything is laid out, what is wider than it may be.
 MEASURE = """<script>
@@ -62,16 +56,7 @@ def measure(page: Path, tmp_path: Path, width: int = WIDTH) -> dict[str, Any]:
     """Open ``page`` in headless Chromium at ``width`` px; the measurements the script wrote."""
     probe = tmp_path / f"measured-{page.parent.name}.html"
     probe.write_text(page.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"))
-    assert BROWSER is not None
-    done = subprocess.run(
-        [
-            BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-            f"--window-size={width},2000", "--virtual-time-budget=10000", "--dump-dom",
-            probe.as_uri(),
-        ],
-        capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+    done = browser_dom(probe, tmp_path / "profile", width)
     found = re.search(r'<pre id="lsakit-measure">(.*?)</pre>', done.stdout, flags=re.S)
     assert found, f"chromium wrote no measurement (exit {done.returncode}): {done.stderr[-2000:]}"
     values: dict[str, Any] = json.loads(html.unescape(found.group(1)))
