@@ -94,6 +94,32 @@ def test_the_tutorials_are_committed_without_outputs_and_listed() -> None:
         assert f"tutorials/{path.stem}\n" in index, f"{path.name} is not in the site's toctree"
 
 
+def test_the_reproduction_pages_are_rendered_from_results_files_and_type_no_numbers() -> None:
+    """Issue 25: the paper's tables beside ours, generated from the ``results.json`` files in
+    docs/results (one per experiment and protocol), none of it typed by hand."""
+    from lsakit.experiments import ExperimentResult
+    from lsakit.experiments.config import load_experiment, load_table
+    from lsakit.report import reproduction_markdown
+
+    typed = [line for line in (DOCS / "reproductions.md").read_text(encoding="utf-8").splitlines()
+             if line.lstrip().startswith("|")]  # fmt: skip
+    assert typed == [], "docs/reproductions.md types a table; render it from docs/results instead"
+    found: dict[str, set[str]] = {}
+    for path in sorted((DOCS / "results").glob("*.json")):
+        result = ExperimentResult.load(path)
+        assert path.stem == f"{result.experiment}-{result.protocol}"
+        _, published = load_table(load_experiment(result.experiment).table)
+        lines = reproduction_markdown(result).splitlines()
+        for row in result.rows:
+            assert row.published == published[row.name], f"{path.name}: {row.name}"
+            cells = next(line for line in lines if line.startswith(f"| {row.name} |")).split("|")
+            ours = sum(run.rg for run in row.runs) / len(row.runs)
+            assert float(cells[2].split("±")[0]) == pytest.approx(ours, abs=0.006), row.name
+            assert float(cells[3]) == published[row.name].rg
+        found.setdefault(result.experiment, set()).add(result.protocol)
+    assert found == {"moon": {"strict", "paper"}, "mnist": {"strict", "paper"}}
+
+
 # -- the built site --------------------------------------------------------------------------------
 
 
@@ -184,6 +210,12 @@ def test_the_site_builds_and_a_browser_finds_the_api_and_the_tutorials(tmp_path:
     assert '<table class="lsakit"' in tutorial
     images = re.findall(r'<img[^>]+src="([^"]+)"', tutorial)
     assert any(src.endswith(".png") and (html / "tutorials" / src).exists() for src in images)
+
+    # The reproduction pages, rendered from docs/results, reached from the reproductions page
+    reproductions = set(re.findall(r'href="([^"#]+)', _dom(html / "reproductions.html", tmp_path)))
+    for path in sorted((DOCS / "results").glob("*.json")):
+        assert f"reproductions/{path.stem}.html" in reproductions, path.stem
+    assert "AT-APGD-LR-L0" in _dom(html / "reproductions/mnist-strict.html", tmp_path)
 
 
 def test_the_notebook_checks_catch_what_they_look_for() -> None:
