@@ -56,6 +56,10 @@ nb_merge_streams = True
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 myst_heading_anchors = 3
 
+# Sphinx's smart quotes would turn the "--" of an option named in prose (--out, --jobs) into an
+# en dash that no shell accepts; quotes and ellipses only.
+smartquotes_action = "qe"
+
 html_theme = "furo"
 html_title = f"lsakit {release}"
 html_static_path: list[str] = []

@@ -169,6 +169,10 @@ def test_the_site_builds_and_a_browser_finds_the_api_and_the_tutorials(tmp_path:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
+    # No option named in prose (--out, --jobs) turned into an en dash a shell would not accept
+    dashed = {m for page in html.rglob("*.html")
+              for m in re.findall(r"[\s(>]\u2013[a-z][a-z-]+", page.read_text(encoding="utf-8"))}  # fmt: skip
+    assert not dashed, f"options rendered with an en dash: {sorted(dashed)[:10]}"
 
     # The executed notebooks myst-nb keeps beside the site
     executed = {p.stem: json.loads(p.read_text(encoding="utf-8"))
