@@ -25,6 +25,7 @@ from helpers import BROWSER, NO_BROWSER, browser_dom
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 TUTORIALS = sorted((DOCS / "tutorials").glob("*.ipynb"))
+RESULTS = sorted((DOCS / "results").glob("*.json"))  # one reproduction page each
 ANSI = re.compile(r"\x1b\[")
 
 
@@ -105,7 +106,7 @@ def test_the_reproduction_pages_are_rendered_from_results_files_and_type_no_numb
              if line.lstrip().startswith("|")]  # fmt: skip
     assert typed == [], "docs/reproductions.md types a table; render it from docs/results instead"
     found: dict[str, set[str]] = {}
-    for path in sorted((DOCS / "results").glob("*.json")):
+    for path in RESULTS:
         result = ExperimentResult.load(path)
         assert path.stem == f"{result.experiment}-{result.protocol}"
         _, published = load_table(load_experiment(result.experiment).table)
@@ -217,7 +218,7 @@ def test_the_site_builds_and_a_browser_finds_the_api_and_the_tutorials(tmp_path:
 
     # The reproduction pages, rendered from docs/results, reached from the reproductions page
     reproductions = set(re.findall(r'href="([^"#]+)', _dom(html / "reproductions.html", tmp_path)))
-    for path in sorted((DOCS / "results").glob("*.json")):
+    for path in RESULTS:
         assert f"reproductions/{path.stem}.html" in reproductions, path.stem
     assert "AT-APGD-LR-L0" in _dom(html / "reproductions/mnist-strict.html", tmp_path)
 
